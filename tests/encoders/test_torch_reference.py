@@ -1,0 +1,64 @@
+"""The test-side PyTorch definitions match the real mmaction2 backbones (when importable).
+
+mmaction2 is not a project dependency (its wheel needs ``mmengine`` + ``mmcv-lite`` and
+``pip install --no-deps mmaction2==1.2.0``); these tests skip without it. They pin that
+``torch_reference`` -- which the Flax-vs-PyTorch tests use -- has the same state_dict keys and
+shapes and computes the same function as the original.
+"""
+import pytest
+
+torch = pytest.importorskip('torch')
+import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+MM = ref.import_mmaction_backbones()
+pytestmark = pytest.mark.skipif(MM is None, reason='mmaction2 backbones not importable')
+
+
+def _mm_slowfast(depth, slow_base):
+  return MM[0](resample_rate=8, speed_ratio=8, channel_ratio=8,
+               slow_pathway=dict(type='resnet3d', depth=depth, pretrained=None, lateral=True,
+                                 base_channels=slow_base, conv1_kernel=(1, 7, 7),
+                                 dilations=(1, 1, 1, 1), conv1_stride_t=1, pool1_stride_t=1,
+                                 inflate=(0, 0, 1, 1), norm_eval=False),
+               fast_pathway=dict(type='resnet3d', depth=depth, pretrained=None, lateral=False,
+                                 base_channels=slow_base // 8, conv1_kernel=(5, 7, 7),
+                                 conv1_stride_t=1, pool1_stride_t=1, norm_eval=False))
+
+
+def _shapes(m):
+  return {k: tuple(v.shape) for k, v in m.state_dict().items()}
+
+
+def test_slowfast_r101_state_dict_keys_match_mmaction():
+  assert _shapes(ref.ResNet3dSlowFast(depth=101)) == _shapes(_mm_slowfast(101, 64))
+
+
+def test_slowonly_r50_flow_state_dict_keys_match_mmaction():
+  mm = MM[1](depth=50, pretrained=None, lateral=False, in_channels=2, conv1_kernel=(1, 7, 7),
+             conv1_stride_t=1, pool1_stride_t=1, inflate=(0, 0, 1, 1), with_pool2=False)
+  assert _shapes(ref.ResNet3dSlowOnly(depth=50, in_channels=2)) == _shapes(mm)
+
+
+def test_slowfast_reduced_forward_matches_mmaction():
+  mm = _mm_slowfast(50, 16)
+  ours = ref.randomize_(ref.ResNet3dSlowFast(depth=50, slow_base=16), seed=1)
+  mm.load_state_dict(ours.state_dict(), strict=True)
+  mm.eval()
+  x = torch.randn(2, 3, 16, 64, 64, generator=torch.Generator().manual_seed(0))
+  with torch.no_grad():
+    a, b = mm(x), ours(x)
+  for u, v in zip(a, b):
+    assert u.shape == v.shape
+    torch.testing.assert_close(u, v, rtol=0, atol=0)
+
+
+def test_slowonly_reduced_forward_matches_mmaction():
+  mm = MM[1](depth=50, pretrained=None, lateral=False, in_channels=2, base_channels=16,
+             conv1_kernel=(1, 7, 7), conv1_stride_t=1, pool1_stride_t=1, inflate=(0, 0, 1, 1),
+             with_pool2=False)
+  ours = ref.randomize_(ref.ResNet3dSlowOnly(depth=50, in_channels=2, base_channels=16), seed=2)
+  mm.load_state_dict(ours.state_dict(), strict=True)
+  mm.eval()
+  x = torch.randn(2, 2, 8, 64, 64, generator=torch.Generator().manual_seed(0))
+  with torch.no_grad():
+    torch.testing.assert_close(mm(x), ours(x), rtol=0, atol=0)
