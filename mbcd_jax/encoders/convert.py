@@ -120,7 +120,7 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Any],
   spec = KINDS[kind] if kind in KINDS else _check_kind(kind)
   trunk_shapes, stage_shapes = variable_shapes(kind, **encoder_kwargs)
   out = {'trunk': {}, 'stage': {}}
-  unexpected, misshaped, dropped = [], [], []
+  unexpected, misshaped, dropped, seen = [], [], [], set()
   for raw_key, value in state_dict.items():
     key = _strip(raw_key, spec['strip'])
     if key.endswith('num_batches_tracked') or key.startswith(spec['drop']):
@@ -135,6 +135,7 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Any],
       unexpected.append(f'{raw_key} (as {"/".join(fkey)})')
       continue
     want = (trunk_shapes if part == 'trunk' else stage_shapes)[fkey]
+    seen.add(fkey)
     if tuple(arr.shape) != want:
       misshaped.append(f'{raw_key}: checkpoint {tuple(np.shape(value))} -> Flax {arr.shape}, '
                        f'model wants {want} at {"/".join(fkey)}')
@@ -142,7 +143,7 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Any],
     out[part][fkey] = arr
   missing = [f'{part}:{"/".join(k)}' for part, shapes in (('trunk', trunk_shapes),
                                                           ('stage', stage_shapes))
-             for k in shapes if k not in out[part]]
+             for k in shapes if k not in seen]
   if unexpected or misshaped or missing:
     raise ConversionError(
         f'checkpoint does not match encoder {kind!r} {encoder_kwargs or ""}:'
@@ -178,10 +179,11 @@ def read_torch_checkpoint(path: str, trust_pickle: bool = False) -> dict[str, np
 def save(path: str, kind: str, trunk_vars: PyTree, stage_vars: PyTree,
          encoder_kwargs: Mapping[str, Any] | None = None) -> None:
   blob = {'format': FORMAT, 'kind': kind, 'encoder_kwargs': json.dumps(dict(encoder_kwargs or {})),
-          'trunk': trunk_vars, 'stage': stage_vars}
+          'trunk': jax.tree.map(np.asarray, trunk_vars),
+          'stage': jax.tree.map(np.asarray, stage_vars)}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'wb') as f:
-    f.write(flax.serialization.msgpack_serialize(jax.tree.map(np.asarray, blob)))
+    f.write(flax.serialization.msgpack_serialize(blob))
 
 
 def load_pretrained(kind: str, path: str, trust_pickle: bool = False,

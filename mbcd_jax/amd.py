@@ -1,0 +1,52 @@
+"""Adaptive Modality Dropout (paper §"Adaptive Modality Dropout"; method.md §2).
+
+Per mini-batch, from the uni-modal logits z_k (stop-gradient, labels unused):
+  confidence      s_k = sum_i max_c softmax(z_k,i)_c
+  relative speed  r_k = 1/(M-1) sum_{j != k} s_k / s_j
+  drop prob       p_k = base + (1 - base) * tanh(r_k - 1)   if r_k > 1 else 0
+and each sample keeps modality k's fused-head input with probability 1 - p_k. ``base`` is the
+port's ``modality_drop_base`` (0 by default, which gives the paper's tanh(max(r_k - 1, 0))).
+Under data parallelism ``s_k`` sums over the global batch (the step is jitted over the whole
+sharded batch), so the probabilities do not depend on the number of devices.
+"""
+from typing import Mapping
+
+import jax
+import jax.numpy as jnp
+
+MODES = ('adaptive', 'fixed', 'off')
+
+
+def confidence(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
+  """s_k: sum over the batch of the max softmax probability. logits ``[B, C]`` -> scalar."""
+  conf = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32)).max(-1)
+  if mask is not None:
+    conf = conf * mask
+  return conf.sum()
+
+
+def drop_probs(uni_logits: Mapping[str, jax.Array], mode: str, *, base: float = 0.0,
+               fixed_p: float = 0.5) -> dict:
+  """Per-modality drop probabilities p_k (scalars), for ``mode`` in ``MODES``."""
+  mods = list(uni_logits)
+  if mode == 'off' or len(mods) < 2:
+    return {m: jnp.zeros((), jnp.float32) for m in mods}
+  if mode == 'fixed':
+    return {m: jnp.full((), fixed_p, jnp.float32) for m in mods}
+  if mode != 'adaptive':
+    raise ValueError(f'unknown AMD mode {mode!r}; known: {MODES}')
+  s = {m: confidence(uni_logits[m]) for m in mods}
+  probs = {}
+  for k in mods:
+    r = sum(s[k] / s[j] for j in mods if j != k) / (len(mods) - 1)
+    probs[k] = jnp.where(r > 1, base + (1 - base) * jnp.tanh(r - 1), 0.0)
+  return probs
+
+
+def sample_keep(rng: jax.Array, probs: Mapping[str, jax.Array], batch_size: int) -> dict:
+  """Per-sample keep masks: modality -> ``[B]`` float 0/1, keep ~ Bernoulli(1 - p_k)."""
+  out = {}
+  for i, (m, p) in enumerate(probs.items()):
+    out[m] = jax.random.bernoulli(jax.random.fold_in(rng, i), 1.0 - p,
+                                  (batch_size,)).astype(jnp.float32)
+  return out

@@ -1,0 +1,127 @@
+"""Shared config defaults and validation for ``configs/*.py``.
+
+A config has five groups: ``data`` (dataset, domains, modalities, batch), ``model`` (encoders,
+heads), ``method`` (which objective: MBCD, its ablations, ERM/EMA), ``optim`` and ``train``.
+``validate`` turns every mistake a user can make on the command line into a one-line
+``ValueError`` naming the field.
+"""
+import ml_collections
+from ml_collections import config_dict
+
+from mbcd_jax import MODALITIES
+from mbcd_jax import methods
+
+DATASETS = {
+    'hac': dict(domains=('human', 'animal', 'cartoon'), num_classes=7),
+    'epic': dict(domains=('D1', 'D2', 'D3'), num_classes=8),
+}
+
+
+def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
+  """``config.method``: the preset name, component switches (None = from the preset) and the
+  paper's coefficients."""
+  return ml_collections.ConfigDict(dict(
+      name=name,
+      amd=config_dict.placeholder(str),          # 'adaptive' | 'fixed' | 'off'
+      consistency=config_dict.placeholder(str),  # 'inner_first_order' | 'inner_second_order' | 'grad_dot' | 'off'
+      ema=config_dict.placeholder(bool),
+      distill=config_dict.placeholder(bool),
+      amd_base=0.0,         # the port's modality_drop_base
+      amd_fixed_p=0.5,      # drop probability of the 'fixed' ablation (Table 5)
+      alpha=1e-4,           # inner-loop step size
+      ema_beta=0.999,       # EMA decay per optimizer step
+      lambda_mm=1.0,        # KL(teacher || fused student)
+      lambda_um=1.0,        # sum_k KL(teacher || uni-modal student k)
+      temperature=1.0,
+  ))
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """The paper's recipe (method.md §6) with the real encoders; dataset fields are filled by
+  ``configs/hac.py`` / ``configs/epic.py``."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+  c.data = ml_collections.ConfigDict(dict(
+      dataset='hac',              # 'hac' | 'epic' : the protocol (domains, classes)
+      source='synthetic',         # 'synthetic' (embedded, no download) | 'prepared' (data.dir)
+      dir=config_dict.placeholder(str),   # prepared clip store (python -m mbcd_jax.data.prepare)
+      domains=('human', 'animal', 'cartoon'),
+      sources=('animal', 'cartoon'),      # training domains
+      target='human',                     # unseen test domain
+      modalities=('video', 'flow', 'audio'),
+      num_classes=7,
+      hac_test_split_only=False,  # HAC target: whole domain (SimMMDG/port) vs its test split
+      batch_size=16,              # global batch, split over all devices and hosts
+      eval_batch_size=32,
+      num_workers=0,              # grain worker processes (0 = in-process)
+  ))
+  c.model = ml_collections.ConfigDict(dict(
+      encoders=ml_collections.ConfigDict(),   # modality -> {name, **kwargs, pretrained}
+      freeze_trunk=True,          # paper: only the last stage (layer4) and the heads train
+      feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable'
+      head_hidden=512,
+      head_dropout=0.5,
+  ))
+  c.method = method_config('mbcd')
+  c.optim = ml_collections.ConfigDict(dict(
+      lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))   # torch Adam, coupled L2
+  c.train = ml_collections.ConfigDict(dict(
+      epochs=20,
+      log_every=10,               # steps between train-metric log lines
+      eval_every_epochs=1,
+      progress=True,              # tqdm progress bar with rate and ETA
+  ))
+  return c
+
+
+def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
+  """Checks a config; returns the resolved method. Raises a one-line ValueError on a mistake."""
+  d = config.data
+  if d.dataset not in DATASETS:
+    raise ValueError(f'config.data.dataset: unknown dataset {d.dataset!r}; known: '
+                     f'{", ".join(DATASETS)}')
+  if d.source not in ('synthetic', 'prepared'):
+    raise ValueError(f"config.data.source must be 'synthetic' or 'prepared', got {d.source!r}")
+  domains = tuple(d.domains)
+  sources = (d.sources,) if isinstance(d.sources, str) else tuple(d.sources)
+  for name in sources + (d.target,):
+    if name not in domains:
+      raise ValueError(f'config.data: unknown domain {name!r}; the {d.dataset} domains are '
+                       f'{", ".join(domains)}')
+  if not sources:
+    raise ValueError('config.data.sources: at least one source domain is required')
+  if d.target in sources:
+    raise ValueError(f'config.data: target domain {d.target!r} is also a source domain')
+  mods = (d.modalities,) if isinstance(d.modalities, str) else tuple(d.modalities)
+  if not mods:
+    raise ValueError('config.data.modalities: at least one modality is required')
+  for m in mods:
+    if m not in MODALITIES:
+      raise ValueError(f'config.data.modalities: unknown modality {m!r}; known: '
+                       f'{", ".join(MODALITIES)}')
+    if m not in config.model.encoders:
+      raise ValueError(f'config.model.encoders has no encoder for modality {m!r}')
+  if len(set(mods)) != len(mods):
+    raise ValueError(f'config.data.modalities has duplicates: {mods}')
+  if d.batch_size <= 0 or d.eval_batch_size <= 0:
+    raise ValueError('config.data.batch_size and eval_batch_size must be positive')
+  if config.model.feature_norm not in ('parameter_free', 'learnable'):
+    raise ValueError(f"config.model.feature_norm must be 'parameter_free' or 'learnable', got "
+                     f'{config.model.feature_norm!r}')
+  if config.train.epochs <= 0:
+    raise ValueError(f'config.train.epochs must be positive, got {config.train.epochs}')
+  spec = methods.resolve(config.method)
+  if spec.amd != 'off' and len(mods) < 2:
+    raise ValueError('config.method.amd needs at least two modalities')
+  return spec
+
+
+def normalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Lets ``--config.data.sources=animal`` (a string) mean a one-domain tuple, etc."""
+  with config.unlocked():
+    for key in ('sources', 'modalities', 'domains'):
+      if isinstance(config.data[key], str):
+        config.data[key] = tuple(s for s in config.data[key].split(',') if s)
+      else:
+        config.data[key] = tuple(config.data[key])
+  return config

@@ -1,0 +1,127 @@
+"""What one example is made of on disk, and where its files may be.
+
+Readers (``epic.py``, ``hac.py``) turn a dataset's split files into ``Clip`` descriptions; the
+prepare command decodes them. Releases and peer loaders disagree on where the media folders sit
+(method.md §9), so every file is looked up under a list of candidate places, and a miss reports
+all of them: a user can see at once which folder name or nesting their copy differs in.
+"""
+import dataclasses
+import os
+from typing import Sequence
+
+
+@dataclasses.dataclass(frozen=True)
+class Frames:
+  """Frames of one stream, from an mp4 file or a folder of JPEG frames.
+
+  Attributes:
+    kind: 'mp4' (decode every frame of ``path``) or 'jpeg' (files ``path/template.format(i)``
+      for i in ``[first, first + count)``).
+    path: the mp4 file or the frame folder.
+    first: first frame number (jpeg).
+    count: number of frames (jpeg).
+    template: frame file name pattern (jpeg); EPIC's is ``frame_{:010d}.jpg``, 1-based.
+  """
+  kind: str
+  path: str
+  first: int = 0
+  count: int = 0
+  template: str = 'frame_{:010d}.jpg'
+
+  def files(self) -> list[str]:
+    if self.kind == 'mp4':
+      return [self.path]
+    return [os.path.join(self.path, self.template.format(i))
+            for i in range(self.first, self.first + self.count)]
+
+
+@dataclasses.dataclass(frozen=True)
+class Audio:
+  """A wav file and the part of it that belongs to the clip.
+
+  Attributes:
+    path: wav file (any rate / channels; prepared as 16 kHz mono).
+    start_s, stop_s: segment in seconds (EPIC: whole-video wavs cut by the narration
+      timestamps); None = the whole file (HAC: the window is chosen per sample at train time).
+  """
+  path: str
+  start_s: float | None = None
+  stop_s: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Clip:
+  """One labelled example and where its media are.
+
+  Attributes:
+    clip_id: unique within the dataset, e.g. 'D1-train-13542' or 'human-test-abc'.
+    domain: domain name ('D1', 'human', ...); domain_index its position in the dataset's list.
+    split: the split file it comes from: 'train' or 'test'.
+    label: class index.
+    video: RGB frames; None if not requested or not found.
+    flow: (u / x, v / y) frames; None if not requested or not found.
+    audio: the wav segment; None if not requested or not found.
+    missing: one message per requested medium that was not found (it lists every place tried);
+      such a clip is reported as a failure instead of being prepared.
+  """
+  clip_id: str
+  domain: str
+  domain_index: int
+  split: str
+  label: int
+  video: Frames | None = None
+  flow: tuple[Frames, Frames] | None = None
+  audio: Audio | None = None
+  missing: tuple[str, ...] = ()
+
+  def sources(self) -> dict:
+    """Source paths per modality, for the index and the manifest."""
+    out = {}
+    if self.video is not None:
+      out['video'] = self.video.path
+    if self.flow is not None:
+      out['flow'] = [self.flow[0].path, self.flow[1].path]
+    if self.audio is not None:
+      out['audio'] = self.audio.path
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class Failure:
+  """A clip (or split file) that could not be prepared: what, which file, why."""
+  what: str
+  path: str
+  error: str
+
+  def __str__(self):
+    return f'{self.what}: {self.error} [{self.path}]'
+
+
+class NotFound(Exception):
+  """A file was not under any of the candidate places; ``tried`` lists them, in order."""
+
+  def __init__(self, what: str, tried: Sequence[str]):
+    self.what, self.tried = what, list(tried)
+    super().__init__(f'{what} not found; tried: ' + ', '.join(self.tried))
+
+
+def unique(paths: Sequence[str]) -> list[str]:
+  """Normalised paths without repeats, order kept (candidate roots often coincide)."""
+  out = []
+  for p in paths:
+    p = os.path.normpath(p)
+    if p not in out:
+      out.append(p)
+  return out
+
+
+def find(what: str, roots: Sequence[str], rels: Sequence[str], isdir: bool = False) -> str:
+  """First existing ``root/rel`` over roots x rels (roots outer); NotFound lists all tried."""
+  tried = []
+  for root in roots:
+    for rel in rels:
+      p = os.path.join(root, rel)
+      if os.path.isdir(p) if isdir else os.path.isfile(p):
+        return p
+      tried.append(p)
+  raise NotFound(what, tried)
