@@ -41,9 +41,9 @@ def pack(arrays: dict[str, np.ndarray]) -> bytes:
   """dict of numpy arrays -> bytes (see ``unpack``)."""
   header, chunks, offset = {}, [], 0
   for k, v in arrays.items():
-    v = np.ascontiguousarray(v)
+    v = np.asarray(v)   # not ascontiguousarray: it turns scalars into shape [1]
     header[k] = [v.dtype.str, list(v.shape), offset]
-    b = v.tobytes()
+    b = v.tobytes()     # C order whatever the layout
     pad = -len(b) % _ALIGN
     chunks.append(b + b'\0' * pad)
     offset += len(b) + pad
