@@ -11,6 +11,9 @@ for batch sizes B1 < B2 with ``jax.jit(f).lower(...).compile().memory_analysis()
 host CPU, fits ``bytes(B) = fixed + B * per_sample`` and prints the largest B with
 ``bytes(B) <= 0.9 * capacity`` for a 16 GiB and an 80 GiB accelerator (10% kept for the
 runtime, fragmentation and the optimiser state, which is small: the stage's params only).
+The last column is the per-sample slope of the stage's forward+backward alone (input = the
+trunk's output), the part that ``remat`` shrinks; with the trunk included, the peak is set by
+the trunk's early, high-resolution activations, so ``remat`` barely moves the batch limit.
 
 Caveats: XLA's CPU buffer assignment and fusion differ from the GPU's; treat the numbers as
 estimates (typically within tens of percent). This is one encoder and one stage pass, not the
@@ -18,14 +21,17 @@ whole MBCD step (which runs each stage three times -- two student passes and the
 and holds all three modalities); that budget is the lead's.
 """
 import argparse
+import os
+import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mbcd_jax import encoders
-from mbcd_jax.encoders import convert
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
+from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PAPER_INPUTS = {
     'slowfast_r101': (32, 224, 224, 3),   # 32 frames at stride 2
@@ -78,9 +84,9 @@ def main():
       ('float32', False), ('float32', True), ('bfloat16', False), ('bfloat16', True)]
   print(f'jax {jax.__version__}, backend {jax.default_backend()} (compile-only estimate)\n')
   head = ('| encoder | input (per sample) | dtype | remat | fixed GiB | GiB/sample '
-          '| max B @16 GiB | max B @80 GiB |')
+          '| max B @16 GiB | max B @80 GiB | stage-only GiB/sample |')
   print(head)
-  print('|' + '---|' * 8)
+  print('|' + '---|' * 9)
   for kind, shape in PAPER_INPUTS.items():
     for dtype, remat in options:
       t = time.time()
@@ -88,9 +94,10 @@ def main():
       per = (m2 - m1) / (b2 - b1)
       fixed = m1 - b1 * per
       fit = lambda cap: int(np.floor((0.9 * cap * GIB - fixed) / per)) if per > 0 else -1
+      s1, s2 = (step_bytes(kind, b, dtype, remat, stage_only=True) for b in (b1, b2))
       print(f'| {kind} | {"x".join(map(str, shape))} | {dtype} | {remat} | {fixed / GIB:.2f} '
-            f'| {per / GIB:.3f} | {fit(16)} | {fit(80)} |  <!-- {time.time() - t:.0f}s -->',
-            flush=True)
+            f'| {per / GIB:.3f} | {fit(16)} | {fit(80)} | {(s2 - s1) / (b2 - b1) / GIB:.4f} |'
+            f'  <!-- {time.time() - t:.0f}s -->', flush=True)
 
 
 if __name__ == '__main__':

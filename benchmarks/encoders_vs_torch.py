@@ -1,0 +1,153 @@
+"""Paper encoders, Flax (jit) vs the PyTorch originals (eager), on the same CPU.
+
+    JAX_PLATFORMS=cpu python benchmarks/encoders_vs_torch.py [--reps 5]
+
+Needs torch (requirements-dev.txt). For each encoder -- full width and depth, reduced input
+shapes so that it runs in a few minutes on 2 cores -- both frameworks get the same random
+weights (PyTorch -> converter -> Flax) and the same input, and the script times, as in
+training with a frozen trunk:
+
+* trunk: stem..layer3 forward, no gradient (``torch.no_grad`` / plain ``apply``);
+* stage: layer4 + pool forward and backward w.r.t. layer4's parameters, from the trunk's output.
+
+Each number is the median of ``--reps`` timed calls after two warm-up calls (JAX compiles in
+the first). Ratios > 1 mean JAX is faster. Both frameworks compute in float32 with the
+BatchNorms in inference mode; PyTorch runs in its default NCDHW layout with
+``torch.set_num_threads(os.cpu_count())``. The whole-MBCD-step comparison is not here.
+"""
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import torch
+
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders')]
+import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _cases():
+  return [
+      # name, PyTorch model, PyTorch input shape [B, C, ...]
+      ('slowfast_r101', ref.ResNet3dSlowFast(depth=101), (2, 3, 16, 64, 64)),
+      ('slowonly_r50_flow', ref.ResNet3dSlowOnly(depth=50, in_channels=2), (2, 2, 8, 64, 64)),
+      ('vggsound_r18', ref.AVENet(), (2, 1, 128, 256)),
+  ]
+
+
+def _torch_parts(name, model):
+  """(trunk_fn, stage_fn, stage_params) of the PyTorch model."""
+  if name == 'slowfast_r101':
+    stage_params = list(model.slow_path.layer4.parameters()) + list(
+        model.fast_path.layer4.parameters())
+
+    def stage(f):
+      ys, yf = model.slow_path.layer4(f[0]), model.fast_path.layer4(f[1])
+      return torch.cat((yf.mean(dim=(2, 3, 4)), ys.mean(dim=(2, 3, 4))), 1)
+    return model.trunk, stage, stage_params
+  net = model.audnet if name == 'vggsound_r18' else model
+  stage_params = list(net.layer4.parameters())
+  if name == 'vggsound_r18':
+    trunk = lambda x: net.layer3(net.layer2(net.layer1(net.maxpool(torch.relu(
+        net.bn1(net.conv1(x)))))))
+    stage = lambda f: net.layer4(f).mean(dim=(2, 3))
+  else:
+    trunk = lambda x: net.layer3(net.layer2(net.layer1(net.maxpool(net.conv1(x)))))
+    stage = lambda f: net.layer4(f).mean(dim=(2, 3, 4))
+  return trunk, stage, stage_params
+
+
+def _median_time(fn, reps):
+  fn(), fn()
+  ts = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    fn()
+    ts.append(time.perf_counter() - t)
+  return statistics.median(ts) * 1e3
+
+
+def bench(name, model, shape, reps):
+  torch.set_num_threads(os.cpu_count())
+  ref.randomize_(model, seed=0)
+  x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
+  t_trunk, t_stage, t_params = _torch_parts(name, model)
+  for p in model.parameters():
+    p.requires_grad_(False)
+  for p in t_params:
+    p.requires_grad_(True)
+  with torch.no_grad():
+    t_feats = t_trunk(x)
+  w = torch.randn(encoders.build(name).feature_dim, generator=torch.Generator().manual_seed(1))
+
+  def torch_trunk():
+    with torch.no_grad():
+      return t_trunk(x)
+
+  def torch_stage():
+    for p in t_params:
+      p.grad = None
+    loss = (t_stage(t_feats) @ w).square().mean()
+    loss.backward()
+    return loss
+
+  # ------------------------------------------------------------------ JAX side
+  enc = encoders.build(name)
+  sd = {k: v.numpy() for k, v in model.state_dict().items()}
+  trunk_vars, stage_vars = convert.convert_state_dict(name, sd)
+  xj = jnp.asarray(np.moveaxis(x.numpy(), 1, -1))
+  wj = jnp.asarray(w.numpy())
+  j_trunk = jax.jit(enc.trunk.apply)
+  feats = j_trunk(trunk_vars, xj)
+  frozen = {'batch_stats': stage_vars['batch_stats']}
+
+  @jax.jit
+  def j_stage(params, feats):
+    def loss(p):
+      return jnp.mean(jnp.square(enc.stage.apply({**frozen, 'params': p}, feats) @ wj))
+    return jax.value_and_grad(loss)(params)
+
+  # Same model, same numbers: the loss of both frameworks agrees.
+  lt, lj = torch_stage().item(), float(j_stage(stage_vars['params'], feats)[0])
+  assert abs(lt - lj) <= 1e-3 * abs(lt) + 1e-6, (name, lt, lj)
+
+  ms = {
+      'torch trunk': _median_time(torch_trunk, reps),
+      'jax trunk': _median_time(lambda: jax.block_until_ready(j_trunk(trunk_vars, xj)), reps),
+      'torch stage': _median_time(torch_stage, reps),
+      'jax stage': _median_time(
+          lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats)), reps),
+  }
+  return ms
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--reps', type=int, default=5)
+  parser.add_argument('--only', default='', help='comma-separated encoder names')
+  args = parser.parse_args()
+  print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, '
+        f'{os.cpu_count()} CPU threads, median of {args.reps}\n')
+  print('| encoder | torch input | trunk fwd torch ms | jax ms | speed-up '
+        '| layer4 fwd+bwd torch ms | jax ms | speed-up |')
+  print('|' + '---|' * 8)
+  for name, model, shape in _cases():
+    if args.only and name not in args.only.split(','):
+      continue
+    ms = bench(name, model, shape, args.reps)
+    print(f'| {name} | {"x".join(map(str, shape))} | {ms["torch trunk"]:.0f} | '
+          f'{ms["jax trunk"]:.0f} | {ms["torch trunk"] / ms["jax trunk"]:.2f} | '
+          f'{ms["torch stage"]:.0f} | {ms["jax stage"]:.0f} | '
+          f'{ms["torch stage"] / ms["jax stage"]:.2f} |', flush=True)
+
+
+if __name__ == '__main__':
+  main()
