@@ -70,6 +70,12 @@ def base_config() -> ml_collections.ConfigDict:
       log_every=10,               # steps between train-metric log lines
       eval_every_epochs=1,
       progress=True,              # tqdm progress bar with rate and ETA
+      # Checkpoints (mbcd_jax/checkpoint.py) under <workdir>/checkpoints, also at every epoch end.
+      checkpoint_every_steps=200,  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
+      keep_checkpoints=3,         # the latest K are kept, plus the best-validation one
+      async_checkpointing=True,   # write checkpoints in a background thread (orbax)
+      resume_mode='strict',       # 'strict' | 'allow_changes' | 'restart' (an existing workdir)
+      nan_policy='stop',          # non-finite loss/gradient: 'stop' the run | 'skip' the update
   ))
   return c
 
