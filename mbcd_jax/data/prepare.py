@@ -201,7 +201,7 @@ def prepare_shard(out_dir: str, name: str, clips: list[layouts.Clip], recipe: Re
     entries.append(entry)
   part = dict(clip_ids=[c.clip_id for c in clips], recipe=dataclasses.asdict(recipe),
               entries=entries, failures=failures)
-  store.write_shard(out_dir, name, records, part)
+  store.write_shard(out_dir, name, records, part, compress=recipe.codec == 'raw')
   return store.read_shard_part(out_dir, name)
 
 

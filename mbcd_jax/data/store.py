@@ -117,16 +117,17 @@ def decode_frames(record: dict, name: str, indices) -> np.ndarray:
   t, h, w, c = frame_shape(record, name)
   data, off = record[f'{name}_jpeg'], record[f'{name}_offsets']
   out = np.empty((len(indices), h, w, c), np.uint8)
-  per = 1 if c == 3 else c
+  # OpenCV >= 4.10 decodes straight to RGB; older ones give BGR (reversed below).
+  rgb_flag = getattr(cv2, 'IMREAD_COLOR_RGB', None)
   for j, i in enumerate(indices):
-    for ch in range(per):
-      k = int(i) * per + ch
-      img = cv2.imdecode(data[off[k]:off[k + 1]],
-                         cv2.IMREAD_COLOR if c == 3 else cv2.IMREAD_GRAYSCALE)
-      if c == 3:
-        out[j] = img[..., ::-1]
-      else:
-        out[j, ..., ch] = img
+    if c == 3:
+      img = cv2.imdecode(data[off[i]:off[i + 1]],
+                         cv2.IMREAD_COLOR if rgb_flag is None else rgb_flag)
+      out[j] = img if rgb_flag is not None else img[..., ::-1]
+    else:
+      for ch in range(c):
+        k = int(i) * c + ch
+        out[j, ..., ch] = cv2.imdecode(data[off[k]:off[k + 1]], cv2.IMREAD_GRAYSCALE)
   return out
 
 
@@ -149,7 +150,8 @@ def write_json_atomic(path: str, obj) -> None:
   os.replace(tmp, path)
 
 
-def write_shard(out_dir: str, name: str, records: list[bytes], part: dict) -> dict:
+def write_shard(out_dir: str, name: str, records: list[bytes], part: dict,
+                compress: bool = True) -> dict:
   """Writes shard ``name`` (temp name, then rename) and its index part; returns its
   manifest entry {sha256, bytes, records}."""
   from array_record.python import array_record_module  # pylint: disable=g-import-not-at-top
@@ -158,7 +160,9 @@ def write_shard(out_dir: str, name: str, records: list[bytes], part: dict) -> di
   final = os.path.join(d, name)
   tmp = f'{final}.tmp-{os.getpid()}'
   # group_size:1 puts every record in its own chunk: random access reads one clip, not a group.
-  w = array_record_module.ArrayRecordWriter(tmp, 'group_size:1')
+  # JPEG bytes do not compress: skip the (default zstd) compression, which only costs reads.
+  w = array_record_module.ArrayRecordWriter(
+      tmp, 'group_size:1' + (',uncompressed' if compress is False else ''))
   for r in records:
     w.write(r)
   w.close()

@@ -27,6 +27,18 @@ from mbcd_jax.data import spectrogram, store
 
 RGB_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 RGB_STD = np.array([58.395, 57.12, 57.375], np.float32)
+# uint8 -> normalised float32 look-up tables [256, C]: one gather per channel is ~2x faster
+# than the arithmetic on a 32x224x224x3 clip and gives the same float32 values.
+_RGB_LUT = (np.arange(256, dtype=np.float32)[:, None] - RGB_MEAN) / RGB_STD
+_FLOW_LUT = np.repeat(((np.arange(256, dtype=np.float32) - 128.0) / 128.0)[:, None], 2, 1)
+
+
+def normalize(frames: np.ndarray, lut: np.ndarray) -> np.ndarray:
+  """uint8 ``[..., C]`` -> float32 ``lut[x, c]``."""
+  out = np.empty(frames.shape, np.float32)
+  for c in range(frames.shape[-1]):
+    out[..., c] = lut[:, c][frames[..., c]]
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -219,12 +231,12 @@ class ClipTransform:
       inds = sample_indices(store.num_frames(record, 'video'), cfg.video_frames,
                             cfg.video_stride, rng)
       v = spatial(store.decode_frames(record, 'video', inds), cfg, rng, is_flow=False)
-      out['video'] = (v.astype(np.float32) - RGB_MEAN) / RGB_STD
+      out['video'] = normalize(v, _RGB_LUT)
     if 'flow' in self.modalities:
       finds = sample_indices(store.num_frames(record, 'flow'), cfg.flow_frames,
                              cfg.flow_stride, rng)
       f = spatial(store.decode_frames(record, 'flow', finds), cfg, rng, is_flow=True)
-      out['flow'] = (f.astype(np.float32) - 128.0) / 128.0
+      out['flow'] = normalize(f, _FLOW_LUT)
       inds = finds if inds is None else inds
     if 'audio' in self.modalities:
       rate = int(record.get('audio_rate', cfg.audio_rate))

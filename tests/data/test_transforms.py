@@ -152,3 +152,13 @@ def test_clip_config_from_config():
   assert transforms.ClipConfig.from_config({'crop_size': 112}).crop_size == 112
   with pytest.raises(ValueError, match='unknown field'):
     transforms.ClipConfig.from_config({'crop': 112})
+
+
+def test_normalisation_values():
+  v = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, -1)
+  np.testing.assert_allclose(transforms.normalize(v, transforms._RGB_LUT),
+                             (v.astype(np.float32) - transforms.RGB_MEAN) / transforms.RGB_STD,
+                             rtol=0, atol=1e-6)
+  f = v[..., :2]
+  np.testing.assert_array_equal(transforms.normalize(f, transforms._FLOW_LUT),
+                                (f.astype(np.float32) - 128) / 128)

@@ -1,0 +1,181 @@
+r"""Train-pipeline throughput from prepared shards vs the peers' decode-the-mp4-per-sample way.
+
+  python benchmarks/pipeline_throughput.py            # ~3 min on 2 CPU cores
+  python benchmarks/pipeline_throughput.py --clips_per_domain=4 --seconds=5   # quick look
+
+Writes a HAC-layout tree of textured, H.264-compressed clips (340 x 256, 24 fps; RGB, flow x/y,
+16 kHz wav), prepares it, and measures clips/s of the training pipeline at the paper's shapes
+(RGB 32 x 224 x 224, flow 8 x 224 x 224, audio 257 x 1004, per-example random transforms):
+
+- ours: grain over the prepared ArrayRecord shards, in-process with 1 and 2 read threads, and
+  with worker processes (``data.num_workers``);
+- peers: per sample, decode the whole RGB mp4 and both flow mp4s with PyAV and read the wav (as
+  their loaders do, one process), then the same sampling / crop / audio transform.
+Prints a markdown table.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+import wave
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from mbcd_jax.data import pipeline, prepare, store, transforms  # noqa: E402
+
+W, H, FPS, RATE = 340, 256, 24, 16000
+
+
+def _texture(rng, h, w, channels):
+  import cv2
+  t = rng.integers(0, 256, (h, w, channels), np.uint8)
+  return cv2.GaussianBlur(t, (0, 0), 3).reshape(h, w, channels)
+
+
+def _write_mp4(path, frames):
+  import av
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with av.open(path, 'w') as c:
+    s = c.add_stream('libx264', rate=FPS)
+    s.width, s.height, s.pix_fmt = W, H, 'yuv420p'
+    s.options = {'crf': '23', 'preset': 'veryfast'}
+    for f in frames:
+      for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format='rgb24')):
+        c.mux(p)
+    for p in s.encode():
+      c.mux(p)
+
+
+def _write_wav(path, x):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with wave.open(path, 'wb') as w:
+    w.setnchannels(1)
+    w.setsampwidth(2)
+    w.setframerate(RATE)
+    w.writeframes(x.astype('<i2').tobytes())
+
+
+def make_tree(root, clips_per_domain, frames, seconds_audio):
+  """HAC layout: HAC_Splits/HAC_train_only_{d}.csv + HAC_Splits/{d}/{videos,flow,audio}."""
+  rng = np.random.default_rng(0)
+  tex = _texture(rng, H, W + 2 * frames, 3)
+  ftex = _texture(rng, H, W + frames, 1)[..., 0]
+  video = np.stack([tex[:, 2 * i:2 * i + W] for i in range(frames)])   # a panning scene
+  fx = np.stack([np.repeat(ftex[:, i:i + W, None], 3, -1) for i in range(frames)])
+  fy = fx[:, ::-1]
+  splits = os.path.join(root, 'HAC_Splits')
+  for di, d in enumerate(('human', 'animal', 'cartoon')):
+    for split, n in (('train', clips_per_domain), ('test', 1)):
+      rows = [f'{d}_{split}_{k:03d}.mp4' for k in range(n)]
+      os.makedirs(splits, exist_ok=True)
+      with open(os.path.join(splits, f'HAC_{split}_only_{d}.csv'), 'w') as f:
+        f.write(''.join(f'{r},{(k + di) % 7}\r\n' for k, r in enumerate(rows)))
+      for r in rows:
+        stem = r[:-4]
+        _write_mp4(os.path.join(splits, d, 'videos', r), video)
+        _write_mp4(os.path.join(splits, d, 'flow', f'{stem}_flow_x.mp4'), fx)
+        _write_mp4(os.path.join(splits, d, 'flow', f'{stem}_flow_y.mp4'), fy)
+        _write_wav(os.path.join(splits, d, 'audio', f'{stem}.wav'),
+                   rng.integers(-8000, 8000, int(seconds_audio * RATE)))
+
+
+def _data_config(out, batch, workers, threads):
+  import ml_collections
+  return ml_collections.ConfigDict(dict(
+      dir=out, dataset='hac', sources=('animal', 'cartoon'), target='human',
+      modalities=('video', 'flow', 'audio'), hac_test_split_only=False, batch_size=batch,
+      eval_batch_size=batch, num_workers=workers, read_threads=threads))
+
+
+def time_ours(out, batch, workers, threads, seconds):
+  ds, _ = pipeline.make_split(_data_config(out, batch, workers, threads), 'train', seed=0,
+                              train=True, num_epochs=None)
+  it = iter(ds)
+  b = next(it)   # start-up (worker processes, first reads) is not throughput
+  assert b['video'].shape[1:] == (32, 224, 224, 3) and b['audio'].shape[1:] == (257, 1004, 1)
+  n, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds:
+    next(it)
+    n += batch
+  rate = n / (time.perf_counter() - t0)
+  del it
+  return rate
+
+
+def peers_record(entry):
+  """The peers' per-sample work: decode the whole mp4s, read the wav."""
+  src = entry['sources']
+  video = prepare.decode_mp4(src['video'], 256)
+  u = prepare.decode_mp4(src['flow'][0], 256, channel=0)
+  v = prepare.decode_mp4(src['flow'][1], 256, channel=0)
+  n = min(len(u), len(v))
+  return dict(video=video, flow=np.stack([u[:n], v[:n]], -1),
+              audio=prepare.read_wav(src['audio']), label=np.int32(entry['label']),
+              domain=np.int32(entry['domain_index']), num_frames=np.int32(len(video)))
+
+
+def time_peers(out, seconds):
+  index = store.load_index(out, 'hac')
+  entries = pipeline.select(index, 'train', ('animal', 'cartoon'), 'human')
+  tf = transforms.ClipTransform('hac', ('video', 'flow', 'audio'), transforms.ClipConfig(), True)
+  rng = np.random.default_rng(0)
+  n, t0 = 0, time.perf_counter()
+  while time.perf_counter() - t0 < seconds:
+    ex = tf(peers_record(entries[n % len(entries)]), rng)
+    assert ex['video'].shape == (32, 224, 224, 3)
+    n += 1
+  return n / (time.perf_counter() - t0)
+
+
+def _du(path):
+  return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(path) for f in fs)
+
+
+def main():
+  p = argparse.ArgumentParser()
+  p.add_argument('--clips_per_domain', type=int, default=8)
+  p.add_argument('--frames', type=int, default=96, help='frames per clip (4 s at 24 fps)')
+  p.add_argument('--batch', type=int, default=8)
+  p.add_argument('--seconds', type=float, default=20.0, help='timing window per row')
+  p.add_argument('--workers', type=int, default=2)
+  p.add_argument('--dir', default='', help='work folder (default: a temporary one)')
+  a = p.parse_args()
+  from absl import flags
+  flags.FLAGS.mark_as_parsed()
+  root = a.dir or tempfile.mkdtemp(prefix='mbcd_pipeline_bench_')
+  src, out = os.path.join(root, 'src'), os.path.join(root, 'prepared')
+  t = time.perf_counter()
+  make_tree(src, a.clips_per_domain, a.frames, a.frames / FPS)
+  print(f'fixture tree: {time.perf_counter() - t:.1f}s, {_du(src) / 2**20:.1f} MiB', flush=True)
+  t = time.perf_counter()
+  index = prepare.run('hac', src, out, workers=os.cpu_count(), progress=False)
+  prep_s = time.perf_counter() - t
+  n_clips = len(index['entries'])
+  print(f'prepare: {n_clips} clips in {prep_s:.1f}s ({n_clips / prep_s:.2f} clips/s, '
+        f'{os.cpu_count()} processes), store {_du(out) / 2**20:.1f} MiB', flush=True)
+
+  rows = []
+  peers = time_peers(out, a.seconds)
+  rows.append(('peers: decode mp4s per sample, 1 process', peers))
+  print(rows[-1], flush=True)
+  for label, workers, threads in (('ours: prepared shards, in-process, 1 thread', 0, 1),
+                                  ('ours: prepared shards, in-process, 2 threads', 0, 2),
+                                  (f'ours: prepared shards, {a.workers} worker processes',
+                                   a.workers, 1)):
+    rows.append((label, time_ours(out, a.batch, workers, threads, a.seconds)))
+    print(rows[-1], flush=True)
+  print()
+  print(f'Train pipeline at the paper shapes (RGB 32x224x224, flow 8x224x224, audio 257x1004), '
+        f'{os.cpu_count()} CPU cores, {a.frames}-frame {W}x{H} clips, batch {a.batch}:')
+  print()
+  print('| pipeline | clips/s | vs peers |')
+  print('|---|---:|---:|')
+  for label, r in rows:
+    print(f'| {label} | {r:.2f} | {r / peers:.1f}x |')
+
+
+if __name__ == '__main__':
+  main()
