@@ -11,7 +11,7 @@ training with a frozen trunk:
 * stage: layer4 + pool forward and backward w.r.t. layer4's parameters, from the trunk's output.
 
 Each number is the median of ``--reps`` timed calls after two warm-up calls (JAX compiles in
-the first). Ratios > 1 mean JAX is faster. Both frameworks compute in float32 with the
+the first); the two frameworks' calls alternate. Ratios > 1 mean JAX is faster. Both frameworks compute in float32 with the
 BatchNorms in inference mode; PyTorch runs in its default NCDHW layout with
 ``torch.set_num_threads(os.cpu_count())``. The whole-MBCD-step comparison is not here.
 """
@@ -65,14 +65,18 @@ def _torch_parts(name, model):
   return trunk, stage, stage_params
 
 
-def _median_time(fn, reps):
-  fn(), fn()
-  ts = []
+def _median_times(fns, reps):
+  """Median ms of each function; reps are interleaved so that load from other processes on a
+  shared machine hits both frameworks alike."""
+  for fn in fns:
+    fn(), fn()
+  ts = [[] for _ in fns]
   for _ in range(reps):
-    t = time.perf_counter()
-    fn()
-    ts.append(time.perf_counter() - t)
-  return statistics.median(ts) * 1e3
+    for fn, t_list in zip(fns, ts):
+      t = time.perf_counter()
+      fn()
+      t_list.append(time.perf_counter() - t)
+  return [statistics.median(t) * 1e3 for t in ts]
 
 
 def bench(name, model, shape, reps):
@@ -119,13 +123,11 @@ def bench(name, model, shape, reps):
   lt, lj = torch_stage().item(), float(j_stage(stage_vars['params'], feats)[0])
   assert abs(lt - lj) <= 1e-3 * abs(lt) + 1e-6, (name, lt, lj)
 
-  ms = {
-      'torch trunk': _median_time(torch_trunk, reps),
-      'jax trunk': _median_time(lambda: jax.block_until_ready(j_trunk(trunk_vars, xj)), reps),
-      'torch stage': _median_time(torch_stage, reps),
-      'jax stage': _median_time(
-          lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats)), reps),
-  }
+  ms = {}
+  ms['torch trunk'], ms['jax trunk'] = _median_times(
+      [torch_trunk, lambda: jax.block_until_ready(j_trunk(trunk_vars, xj))], reps)
+  ms['torch stage'], ms['jax stage'] = _median_times(
+      [torch_stage, lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats))], reps)
   return ms
 
 
