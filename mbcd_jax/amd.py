@@ -14,12 +14,14 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import losses
+
 MODES = ('adaptive', 'fixed', 'off')
 
 
 def confidence(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
   """s_k: sum over the batch of the max softmax probability. logits ``[B, C]`` -> scalar."""
-  conf = jax.nn.softmax(jax.lax.stop_gradient(logits).astype(jnp.float32)).max(-1)
+  conf = jax.nn.softmax(losses.at_least_f32(jax.lax.stop_gradient(logits))).max(-1)
   if mask is not None:
     conf = conf * mask
   return conf.sum()

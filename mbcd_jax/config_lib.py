@@ -26,6 +26,7 @@ def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
       consistency=config_dict.placeholder(str),  # 'inner_first_order' | 'inner_second_order' | 'grad_dot' | 'off'
       ema=config_dict.placeholder(bool),
       distill=config_dict.placeholder(bool),
+      unimodal_ce=config_dict.placeholder(bool),  # sum_k CE_k trains the encoders (None: auto)
       amd_base=0.0,         # the port's modality_drop_base
       amd_fixed_p=0.5,      # drop probability of the 'fixed' ablation (Table 5)
       alpha=1e-4,           # inner-loop step size

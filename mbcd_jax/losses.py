@@ -3,9 +3,14 @@ import jax
 import jax.numpy as jnp
 
 
+def at_least_f32(x: jax.Array) -> jax.Array:
+  """Losses in float32 under bf16 compute, but never *down*-cast float64 (finite-diff tests)."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
   """Mean cross-entropy. logits: ``[B, C]``; labels: ``[B]`` int. Returns a scalar."""
-  logp = jax.nn.log_softmax(logits.astype(jnp.float32))
+  logp = jax.nn.log_softmax(at_least_f32(logits))
   return -jnp.take_along_axis(logp, labels[:, None].astype(jnp.int32), axis=-1).mean()
 
 
@@ -21,8 +26,8 @@ def kl_divergence(teacher_probs: jax.Array, student_logits: jax.Array,
     teacher_probs: ``[B, C]`` probabilities (already at temperature T); no gradient flows.
     student_logits: ``[B, C]``.
   """
-  p = jnp.clip(jax.lax.stop_gradient(teacher_probs).astype(jnp.float32), 1e-12)
-  logq = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+  p = jnp.clip(at_least_f32(jax.lax.stop_gradient(teacher_probs)), 1e-12)
+  logq = jax.nn.log_softmax(student_at_least_f32(logits) / temperature)
   return (p * (jnp.log(p) - logq)).sum(-1).mean()
 
 

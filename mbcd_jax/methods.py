@@ -52,10 +52,16 @@ class MethodSpec:
   lambda_mm: float = 1.0
   lambda_um: float = 1.0
   temperature: float = 1.0
+  unimodal_ce: bool | None = None
 
   @property
   def train_unimodal(self) -> bool:
-    """Whether sum_k CE_k shapes the encoders (else the uni-modal heads are probes)."""
+    """Whether sum_k CE_k shapes the encoders (else the uni-modal heads are probes).
+
+    Automatic (``unimodal_ce=None``): on whenever AMD, consistency or distillation is on.
+    """
+    if self.unimodal_ce is not None:
+      return self.unimodal_ce
     return self.amd != 'off' or self.consistency != 'off' or self.distill
 
   @property
@@ -87,6 +93,10 @@ def resolve(method_config) -> MethodSpec:
                      f'known: {", ".join(consistency_lib.MODES)}')
   if fields['distill'] and not fields['ema']:
     raise ValueError('config.method.distill=True needs the EMA teacher (config.method.ema)')
+  fields['unimodal_ce'] = method_config.get('unimodal_ce')
+  if fields['unimodal_ce'] is False and fields['consistency'] != 'off':
+    raise ValueError('config.method.unimodal_ce=False leaves no uni-modal objective for the '
+                     f'inner step of consistency={fields["consistency"]!r}')
   for key in ('amd_base', 'amd_fixed_p', 'alpha', 'ema_beta', 'lambda_mm', 'lambda_um',
               'temperature'):
     fields[key] = float(method_config[key])

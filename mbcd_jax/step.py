@@ -174,6 +174,28 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   return new_state, metrics
 
 
+# ------------------------------------------------------- non-finite guard (config.train.nan_policy)
+def guard_nonfinite(old: TrainState, new: TrainState, metrics: dict, *,
+                    skip: bool) -> tuple[TrainState, dict]:
+  """Flags a step whose loss, gradient norm or new parameters are not finite.
+
+  Composed after ``train_step`` inside the same jit (train.py), so ``train_step`` itself is
+  unchanged. Adds ``metrics['nonfinite']`` (1.0 / 0.0). With ``skip=True`` a flagged step keeps
+  the old params, optimizer state and teacher; ``step`` still advances, so the data position and
+  the per-step randomness stay those of the uninterrupted schedule.
+  """
+  finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
+  for leaf in jax.tree.leaves(new.params):  # catches a non-finite update (e.g. lr overflow)
+    finite &= jnp.isfinite(leaf).all()
+  metrics = {**metrics, 'nonfinite': 1.0 - finite.astype(jnp.float32)}
+  if skip:
+    keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(finite, a, b), n, o)
+    new = new.replace(params=keep(new.params, old.params),
+                      opt_state=keep(new.opt_state, old.opt_state),
+                      teacher=keep(new.teacher, old.teacher))
+  return new, metrics
+
+
 def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
               model: MultiModalModel) -> dict:
   """Sums of correct predictions and losses over one (padded) eval batch.
@@ -194,7 +216,7 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   for who, p in weights.items():
     h = model.encode_all(p['encoders'], p['norms'], state.frozen, feats)
     z = model.fused_logits(p['fused_head'], h, train=False)
-    logp = jax.nn.log_softmax(z.astype(jnp.float32))
+    logp = jax.nn.log_softmax(losses.at_least_f32(z))
     nll = -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]
     out[f'{who}/loss_sum'] = (nll * mask).sum()
     out[f'{who}/fused'] = (losses.correct(z, labels) * mask).sum()
