@@ -1,6 +1,6 @@
 r"""Train-pipeline throughput from prepared shards vs the peers' decode-the-mp4-per-sample way.
 
-  python benchmarks/pipeline_throughput.py            # ~3 min on 2 CPU cores
+  python benchmarks/pipeline_throughput.py            # ~4 min on 2 CPU cores
   python benchmarks/pipeline_throughput.py --clips_per_domain=4 --seconds=5   # quick look
 
 Writes a HAC-layout tree of textured, H.264-compressed clips (340 x 256, 24 fps; RGB, flow x/y,
@@ -139,8 +139,9 @@ def main():
   p.add_argument('--clips_per_domain', type=int, default=8)
   p.add_argument('--frames', type=int, default=96, help='frames per clip (4 s at 24 fps)')
   p.add_argument('--batch', type=int, default=8)
-  p.add_argument('--seconds', type=float, default=20.0, help='timing window per row')
+  p.add_argument('--seconds', type=float, default=30.0, help='timing per row, all rounds')
   p.add_argument('--workers', type=int, default=2)
+  p.add_argument('--rounds', type=int, default=3, help='alternating rounds; median reported')
   p.add_argument('--dir', default='', help='work folder (default: a temporary one)')
   a = p.parse_args()
   from absl import flags
@@ -157,17 +158,24 @@ def main():
   print(f'prepare: {n_clips} clips in {prep_s:.1f}s ({n_clips / prep_s:.2f} clips/s, '
         f'{os.cpu_count()} processes), store {_du(out) / 2**20:.1f} MiB', flush=True)
 
-  rows = []
-  peers = time_peers(out, a.seconds)
-  rows.append(('peers: decode mp4s per sample, 1 process', peers))
-  print(rows[-1], flush=True)
-  for label, workers, threads in (('ours: prepared shards, in-process, 1 thread', 0, 1),
-                                  ('ours: prepared shards, in-process, 2 threads', 0, 2),
-                                  (f'ours: prepared shards, {a.workers} worker processes',
-                                   a.workers, 1)):
-    rows.append((label, time_ours(out, a.batch, workers, threads, a.seconds)))
-    print(rows[-1], flush=True)
+  # Rounds alternate the rows, and each row reports its median: on a shared machine, load from
+  # other processes then biases every row alike instead of whichever ran during a burst.
+  cases = [('peers: decode mp4s per sample, 1 process', None, None),
+           ('ours: prepared shards, in-process, 1 thread', 0, 1),
+           ('ours: prepared shards, in-process, 2 threads', 0, 2),
+           (f'ours: prepared shards, {a.workers} worker processes', a.workers, 1)]
+  per = a.seconds / a.rounds
+  rates = {c[0]: [] for c in cases}
+  for r in range(a.rounds):
+    for label, workers, threads in cases:
+      rates[label].append(time_peers(out, per) if workers is None else
+                          time_ours(out, a.batch, workers, threads, per))
+      print(f'round {r}: {label}: {rates[label][-1]:.2f} clips/s '
+            f'(load average {os.getloadavg()[0]:.1f})', flush=True)
+  rows = [(label, float(np.median(rates[label]))) for label, _, _ in cases]
+  peers = rows[0][1]
   print()
+  print(f'load average (1 min) at the end: {os.getloadavg()[0]:.1f}')
   print(f'Train pipeline at the paper shapes (RGB 32x224x224, flow 8x224x224, audio 257x1004), '
         f'{os.cpu_count()} CPU cores, {a.frames}-frame {W}x{H} clips, batch {a.batch}:')
   print()
