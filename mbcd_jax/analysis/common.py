@@ -188,7 +188,8 @@ _CACHE: dict = {}
 
 
 def _logits_fn(model):
-  if model not in _CACHE:
+  key = id(model)   # the model dataclass holds dicts: not hashable
+  if key not in _CACHE:
     @jax.jit
     def fn(params, frozen, inputs, keep):
       feats = model.trunk_features(frozen, inputs)
@@ -196,8 +197,8 @@ def _logits_fn(model):
       out = {'fused': model.fused_logits(params['fused_head'], h, keep, train=False)}
       out.update(model.uni_logits(params['uni_heads'], h, train=False))
       return out
-    _CACHE[model] = fn
-  return _CACHE[model]
+    _CACHE[key] = (model, fn)   # keeps the model alive so its id is not reused
+  return _CACHE[key][1]
 
 
 def features(trained: Trained, split: str, who: str | None = None) -> tuple[dict, np.ndarray]:

@@ -1,0 +1,361 @@
+r"""The paper's experiments as commands: protocol runner, ablation grids, result tables.
+
+  # Table 1/2-shaped multi-source study (leave one domain out), 3 seeds:
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --protocol=multi_source \
+      --methods=erm,ema,mbcd --seeds=0,1,2 --workdir=runs/study
+  # Modality subsets (';' separates sets) and single-source (each domain -> each other):
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
+      --modalities='video,flow,audio;flow,audio' --methods=erm,mbcd --workdir=runs/subsets
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --protocol=single_source \
+      --methods=mbcd --workdir=runs/single
+  # Ablation grids (Table 4, Table 5, leave-one-out, sensitivity sweeps, imbalance knob):
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --grid=table4 \
+      --workdir=runs/table4
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --grid=sweep_alpha \
+      --values=1e-4,1e-3,1e-2 --workdir=runs/alpha
+  # Config overrides apply to every run (ml_collections flags):
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --config.train.epochs=10 ...
+
+Runs land in ``<workdir>/<variant>/<modalities>/<sources>_to_<target>/seed<k>/``; a run is
+finished when its ``summary.json`` exists, so re-running the command skips finished runs and
+completes the table. After the runs, ``<workdir>/results.md``, ``results.csv`` and
+``runs.csv`` are (re)written by ``mbcd_jax.tables``. ``--tables_only`` just rewrites them.
+
+``--parallel=N`` trains N runs at a time in subprocesses; with ``--devices=0,1,2,3`` each
+subprocess sees its share of the devices through ``--device_env`` (``CUDA_VISIBLE_DEVICES``
+by default; ``TPU_VISIBLE_CHIPS`` etc. for other platforms).
+
+The training function is injectable (``run_all(..., train_fn=...)`` in Python, or
+``--train_fn=module:function`` on the command line): anything with
+``train_fn(config, workdir) -> summary`` that writes ``workdir/summary.json``.
+"""
+import dataclasses
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Sequence
+
+import ml_collections
+
+from mbcd_jax import config_lib, tables
+
+TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
+
+# ---------------------------------------------------------------------------- grids
+GRIDS = ('methods', 'table4', 'table5', 'leave_one_out', 'sweep_alpha', 'sweep_beta',
+         'sweep_lambda', 'imbalance')
+TABLE4 = [('none (erm)', 'erm'), ('ema', 'ema'), ('ema+amd', 'ema_amd'),
+          ('ema+gcc', 'ema_gcc'), ('ema+dl', 'ema_dl'), ('mbcd (all)', 'mbcd')]
+TABLE5 = [('no dropout', 'mbcd_no_amd'), ('fixed 0.5', 'mbcd_fixed_dropout'),
+          ('adaptive', 'mbcd')]
+LEAVE_ONE_OUT = [('mbcd (all)', 'mbcd'), ('- amd', 'mbcd_no_amd'), ('- gcc', 'mbcd_no_gcc'),
+                 ('- dl', 'mbcd_no_dl')]
+SWEEPS = {  # grid -> (config fields set to each value, default values)
+    'sweep_alpha': (('method.alpha',), (1e-5, 1e-4, 1e-3, 1e-2)),
+    'sweep_beta': (('method.ema_beta',), (0.9, 0.95, 0.99, 0.995)),
+    'sweep_lambda': (('method.lambda_mm', 'method.lambda_um'), (0.1, 0.5, 1.0, 2.0)),
+    'imbalance': (('data.synthetic.dominance',), (1.0, 1.5, 2.0, 3.0)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Variant:
+  """One row of a table: a label and the config overrides (dotted keys) that make it."""
+  label: str
+  overrides: tuple  # ((key, value), ...)
+
+  @property
+  def slug(self) -> str:
+    keep = '-_.='
+    s = ''.join(c if c.isalnum() or c in keep else '_' for c in self.label.replace(' ', ''))
+    return s.strip('_') or 'variant'
+
+
+def variants(grid: str, methods: Sequence[str] = ('erm', 'ema', 'mbcd'),
+             values: Sequence[float] | None = None) -> list[Variant]:
+  """The table rows of ``grid``.
+
+  ``methods`` is used by 'methods' (one row each), the sweeps (each method x value; default
+  for sweeps: mbcd) and 'imbalance' (each method x dominance). ``values`` replaces a sweep's
+  default values. The imbalance grid's dominance=1 row is the balanced control.
+  """
+  if grid == 'methods':
+    return [Variant(m, (('method.name', m),)) for m in methods]
+  fixed = {'table4': TABLE4, 'table5': TABLE5, 'leave_one_out': LEAVE_ONE_OUT}
+  if grid in fixed:
+    return [Variant(label, (('method.name', m),)) for label, m in fixed[grid]]
+  if grid in SWEEPS:
+    keys, default = SWEEPS[grid]
+    out = []
+    for m in methods:
+      for v in (values or default):
+        name = keys[0].split('.')[-1].removesuffix('_mm')
+        out.append(Variant(f'{m} {name}={v:g}',
+                           (('method.name', m),) + tuple((k, float(v)) for k in keys)))
+    return out
+  raise ValueError(f'--grid: unknown grid {grid!r}; known: {", ".join(GRIDS)}')
+
+
+# ---------------------------------------------------------------------------- planning
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+  """One training run: where it goes and how its config differs from the base config."""
+  run_dir: str
+  overrides: tuple   # ((dotted key, value), ...), applied in order
+  meta: tuple        # ((key, value), ...) written to run.json for the tables
+
+  @property
+  def finished(self) -> bool:
+    return os.path.exists(os.path.join(self.run_dir, 'summary.json'))
+
+
+def protocol_settings(protocol: str, domains: Sequence[str],
+                      targets: Sequence[str] | None = None) -> list[tuple[tuple, str]]:
+  """[(sources, target)]: multi_source = leave one domain out; single_source = every ordered
+  pair of distinct domains. ``targets`` restricts the target domains."""
+  domains = tuple(domains)
+  if protocol == 'multi_source':
+    out = [(tuple(d for d in domains if d != t), t) for t in domains]
+  elif protocol == 'single_source':
+    out = [((s,), t) for s in domains for t in domains if s != t]
+  else:
+    raise ValueError(f"--protocol must be 'multi_source' or 'single_source', got {protocol!r}")
+  if targets:
+    unknown = set(targets) - set(domains)
+    if unknown:
+      raise ValueError(f'--targets: unknown domain(s) {sorted(unknown)}; known: {domains}')
+    out = [(s, t) for s, t in out if t in targets]
+  return out
+
+
+def plan(workdir: str, domains: Sequence[str], *, protocol: str = 'multi_source',
+         variant_list: Sequence[Variant], modality_sets: Sequence[Sequence[str]],
+         seeds: Sequence[int], targets: Sequence[str] | None = None) -> list[RunSpec]:
+  """Every run of the study, variants x modality sets x settings x seeds, in table order."""
+  runs = []
+  for vi, v in enumerate(variant_list):
+    for mods in modality_sets:
+      mods = tuple(mods)
+      for si, (sources, target) in enumerate(protocol_settings(protocol, domains, targets)):
+        for seed in seeds:
+          run_dir = os.path.join(workdir, v.slug, '_'.join(mods),
+                                 f'{"+".join(sources)}_to_{target}', f'seed{seed}')
+          overrides = v.overrides + (('data.modalities', mods), ('data.sources', sources),
+                                     ('data.target', target), ('seed', int(seed)))
+          meta = (('variant', v.label), ('order', vi), ('setting_order', si),
+                  ('modalities', list(mods)),
+                  ('sources', list(sources)), ('target', target), ('seed', int(seed)),
+                  ('overrides', [[k, list(x) if isinstance(x, tuple) else x]
+                                 for k, x in v.overrides]))
+          runs.append(RunSpec(run_dir, overrides, meta))
+  return runs
+
+
+def make_config(base: ml_collections.ConfigDict, run: RunSpec) -> ml_collections.ConfigDict:
+  """The base config with the run's overrides applied (a copy; validated)."""
+  config = ml_collections.ConfigDict(base.to_dict())
+  with config.unlocked():
+    for key, value in run.overrides:
+      node = config
+      *parents, leaf = key.split('.')
+      for p in parents:
+        node = node[p]
+      node[leaf] = value
+    config.train.progress = False
+  config = config_lib.normalize(config)
+  config_lib.validate(config)
+  return config
+
+
+# ---------------------------------------------------------------------------- running
+def _default_train_fn() -> TrainFn:
+  from mbcd_jax import train  # pylint: disable=g-import-not-at-top
+  return train.train_and_evaluate
+
+
+def resolve_train_fn(train_fn: TrainFn | str | None) -> TrainFn:
+  """A callable, a 'module:function' path, or None (``train.train_and_evaluate``)."""
+  if train_fn is None:
+    return _default_train_fn()
+  if isinstance(train_fn, str):
+    module, _, attr = train_fn.partition(':')
+    return getattr(importlib.import_module(module), attr)
+  return train_fn
+
+
+def _prepare(base, run: RunSpec) -> ml_collections.ConfigDict:
+  config = make_config(base, run)
+  os.makedirs(run.run_dir, exist_ok=True)
+  with open(os.path.join(run.run_dir, 'run.json'), 'w') as f:
+    json.dump(dict(run.meta), f, indent=2)
+  with open(os.path.join(run.run_dir, 'run_config.json'), 'w') as f:
+    f.write(config.to_json_best_effort(indent=2))
+  return config
+
+
+def run_all(base: ml_collections.ConfigDict, runs: Sequence[RunSpec], *,
+            train_fn: TrainFn | str | None = None, parallel: int = 1,
+            devices: Sequence[str] = (), device_env: str = 'CUDA_VISIBLE_DEVICES',
+            log: Callable[[str], None] = print) -> dict:
+  """Trains every unfinished run (skips those with a summary.json).
+
+  Args:
+    base: the base config; each run applies its overrides to a copy.
+    train_fn: ``fn(config, run_dir)`` (default ``train.train_and_evaluate``); with
+      ``parallel > 1`` it must be None or a 'module:function' string (it runs in subprocesses).
+    parallel: runs at a time (subprocesses when > 1).
+    devices: device ids to split among the ``parallel`` subprocesses (via ``device_env``).
+  Returns:
+    {'skipped': [...], 'done': [...], 'failed': [(run_dir, error)], 'wall_time_s': float}.
+  """
+  result = {'skipped': [], 'done': [], 'failed': [], 'wall_time_s': 0.0}
+  t0 = time.time()
+  pending = []
+  for r in runs:
+    (result['skipped'] if r.finished else pending).append(r if not r.finished else r.run_dir)
+  log(f'{len(runs)} runs: {len(result["skipped"])} finished, {len(pending)} to train')
+  if parallel <= 1:
+    fn = resolve_train_fn(train_fn)
+    for i, r in enumerate(pending):
+      log(f'[{i + 1}/{len(pending)}] {r.run_dir}')
+      t1 = time.time()
+      try:
+        fn(_prepare(base, r), r.run_dir)
+        result['done'].append(r.run_dir)
+        log(f'    done in {time.time() - t1:.0f} s')
+      except Exception as e:  # pylint: disable=broad-except
+        # One broken run must not lose the rest of a long study; reported at the end.
+        result['failed'].append((r.run_dir, f'{type(e).__name__}: {e}'))
+        log(f'    FAILED: {type(e).__name__}: {e}')
+  else:
+    if train_fn is not None and not isinstance(train_fn, str):
+      raise ValueError("parallel > 1 needs train_fn as a 'module:function' string or None")
+    _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, result, log)
+  result['wall_time_s'] = time.time() - t0
+  return result
+
+
+def _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, result, log):
+  groups = [[] for _ in range(parallel)]
+  for i, d in enumerate(devices):
+    groups[i % parallel].append(str(d))
+  free = list(range(parallel))
+  active = {}   # slot -> (Popen, RunSpec, start time)
+  queue = list(pending)
+  while queue or active:
+    while queue and free:
+      slot, r = free.pop(0), queue.pop(0)
+      _prepare(base, r)
+      cmd = [sys.executable, '-m', 'mbcd_jax.experiments', f'--run_one={r.run_dir}']
+      if train_fn:
+        cmd.append(f'--train_fn={train_fn}')
+      env = dict(os.environ)
+      if groups[slot]:
+        env[device_env] = ','.join(groups[slot])
+      logf = open(os.path.join(r.run_dir, 'stdout.log'), 'w')
+      active[slot] = (subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT),
+                      r, time.time(), logf)
+      log(f'[slot {slot}] {r.run_dir}')
+    time.sleep(0.2)
+    for slot, (proc, r, t1, logf) in list(active.items()):
+      if proc.poll() is None:
+        continue
+      logf.close()
+      del active[slot]
+      free.append(slot)
+      if proc.returncode == 0 and r.finished:
+        result['done'].append(r.run_dir)
+        log(f'    done in {time.time() - t1:.0f} s: {r.run_dir}')
+      else:
+        result['failed'].append((r.run_dir, f'exit {proc.returncode}, see stdout.log'))
+        log(f'    FAILED (exit {proc.returncode}): {r.run_dir}/stdout.log')
+
+
+def run_one(run_dir: str, train_fn: TrainFn | str | None = None):
+  """Subprocess entry: trains the config the parent wrote to ``run_dir/run_config.json``."""
+  with open(os.path.join(run_dir, 'run_config.json')) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  resolve_train_fn(train_fn)(config_lib.normalize(config), run_dir)
+
+
+# ---------------------------------------------------------------------------- command line
+def parse_modality_sets(text: str | None, default: Sequence[str]) -> list[tuple[str, ...]]:
+  """'video,flow,audio;flow,audio' -> [('video', 'flow', 'audio'), ('flow', 'audio')]."""
+  if not text:
+    return [tuple(default)]
+  return [tuple(m for m in s.split(',') if m) for s in text.split(';') if s.strip()]
+
+
+def main(argv):
+  del argv
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  f = flags.FLAGS
+  if f.run_one:
+    run_one(f.run_one, f.train_fn)
+    return
+  if f.config is None or f.workdir is None:
+    raise SystemExit('--config and --workdir are required')
+  base = config_lib.normalize(f.config)
+  if f.tables_only:
+    print(tables.write_tables(f.workdir, title=f.title))
+    return
+  methods_default = 'erm,ema,mbcd' if f.grid in ('methods', 'imbalance') else 'mbcd'
+  methods = [m for m in (f.methods or methods_default).split(',') if m]
+  values = [float(v) for v in f.values.split(',')] if f.values else None
+  vlist = variants(f.grid, methods, values)
+  runs = plan(f.workdir, base.data.domains, protocol=f.protocol, variant_list=vlist,
+              modality_sets=parse_modality_sets(f.modalities, base.data.modalities),
+              seeds=[int(s) for s in f.seeds.split(',')],
+              targets=[t for t in (f.targets or '').split(',') if t] or None)
+  for r in runs:   # catch config mistakes before hours of training
+    make_config(base, r)
+  if f.dry_run:
+    for r in runs:
+      print(('done  ' if r.finished else 'todo  ') + r.run_dir)
+    return
+  result = run_all(base, runs, train_fn=f.train_fn, parallel=f.parallel,
+                   devices=[d for d in (f.devices or '').split(',') if d],
+                   device_env=f.device_env)
+  paths = tables.write_tables(f.workdir, title=f.title)
+  print(f'\n{len(result["done"])} trained, {len(result["skipped"])} skipped, '
+        f'{len(result["failed"])} failed in {result["wall_time_s"]:.0f} s')
+  for d, e in result['failed']:
+    print(f'  failed: {d}: {e}')
+  print(f'tables: {paths["markdown"]}, {paths["csv"]}')
+  if result['failed']:
+    sys.exit(1)
+
+
+def _define_flags():
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
+  config_flags.DEFINE_config_file('config', None, 'Base config file (configs/*.py[:arg]).',
+                                  lock_config=False)
+  flags.DEFINE_string('workdir', None, 'Study directory (one sub-directory per run).')
+  flags.DEFINE_enum('protocol', 'multi_source', ['multi_source', 'single_source'],
+                    'Leave-one-domain-out, or each domain -> each other domain.')
+  flags.DEFINE_enum('grid', 'methods', list(GRIDS), 'Which rows: --methods, or an ablation grid.')
+  flags.DEFINE_string('methods', None, 'Comma-separated presets (mbcd_jax/methods.py); '
+                      'default erm,ema,mbcd (methods, imbalance) or mbcd (sweeps).')
+  flags.DEFINE_string('values', None, 'Comma-separated sweep values (replace the defaults).')
+  flags.DEFINE_string('modalities', None, "Modality sets separated by ';' (default: config's).")
+  flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated training seeds.')
+  flags.DEFINE_string('targets', None, 'Restrict to these target domains (comma-separated).')
+  flags.DEFINE_integer('parallel', 1, 'Runs at a time (subprocesses when > 1).')
+  flags.DEFINE_string('devices', None, 'Device ids split among the parallel subprocesses.')
+  flags.DEFINE_string('device_env', 'CUDA_VISIBLE_DEVICES', 'Env var that pins the devices.')
+  flags.DEFINE_string('train_fn', None, "Training function 'module:function' (default "
+                      'mbcd_jax.train:train_and_evaluate).')
+  flags.DEFINE_string('title', 'Results', 'Title of results.md.')
+  flags.DEFINE_bool('dry_run', False, 'List the runs (done / todo) and exit.')
+  flags.DEFINE_bool('tables_only', False, 'Only rewrite the tables from finished runs.')
+  flags.DEFINE_string('run_one', None, 'Internal: train one prepared run directory.')
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  _define_flags()
+  app.run(main)

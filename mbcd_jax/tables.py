@@ -1,0 +1,233 @@
+"""Result tables shaped like the paper's Tables 1-2 from the runner's run directories.
+
+Every finished run directory holds ``run.json`` (what the runner asked for: variant label,
+modalities, sources, target, seed) and ``summary.json`` (``train.train_and_evaluate``'s
+result). ``collect`` turns them into long rows, one per run and model-selection rule:
+
+  rule 'best_val'  the epoch with the best in-domain validation accuracy (the paper's rule)
+  rule 'last'      the last epoch (the port's rule)
+
+``pivot`` makes the paper's layout: one row per (modalities, variant), one column per target
+(``A,C→H``, in the runner's protocol order) and an ``Avg`` column, each cell ``mean ± std`` over seeds, where
+
+  cell mean / std    over the seeds of that (row, target), std with ddof=1 (0 for one seed);
+  Avg mean           the mean of the per-target means;
+  Avg std            the std over seeds of each seed's average over the targets, using only
+                     the seeds that finished every target (so it is the spread of the number a
+                     single 3-target study would report).
+"""
+import csv
+import json
+import math
+import os
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+
+RULES = ('best_val', 'last')
+RULE_TITLES = {'best_val': 'model selected by best source-domain validation accuracy',
+               'last': 'last-epoch model'}
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+  """(mean, sample std with ddof=1); the std of a single value is 0."""
+  v = np.asarray(list(values), np.float64)
+  if v.size == 0:
+    return math.nan, math.nan
+  return float(v.mean()), float(v.std(ddof=1)) if v.size > 1 else 0.0
+
+
+def domain_abbrev(name: str) -> str:
+  """'human' -> 'H'; 'D1' -> 'D1' (names with digits are kept)."""
+  return name if any(c.isdigit() for c in name) else name[:1].upper()
+
+
+def setting_label(sources: Iterable[str], target: str) -> str:
+  """('animal', 'cartoon'), 'human' -> 'A,C→H'."""
+  return ','.join(domain_abbrev(s) for s in sources) + '→' + domain_abbrev(target)
+
+
+def modality_label(mods: Iterable[str]) -> str:
+  """('video', 'flow', 'audio') -> 'V+F+A'."""
+  return '+'.join(m[:1].upper() for m in mods)
+
+
+# ---------------------------------------------------------------------------- collection
+def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
+  """One finished run -> one long row per selection rule.
+
+  Row fields: variant, modalities, setting, target, seed, rule, epoch, val (the evaluated
+  model's fused source-validation accuracy), fused and each modality (its test accuracies),
+  student_fused (the student's fused test accuracy, also for EMA methods).
+  """
+  who = summary['evaluated']
+  mods = summary['modalities']
+  rows = []
+  for rule in RULES:
+    sel = summary[rule]
+    row = dict(variant=meta['variant'], modalities=modality_label(mods),
+               setting=setting_label(summary['sources'], summary['target']),
+               target=summary['target'], seed=int(meta['seed']), rule=rule,
+               epoch=sel['epoch'], val=sel['val'][f'{who}/fused'],
+               fused=sel['test'][f'{who}/fused'],
+               student_fused=sel['test'].get('student/fused', math.nan))
+    for m in mods:
+      row[m] = sel['test'][f'{who}/{m}']
+    rows.append(row)
+  return rows
+
+
+def collect(workdir: str) -> list[dict]:
+  """Long rows of every finished run under ``workdir`` (a run is finished when its
+  ``summary.json`` exists), in a stable order."""
+  rows = []
+  for root, _, files in sorted(os.walk(workdir)):
+    if 'summary.json' in files and 'run.json' in files:
+      with open(os.path.join(root, 'run.json')) as f:
+        meta = json.load(f)
+      with open(os.path.join(root, 'summary.json')) as f:
+        summary = json.load(f)
+      for r in run_rows(meta, summary):
+        r['order'] = meta.get('order', 0)
+        r['setting_order'] = meta.get('setting_order', 0)
+        rows.append(r)
+  return rows
+
+
+# ---------------------------------------------------------------------------- aggregation
+def _ordered(values: Iterable) -> list:
+  out = []
+  for v in values:
+    if v not in out:
+      out.append(v)
+  return out
+
+
+def pivot(rows: Sequence[Mapping], rule: str, value: str = 'fused') -> dict:
+  """The paper's layout for one rule.
+
+  Returns:
+    {'columns': [setting labels..., 'Avg'], 'rows': [{'modalities', 'variant',
+     'cells': {column: (mean, std, n)}}]} with rows in first-appearance order.
+  """
+  rows = [r for r in rows if r['rule'] == rule]
+  rows = sorted(rows, key=lambda r: r.get('order', 0))
+  settings = _ordered(r['setting'] for r in sorted(rows, key=lambda r: r.get('setting_order', 0)))
+  keys = _ordered((r['modalities'], r['variant']) for r in rows)
+  out = []
+  for mods, variant in keys:
+    mine = [r for r in rows if (r['modalities'], r['variant']) == (mods, variant)]
+    cells, by_seed, means = {}, {}, []
+    for s in settings:
+      vals = [r[value] for r in mine if r['setting'] == s and value in r]
+      if not vals:
+        continue
+      m, sd = mean_std(vals)
+      cells[s] = (m, sd, len(vals))
+      means.append(m)
+      for r in mine:
+        if r['setting'] == s and value in r:
+          by_seed.setdefault(r['seed'], {})[s] = r[value]
+    present = [s for s in settings if s in cells]
+    complete = [np.mean([v[s] for s in present]) for v in by_seed.values()
+                if all(s in v for s in present)]
+    if means:
+      _, sd = mean_std(complete) if complete else (math.nan, math.nan)
+      cells['Avg'] = (float(np.mean(means)), sd, len(complete))
+    out.append({'modalities': mods, 'variant': variant, 'cells': cells})
+  return {'columns': settings + ['Avg'], 'rows': out}
+
+
+def modality_table(rows: Sequence[Mapping], rule: str, modalities: Sequence[str]) -> dict:
+  """Per-head accuracies averaged over targets: rows (modalities, variant), columns fused,
+  each modality, and the student's fused accuracy; cells as ``pivot``'s Avg column."""
+  columns = ['fused'] + list(modalities) + ['student_fused']
+  result = {'columns': columns, 'rows': []}
+  first = None
+  for col in columns:
+    p = pivot(rows, rule, value=col)
+    if first is None:
+      first = p
+      result['rows'] = [{'modalities': r['modalities'], 'variant': r['variant'], 'cells': {}}
+                        for r in p['rows']]
+    for dst, src in zip(result['rows'], p['rows']):
+      if 'Avg' in src['cells']:
+        dst['cells'][col] = src['cells']['Avg']
+  return result
+
+
+# ---------------------------------------------------------------------------- formatting
+def fmt_cell(cell, digits: int = 1) -> str:
+  if cell is None:
+    return '–'
+  m, sd, _ = cell
+  if math.isnan(m):
+    return '–'
+  return f'{m:.{digits}f} ± {sd:.{digits}f}' if not math.isnan(sd) else f'{m:.{digits}f}'
+
+
+def to_markdown(table: dict, title: str = '', digits: int = 1) -> str:
+  """A pivot table as a markdown table (rows grouped by modalities)."""
+  cols = table['columns']
+  lines = [f'**{title}**', ''] if title else []
+  lines.append('| Modalities | Method | ' + ' | '.join(cols) + ' |')
+  lines.append('|---|---|' + '---:|' * len(cols))
+  for r in table['rows']:
+    cells = [fmt_cell(r['cells'].get(c), digits) for c in cols]
+    lines.append(f'| {r["modalities"]} | {r["variant"]} | ' + ' | '.join(cells) + ' |')
+  return '\n'.join(lines) + '\n'
+
+
+def to_csv_rows(table: dict, rule: str) -> list[dict]:
+  """A pivot table flattened for CSV: one row per (modalities, variant), mean/std/n columns."""
+  out = []
+  for r in table['rows']:
+    row = {'rule': rule, 'modalities': r['modalities'], 'variant': r['variant']}
+    for c in table['columns']:
+      cell = r['cells'].get(c, (math.nan, math.nan, 0))
+      row[f'{c} mean'], row[f'{c} std'], row[f'{c} n'] = cell
+    out.append(row)
+  return out
+
+
+def _write_csv(path: str, rows: Sequence[Mapping]):
+  fields = _ordered(k for r in rows for k in r)
+  with open(path, 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=fields)
+    w.writeheader()
+    w.writerows(rows)
+
+
+def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results') -> dict:
+  """Writes ``results.md``, ``results.csv`` (the pivot tables, both rules) and ``runs.csv``
+  (every run's long rows) into ``out_dir`` (default ``workdir``). Returns the file paths."""
+  out_dir = out_dir or workdir
+  os.makedirs(out_dir, exist_ok=True)
+  rows = collect(workdir)
+  paths = {'markdown': os.path.join(out_dir, 'results.md'),
+           'csv': os.path.join(out_dir, 'results.csv'),
+           'runs_csv': os.path.join(out_dir, 'runs.csv')}
+  if not rows:
+    with open(paths['markdown'], 'w') as f:
+      f.write(f'# {title}\n\nNo finished runs under {workdir}.\n')
+    return paths
+  mods = _ordered(m for r in rows for m in ('video', 'flow', 'audio') if m in r)
+  md = [f'# {title}', '',
+        'Top-1 accuracy (%) on the unseen target domain of the evaluated model (the EMA teacher '
+        'for EMA methods), mean ± std over seeds (n per cell in results.csv). '
+        'Avg: mean of the per-target means ± std over seeds of the per-seed average.', '']
+  csv_rows = []
+  for rule in RULES:
+    t = pivot(rows, rule)
+    md.append(to_markdown(t, f'Fused accuracy, {RULE_TITLES[rule]}'))
+    csv_rows += to_csv_rows(t, rule)
+    mt = modality_table(rows, rule, mods)
+    md.append(to_markdown(mt, f'Per-head test accuracy averaged over targets ({rule}); '
+                              'uni-modal heads of the evaluated model; student_fused = '
+                              'the student\'s fused head'))
+    csv_rows += [{**r, 'table': 'per_head'} for r in to_csv_rows(mt, rule)]
+  with open(paths['markdown'], 'w') as f:
+    f.write('\n'.join(md))
+  _write_csv(paths['csv'], csv_rows)
+  _write_csv(paths['runs_csv'], [{k: v for k, v in r.items() if 'order' not in k} for r in rows])
+  return paths
