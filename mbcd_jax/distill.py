@@ -17,7 +17,8 @@ from mbcd_jax import losses
 
 def teacher_probs(teacher_logits: jax.Array, temperature: float) -> jax.Array:
   """p_EMA: ``[B, C]`` softmax of the teacher's fused logits at the temperature, no gradient."""
-  return jax.nn.softmax(losses.at_least_f32(jax.lax.stop_gradient(teacher_logits)) / temperature)
+  logits = losses.at_least_f32(jax.lax.stop_gradient(teacher_logits))
+  return jax.nn.softmax(logits / temperature)
 
 
 def distillation_loss(p_teacher: jax.Array, fused_logits: jax.Array,

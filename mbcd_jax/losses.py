@@ -27,7 +27,7 @@ def kl_divergence(teacher_probs: jax.Array, student_logits: jax.Array,
     student_logits: ``[B, C]``.
   """
   p = jnp.clip(at_least_f32(jax.lax.stop_gradient(teacher_probs)), 1e-12)
-  logq = jax.nn.log_softmax(student_at_least_f32(logits) / temperature)
+  logq = jax.nn.log_softmax(at_least_f32(student_logits) / temperature)
   return (p * (jnp.log(p) - logq)).sum(-1).mean()
 
 
