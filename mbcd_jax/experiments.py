@@ -18,8 +18,12 @@ r"""The paper's experiments as commands: protocol runner, ablation grids, result
 
 Runs land in ``<workdir>/<variant>/<modalities>/<sources>_to_<target>/seed<k>/``; a run is
 finished when its ``summary.json`` exists, so re-running the command skips finished runs and
-completes the table. After the runs, ``<workdir>/results.md``, ``results.csv`` and
-``runs.csv`` are (re)written by ``mbcd_jax.tables``. ``--tables_only`` just rewrites them.
+completes the table. The variant directory is named after the config overrides (not the row
+label), so tables that share a run share its directory (e.g. ``--grid=table4`` reuses the erm,
+ema and mbcd runs of the main table in the same workdir). After the runs, the command's table
+is (re)written by ``mbcd_jax.tables`` from exactly the runs it planned:
+``<workdir>/<table>.md``, ``<table>.csv`` and ``<table>_runs.csv`` (``--table``, default
+``results`` for ``--grid=methods``, else the grid name). ``--tables_only`` just rewrites them.
 
 ``--parallel=N`` trains N runs at a time in subprocesses; with ``--devices=0,1,2,3`` each
 subprocess sees its share of the devices through ``--device_env`` (``CUDA_VISIBLE_DEVICES``
@@ -67,11 +71,30 @@ class Variant:
   label: str
   overrides: tuple  # ((key, value), ...)
 
-  @property
-  def slug(self) -> str:
-    keep = '-_.='
-    s = ''.join(c if c.isalnum() or c in keep else '_' for c in self.label.replace(' ', ''))
-    return s.strip('_') or 'variant'
+  def slug(self, base: ml_collections.ConfigDict | None = None) -> str:
+    """Directory name from the overrides that differ from ``base`` (not from the label), so
+    that the same training run is shared by every table that contains it: Table 4's
+    'none (erm)' row reuses the main table's erm runs, the imbalance grid's dominance=2 row
+    (the default) reuses them too."""
+    parts = []
+    for key, value in self.overrides:
+      if base is not None and key != 'method.name' and _get(base, key) == value:
+        continue
+      if key == 'method.name':
+        parts.append(str(value))
+      else:
+        parts.append(f'{key.split(".")[-1]}={value:g}' if isinstance(value, float)
+                     else f'{key.split(".")[-1]}={value}')
+    return '__'.join(parts) or 'default'
+
+
+def _get(config, key: str):
+  node = config
+  for p in key.split('.'):
+    if p not in node:
+      return None
+    node = node[p]
+  return node
 
 
 def variants(grid: str, methods: Sequence[str] = ('erm', 'ema', 'mbcd'),
@@ -131,17 +154,22 @@ def protocol_settings(protocol: str, domains: Sequence[str],
   return out
 
 
-def plan(workdir: str, domains: Sequence[str], *, protocol: str = 'multi_source',
+def plan(workdir: str, base: ml_collections.ConfigDict, *, protocol: str = 'multi_source',
          variant_list: Sequence[Variant], modality_sets: Sequence[Sequence[str]],
          seeds: Sequence[int], targets: Sequence[str] | None = None) -> list[RunSpec]:
-  """Every run of the study, variants x modality sets x settings x seeds, in table order."""
+  """Every run of the study, variants x modality sets x settings x seeds, in table order.
+
+  ``base`` gives the domains, and the values an override can equal without changing the run
+  (see ``Variant.slug``).
+  """
+  domains = base.data.domains
   runs = []
   for vi, v in enumerate(variant_list):
     for mods in modality_sets:
       mods = tuple(mods)
       for si, (sources, target) in enumerate(protocol_settings(protocol, domains, targets)):
         for seed in seeds:
-          run_dir = os.path.join(workdir, v.slug, '_'.join(mods),
+          run_dir = os.path.join(workdir, v.slug(base), '_'.join(mods),
                                  f'{"+".join(sources)}_to_{target}', f'seed{seed}')
           overrides = v.overrides + (('data.modalities', mods), ('data.sources', sources),
                                      ('data.target', target), ('seed', int(seed)))
@@ -299,19 +327,20 @@ def main(argv):
   if f.config is None or f.workdir is None:
     raise SystemExit('--config and --workdir are required')
   base = config_lib.normalize(f.config)
-  if f.tables_only:
-    print(tables.write_tables(f.workdir, title=f.title))
-    return
   methods_default = 'erm,ema,mbcd' if f.grid in ('methods', 'imbalance') else 'mbcd'
   methods = [m for m in (f.methods or methods_default).split(',') if m]
   values = [float(v) for v in f.values.split(',')] if f.values else None
   vlist = variants(f.grid, methods, values)
-  runs = plan(f.workdir, base.data.domains, protocol=f.protocol, variant_list=vlist,
+  runs = plan(f.workdir, base, protocol=f.protocol, variant_list=vlist,
               modality_sets=parse_modality_sets(f.modalities, base.data.modalities),
               seeds=[int(s) for s in f.seeds.split(',')],
               targets=[t for t in (f.targets or '').split(',') if t] or None)
   for r in runs:   # catch config mistakes before hours of training
     make_config(base, r)
+  name = f.table or ('results' if f.grid == 'methods' else f.grid)
+  if f.tables_only:
+    print(tables.write_tables(f.workdir, title=f.title, runs=runs, name=name))
+    return
   if f.dry_run:
     for r in runs:
       print(('done  ' if r.finished else 'todo  ') + r.run_dir)
@@ -319,7 +348,7 @@ def main(argv):
   result = run_all(base, runs, train_fn=f.train_fn, parallel=f.parallel,
                    devices=[d for d in (f.devices or '').split(',') if d],
                    device_env=f.device_env)
-  paths = tables.write_tables(f.workdir, title=f.title)
+  paths = tables.write_tables(f.workdir, title=f.title, runs=runs, name=name)
   print(f'\n{len(result["done"])} trained, {len(result["skipped"])} skipped, '
         f'{len(result["failed"])} failed in {result["wall_time_s"]:.0f} s')
   for d, e in result['failed']:
@@ -349,7 +378,10 @@ def _define_flags():
   flags.DEFINE_string('device_env', 'CUDA_VISIBLE_DEVICES', 'Env var that pins the devices.')
   flags.DEFINE_string('train_fn', None, "Training function 'module:function' (default "
                       'mbcd_jax.train:train_and_evaluate).')
-  flags.DEFINE_string('title', 'Results', 'Title of results.md.')
+  flags.DEFINE_string('title', 'Results', 'Title of the markdown table file.')
+  flags.DEFINE_string('table', None, 'Table file name in the workdir (default: results for '
+                      '--grid=methods, else the grid name): <table>.md, <table>.csv, '
+                      '<table>_runs.csv.')
   flags.DEFINE_bool('dry_run', False, 'List the runs (done / todo) and exit.')
   flags.DEFINE_bool('tables_only', False, 'Only rewrite the tables from finished runs.')
   flags.DEFINE_string('run_one', None, 'Internal: train one prepared run directory.')

@@ -77,20 +77,35 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
   return rows
 
 
-def collect(workdir: str) -> list[dict]:
-  """Long rows of every finished run under ``workdir`` (a run is finished when its
-  ``summary.json`` exists), in a stable order."""
+def collect(workdir: str, runs=None) -> list[dict]:
+  """Long rows of finished runs (a run is finished when its ``summary.json`` exists).
+
+  Args:
+    workdir: searched for run directories (``run.json`` + ``summary.json``) when ``runs`` is
+      None.
+    runs: optional planned runs (objects with ``run_dir`` and ``meta``, as
+      ``experiments.plan`` returns): only these, labelled by the plan's meta (one run can
+      appear in several tables under different labels).
+  """
+  if runs is None:
+    found = []
+    for root, _, files in sorted(os.walk(workdir)):
+      if 'summary.json' in files and 'run.json' in files:
+        with open(os.path.join(root, 'run.json')) as f:
+          found.append((root, json.load(f)))
+  else:
+    found = [(r.run_dir, dict(r.meta)) for r in runs]
   rows = []
-  for root, _, files in sorted(os.walk(workdir)):
-    if 'summary.json' in files and 'run.json' in files:
-      with open(os.path.join(root, 'run.json')) as f:
-        meta = json.load(f)
-      with open(os.path.join(root, 'summary.json')) as f:
-        summary = json.load(f)
-      for r in run_rows(meta, summary):
-        r['order'] = meta.get('order', 0)
-        r['setting_order'] = meta.get('setting_order', 0)
-        rows.append(r)
+  for run_dir, meta in found:
+    path = os.path.join(run_dir, 'summary.json')
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      summary = json.load(f)
+    for r in run_rows(meta, summary):
+      r['order'] = meta.get('order', 0)
+      r['setting_order'] = meta.get('setting_order', 0)
+      rows.append(r)
   return rows
 
 
@@ -198,15 +213,17 @@ def _write_csv(path: str, rows: Sequence[Mapping]):
     w.writerows(rows)
 
 
-def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results') -> dict:
-  """Writes ``results.md``, ``results.csv`` (the pivot tables, both rules) and ``runs.csv``
-  (every run's long rows) into ``out_dir`` (default ``workdir``). Returns the file paths."""
+def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results', *,
+                 runs=None, name: str = 'results') -> dict:
+  """Writes ``<name>.md``, ``<name>.csv`` (the pivot tables, both rules) and
+  ``<name>_runs.csv`` (every run's long rows) into ``out_dir`` (default ``workdir``), from the
+  runs ``collect(workdir, runs)`` finds. Returns the file paths."""
   out_dir = out_dir or workdir
   os.makedirs(out_dir, exist_ok=True)
-  rows = collect(workdir)
-  paths = {'markdown': os.path.join(out_dir, 'results.md'),
-           'csv': os.path.join(out_dir, 'results.csv'),
-           'runs_csv': os.path.join(out_dir, 'runs.csv')}
+  rows = collect(workdir, runs)
+  paths = {'markdown': os.path.join(out_dir, f'{name}.md'),
+           'csv': os.path.join(out_dir, f'{name}.csv'),
+           'runs_csv': os.path.join(out_dir, f'{name}_runs.csv')}
   if not rows:
     with open(paths['markdown'], 'w') as f:
       f.write(f'# {title}\n\nNo finished runs under {workdir}.\n')
