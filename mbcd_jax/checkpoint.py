@@ -148,7 +148,8 @@ def shape_diff(saved, target) -> list[str]:
   """Leaves whose shape or dtype differ, or that only one tree has."""
   a, b = _shapes(saved), _shapes(target)
   out = []
-  for k in sorted(set(a) | set(b)):
+  # Parameters first: they name the layer that changed; optimizer moments repeat them.
+  for k in sorted(set(a) | set(b), key=lambda k: (not k.startswith('params/'), k)):
     if k not in a:
       out.append(f'{k} missing from the checkpoint')
     elif k not in b:
@@ -190,8 +191,11 @@ class Checkpointer:
         # A save killed midway leaves '<step>.orbax-checkpoint-tmp-*'; remove it at start-up.
         cleanup_tmp_directories=True,
         create=True)
-    self._mgr = ocp.CheckpointManager(self.directory, options=options,
-                                      item_names=('state', 'meta'))
+    # Handlers named up front: a process that only restores (a resume) reads the metadata too.
+    self._mgr = ocp.CheckpointManager(
+        self.directory, options=options,
+        item_handlers={'state': ocp.StandardCheckpointHandler(),
+                       'meta': ocp.JsonCheckpointHandler()})
     self.last_save_s = 0.0
 
   def all_steps(self) -> list[int]:

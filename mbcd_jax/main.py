@@ -4,39 +4,58 @@ r"""Command line: train and evaluate one run.
   python -m mbcd_jax.main --config=configs/epic.py --config.data.dir=/data/epic_prepared \
       --config.data.sources=D2,D3 --config.data.target=D1 --workdir=runs/epic_d1
 
+Re-running a command with the same ``--workdir`` resumes it from its latest checkpoint
+(``--config.train.resume_mode=strict|allow_changes|restart``). Multi-process: the coordinates
+come from the environment (Cloud TPU VM, SLURM ``srun``, ``JAX_COORDINATOR_ADDRESS``) or from
+``--coordinator_address=host:port --num_processes=N --process_id=i`` (launch/README.md).
+
+Exit codes: 0 done; 2 a config, data, workdir or checkpoint mistake (one line on stderr);
+3 a non-finite loss (nan_policy='stop'; the last good checkpoint is kept);
+75 preempted (SIGTERM): a checkpoint was saved, re-run the same command to resume.
+
 The logic lives in ``mbcd_jax.train`` so that notebooks can import it without flags.
 """
 import sys
 
 from absl import app, flags, logging
-import jax
-from ml_collections import config_flags
 
-from mbcd_jax import train
+from mbcd_jax import distributed, preemption
+from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string('workdir', None, 'Directory for metrics, summaries, checkpoints.')
+_COORD = flags.DEFINE_string('coordinator_address', None,
+                             'host:port of process 0 (multi-process runs without a cluster '
+                             'environment).')
+_NPROC = flags.DEFINE_integer('num_processes', None, 'Number of processes (with '
+                              '--coordinator_address).')
+_PID = flags.DEFINE_integer('process_id', None, 'This process\'s rank in [0, num_processes).')
 flags.mark_flags_as_required(['config', 'workdir'])
+
+EXIT_CONFIG, EXIT_NONFINITE = 2, 3
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'unexpected arguments: {" ".join(argv[1:])}')
   logging.set_verbosity(logging.INFO)
-  # Multi-host runs (TPU pods, SLURM) initialise from their environment; single host: no-op.
-  if jax.process_count() == 1 and any(k in __import__('os').environ for k in (
-      'JAX_COORDINATOR_ADDRESS', 'SLURM_NTASKS', 'TPU_WORKER_HOSTNAMES')):
-    try:
-      jax.distributed.initialize()
-    except Exception as e:  # pylint: disable=broad-except
-      logging.warning('jax.distributed.initialize() failed (%s); running single-process', e)
   try:
+    # Before anything touches a device: multi-host runs (TPU VMs, SLURM, explicit flags).
+    distributed.initialize(_COORD.value, _NPROC.value, _PID.value)
+    from mbcd_jax import train  # pylint: disable=g-import-not-at-top
     train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (ValueError, FileNotFoundError) as e:
-    # Config and data mistakes: one line naming the field or file, no library traceback.
+  except preemption.Preempted as e:
+    print(f'mbcd_jax: {e}', file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
+  except FloatingPointError as e:
     print(f'mbcd_jax: error: {e}', file=sys.stderr)
-    sys.exit(2)
+    sys.exit(EXIT_NONFINITE)
+  except (ValueError, FileNotFoundError) as e:
+    # Config, data and checkpoint mistakes (checkpoint.CheckpointError is a ValueError): one
+    # line naming the field or file, no library traceback.
+    print(f'mbcd_jax: error: {" ".join(str(e).split())}', file=sys.stderr)
+    sys.exit(EXIT_CONFIG)
 
 
 if __name__ == '__main__':

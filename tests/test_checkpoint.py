@@ -1,0 +1,241 @@
+"""Checkpoints: round trip, keep-last-K + best, atomicity under a kill, disk full, and every bad
+input as a one-line CheckpointError naming the file (mbcd_jax/checkpoint.py)."""
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from mbcd_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+from mbcd_jax import train  # pylint: disable=g-import-not-at-top
+
+
+def _state(width=4, teacher=True, seed=0):
+  k = jax.random.split(jax.random.key(seed), 3)
+  params = {'head': {'kernel': jax.random.normal(k[0], (3, width)),
+                     'bias': jax.random.normal(k[1], (width,))}}
+  tx = optax.adam(1e-3)
+  return step_lib.TrainState(
+      step=jnp.array(7, jnp.int32), params=params, frozen={'trunk': jax.random.normal(k[2], (5,))},
+      opt_state=tx.init(params), teacher=jax.tree.map(lambda x: x * 2, params) if teacher else None)
+
+
+def _abstract(state):
+  return jax.eval_shape(lambda: state)
+
+
+def _equal(a, b):
+  return all(jax.tree.leaves(jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)))
+
+
+def test_round_trip_and_meta(tmp_path):
+  st = _state()
+  ck = ckpt_lib.Checkpointer(str(tmp_path), keep=2)
+  ck.save(7, st, {'data': {'epoch': 1, 'batch': 3}, 'history': [{'val': 12.5}]})
+  ck.wait()
+  restored, meta = ck.restore(7, _abstract(st))
+  assert _equal(restored, st)
+  assert meta['project'] == 'mbcd_jax' and meta['step'] == 7
+  assert meta['data'] == {'epoch': 1, 'batch': 3} and meta['history'] == [{'val': 12.5}]
+  ck.close()
+
+
+def test_keeps_latest_k_plus_best(tmp_path):
+  st = _state(teacher=False)
+  ck = ckpt_lib.Checkpointer(str(tmp_path), keep=2, async_save=False)
+  for s in range(1, 8):
+    ck.save(s, st, {}, best_step=3 if s >= 3 else None)
+  ck.close()
+  assert sorted(ck.all_steps()) == [3, 6, 7]
+  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6', '7']
+
+
+def test_other_model_shape_is_one_line_error(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, _state(width=4), {})
+  ck.wait()
+  with pytest.raises(ckpt_lib.CheckpointError) as e:
+    ck.restore(1, _abstract(_state(width=6)))
+  msg = str(e.value)
+  assert '\n' not in msg
+  assert str(tmp_path / 'checkpoints' / '1' / 'state') in msg
+  assert msg.split(': ', 1)[1].startswith('params/head/bias is (4,) float32 in the checkpoint, '
+                                          '(6,) float32 in the model')
+  other = _abstract(_state(width=4)).replace(
+      teacher={'head': {'bias': jax.ShapeDtypeStruct((4,), jnp.float32)},
+               'extra': jax.ShapeDtypeStruct((1,), jnp.float32)})
+  with pytest.raises(ckpt_lib.CheckpointError,
+                     match='teacher/extra missing from the checkpoint; teacher/head/kernel not '
+                           'in the model'):
+    ck.restore(1, other)
+  ck.close()
+
+
+def _largest_file(d):
+  files = [os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs]
+  return max(files, key=os.path.getsize)
+
+
+def test_truncated_checkpoint_is_one_line_error(tmp_path):
+  st = _state()
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, st, {})
+  ck.close()
+  big = _largest_file(tmp_path / 'checkpoints' / '1' / 'state')
+  with open(big, 'r+b') as f:
+    f.truncate(os.path.getsize(big) // 2)
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  with pytest.raises(ckpt_lib.CheckpointError) as e:
+    ck.restore(1, _abstract(st))
+  msg = str(e.value)
+  assert '\n' not in msg and str(tmp_path / 'checkpoints' / '1') in msg
+  assert 'truncated' in msg
+
+
+def test_truncated_meta_is_one_line_error(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, _state(), {'history': list(range(100))})
+  ck.close()
+  meta = tmp_path / 'checkpoints' / '1' / 'meta' / 'metadata'
+  with open(meta, 'r+b') as f:
+    f.truncate(10)
+  with pytest.raises(ckpt_lib.CheckpointError, match=r'checkpoints/1/meta: unreadable'):
+    ckpt_lib.Checkpointer(str(tmp_path)).read_meta(1)
+
+
+def test_foreign_workdirs_are_refused(tmp_path):
+  a = tmp_path / 'hf'
+  a.mkdir()
+  (a / 'config.json').write_text(json.dumps({'architectures': ['BertModel']}))
+  with pytest.raises(ckpt_lib.CheckpointError, match=r'hf/config.json is not an mbcd_jax'):
+    ckpt_lib.check_workdir(str(a))
+  b = tmp_path / 'flax'
+  (b / 'checkpoint_100').mkdir(parents=True)
+  with pytest.raises(ckpt_lib.CheckpointError, match=r'flax/checkpoint_100 looks like another'):
+    ckpt_lib.check_workdir(str(b))
+  c = tmp_path / 'orbax'
+  (c / 'checkpoints' / '100' / 'default').mkdir(parents=True)
+  with pytest.raises(ckpt_lib.CheckpointError, match=r'checkpoints/100 has no meta/'):
+    ckpt_lib.check_workdir(str(c))
+  d = tmp_path / 'torch'
+  d.mkdir()
+  (d / 'model.pt').write_bytes(b'x')
+  with pytest.raises(ckpt_lib.CheckpointError, match='model.pt looks like'):
+    ckpt_lib.check_workdir(str(d))
+  ok = tmp_path / 'notes'
+  ok.mkdir()
+  (ok / 'README.txt').write_text('my notes')
+  ckpt_lib.check_workdir(str(ok))        # unrelated files are fine
+  ckpt_lib.check_workdir(str(tmp_path / 'missing'))
+
+
+def test_meta_of_another_project_is_refused(tmp_path):
+  ck = ckpt_lib.Checkpointer(str(tmp_path))
+  ck.save(1, _state(), {})
+  ck.close()
+  meta = tmp_path / 'checkpoints' / '1' / 'meta' / 'metadata'
+  with open(meta) as f:
+    m = json.load(f)
+  m['project'] = 'someone_else'
+  with open(meta, 'w') as f:
+    json.dump(m, f)
+  with pytest.raises(ckpt_lib.CheckpointError, match="not an mbcd_jax checkpoint"):
+    ckpt_lib.Checkpointer(str(tmp_path)).read_meta(1)
+
+
+def test_config_diff_names_keys():
+  old = {'seed': 0, 'model': {'head_hidden': 16, 'x': 1}, 'train': {'progress': True}}
+  new = {'seed': 0, 'model': {'head_hidden': 32}, 'train': {'progress': False}}
+  assert ckpt_lib.config_diff(old, new) == ["model.head_hidden: 16 -> 32",
+                                            "model.x: 1 -> '<absent>'"]
+
+
+def test_move_aside_for_restart(tmp_path):
+  (tmp_path / 'metrics.jsonl').write_text('{}\n')
+  (tmp_path / 'checkpoints').mkdir()
+  (tmp_path / 'mine.txt').write_text('kept')
+  dest = ckpt_lib.move_aside(str(tmp_path))
+  assert sorted(os.listdir(dest)) == ['checkpoints', 'metrics.jsonl']
+  assert sorted(os.listdir(tmp_path)) == ['mine.txt', 'previous-0']
+
+
+def test_truncate_jsonl(tmp_path):
+  p = tmp_path / 'metrics.jsonl'
+  rows = [{'step': s, 'kind': 'train'} for s in (1, 2, 3, 4)]
+  p.write_text(''.join(json.dumps(r) + '\n' for r in rows) + '{"step": 5, "ki')  # torn line
+  assert train.truncate_jsonl(str(p), 2) == 3
+  assert [json.loads(l)['step'] for l in p.read_text().splitlines()] == [1, 2]
+
+
+_SAVE_THEN_DIE = textwrap.dedent('''
+  import os, sys
+  sys.path.insert(0, {root!r})
+  import jax.numpy as jnp
+  import numpy as np
+  from mbcd_jax import checkpoint as ckpt_lib
+  ck = ckpt_lib.Checkpointer({workdir!r}, async_save=True)
+  ck.save(1, {{'w': jnp.ones((4,))}}, {{}})
+  ck.wait()
+  # 64 MB of noise (incompressible): the background thread is still writing when we die.
+  big = np.random.default_rng(0).standard_normal(16 * 1024 * 1024, np.float32)
+  ck.save(2, {{'w': jnp.asarray(big)}}, {{}})
+  os._exit(9)
+''')
+
+
+def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  r = subprocess.run([sys.executable, '-c', _SAVE_THEN_DIE.format(root=ROOT, workdir=workdir)],
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 9, r.stderr[-2000:]
+  names = os.listdir(tmp_path / 'checkpoints')
+  assert '1' in names and '2' not in names, names
+  assert any('orbax-checkpoint-tmp' in n for n in names), names   # the save was cut midway
+  ck = ckpt_lib.Checkpointer(workdir)
+  assert ck.latest_step() == 1
+  state, meta = ck.restore(1, {'w': jax.ShapeDtypeStruct((4,), jnp.float32)})
+  assert np.array_equal(state['w'], np.ones(4)) and meta['step'] == 1
+  ck.close()
+  assert not any('tmp' in n for n in os.listdir(tmp_path / 'checkpoints'))   # cleaned up
+
+
+def _tmpfs(path, size):
+  os.makedirs(path, exist_ok=True)
+  try:
+    r = subprocess.run(['mount', '-t', 'tmpfs', '-o', f'size={size}', 'tmpfs', str(path)],
+                       capture_output=True, timeout=10)
+  except (OSError, subprocess.TimeoutExpired):
+    return False
+  return r.returncode == 0
+
+
+def test_disk_full_keeps_previous_checkpoint(tmp_path):
+  disk = tmp_path / 'disk'
+  if not _tmpfs(disk, '4m'):
+    pytest.skip('needs a 4 MB tmpfs (root) to fill a real disk')
+  try:
+    ck = ckpt_lib.Checkpointer(str(disk))
+    small = {'w': jnp.arange(16, dtype=jnp.float32)}
+    ck.save(1, small, {})
+    ck.wait()
+    noise = np.random.default_rng(0).standard_normal(2 * 1024 * 1024, np.float32)
+    with pytest.raises(ckpt_lib.CheckpointError) as e:   # 8 MB of noise on a 4 MB disk
+      ck.save(2, {'w': jnp.asarray(noise)}, {})
+      ck.wait()
+    assert '\n' not in str(e.value) and 'intact' in str(e.value)
+    ck2 = ckpt_lib.Checkpointer(str(disk))
+    assert ck2.latest_step() == 1
+    state, _ = ck2.restore(1, {'w': jax.ShapeDtypeStruct((16,), jnp.float32)})
+    assert np.array_equal(state['w'], np.arange(16))
+  finally:
+    subprocess.run(['umount', '-l', str(disk)], check=False)
