@@ -1,0 +1,76 @@
+"""Shared by the end-to-end tests: run ``python -m mbcd_jax.main`` (or a script) in a subprocess
+on the CPU, with a persistent compilation cache so that only the first run of a program pays
+for XLA's compile (later runs of the same program load it: a few seconds instead of ~30)."""
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.path.join(tempfile.gettempdir(), 'mbcd_jax_test_xla_cache')
+
+
+def env(**extra) -> dict:
+  e = dict(os.environ)
+  e.update(JAX_PLATFORMS='cpu', JAX_COMPILATION_CACHE_DIR=CACHE,
+           JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0',
+           JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES='0', PYTHONPATH=ROOT)
+  e.pop('XLA_FLAGS', None)
+  e.update(extra)
+  return e
+
+
+def cmd(workdir: str, *flags: str) -> list[str]:
+  return [sys.executable, '-m', 'mbcd_jax.main', '--config=configs/hac.py:smoke',
+          f'--workdir={workdir}', *flags]
+
+
+def run(workdir: str, *flags: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd(workdir, *flags), cwd=ROOT, env=env(), capture_output=True,
+                        text=True, timeout=timeout, **kw)
+
+
+def start(workdir: str, *flags: str) -> subprocess.Popen:
+  return subprocess.Popen(cmd(workdir, *flags), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
+
+
+def rows(workdir: str, drop=('steps_per_sec',)) -> list[dict]:
+  """metrics.jsonl without the wall-clock columns."""
+  with open(os.path.join(workdir, 'metrics.jsonl')) as f:
+    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in f]
+
+
+def summary(workdir: str, drop=('wall_time_s', 'resumed_from_step')) -> dict:
+  with open(os.path.join(workdir, 'summary.json')) as f:
+    return {k: v for k, v in json.load(f).items() if k not in drop}
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  d = os.path.join(workdir, 'checkpoints')
+  return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def final_state(workdir: str) -> dict:
+  """The latest checkpoint's TrainState as a flat {path: numpy array}."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+  step = checkpoint_steps(workdir)[-1]
+  tree = ocp.StandardCheckpointer().restore(
+      os.path.join(workdir, 'checkpoints', str(step), 'state'))
+  return {jax.tree_util.keystr(p): np.asarray(x)
+          for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def assert_bitwise_equal(a: dict, b: dict):
+  assert a.keys() == b.keys()
+  for k in a:
+    assert a[k].dtype == b[k].dtype and np.array_equal(a[k], b[k]), f'{k} differs'
+
+
+def last_line(text: str) -> str:
+  lines = [l for l in text.strip().splitlines() if l.strip()]
+  return lines[-1] if lines else ''

@@ -1,0 +1,219 @@
+"""Exact resume: a run killed (SIGKILL) at a random step, or preempted (SIGTERM), and re-run
+with the same command ends bit for bit where an uninterrupted run ends; a changed config is
+refused; non-finite losses stop the run or skip the update (train.py, step.guard_nonfinite)."""
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _runs  # pylint: disable=g-import-not-at-top
+
+# 6 epochs x 4 steps of the smoke benchmark, a checkpoint every 2 steps and at every epoch end.
+FLAGS = ('--config.train.epochs=6', '--config.train.checkpoint_every_steps=2',
+         '--config.train.keep_checkpoints=2')
+TOTAL = 24
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """One uninterrupted run."""
+  workdir = str(tmp_path_factory.mktemp('reference'))
+  r = _runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert _runs.checkpoint_steps(workdir)[-1] == TOTAL
+  return workdir
+
+
+def _wait_for_checkpoint(p: subprocess.Popen, workdir: str, at_least: int, timeout=240):
+  t = time.time()
+  while time.time() - t < timeout:
+    steps = _runs.checkpoint_steps(workdir)
+    if steps and steps[-1] >= at_least:
+      return steps[-1]
+    assert p.poll() is None, f'the run ended before step {at_least}: {p.stderr.read()[-3000:]}'
+    time.sleep(0.02)
+  raise TimeoutError(workdir)
+
+
+def _assert_same_run(workdir, reference):
+  assert _runs.rows(workdir) == _runs.rows(reference)        # no duplicated or missing rows
+  assert _runs.summary(workdir) == _runs.summary(reference)
+  _runs.assert_bitwise_equal(_runs.final_state(workdir), _runs.final_state(reference))
+
+
+def test_sigkill_at_a_random_step_then_resume_is_bit_exact(tmp_path, reference):
+  seed = int(os.environ.get('MBCD_TEST_SEED', time.time_ns() % 10_000))
+  rnd = random.Random(seed)
+  workdir = str(tmp_path / f'killed_seed{seed}')
+  p = _runs.start(workdir, *FLAGS)
+  try:
+    _wait_for_checkpoint(p, workdir, at_least=rnd.randint(2, 16))
+    time.sleep(rnd.uniform(0.0, 0.3))   # anywhere: mid-step, mid-save, mid-eval
+    assert p.poll() is None, 'finished before the kill'
+    p.send_signal(signal.SIGKILL)
+  finally:
+    p.wait(timeout=60)
+  assert p.returncode == -signal.SIGKILL
+  assert not os.path.exists(os.path.join(workdir, 'summary.json'))
+  killed_at = _runs.checkpoint_steps(workdir)[-1]
+  assert killed_at < TOTAL, f'seed {seed}'
+  r = _runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'resumed from {workdir}/checkpoints/' in r.stderr, f'seed {seed}'
+  _assert_same_run(workdir, reference)
+
+
+def test_sigterm_checkpoints_exits_75_then_resumes_bit_exact(tmp_path, reference):
+  workdir = str(tmp_path / 'preempted')
+  p = _runs.start(workdir, *FLAGS)
+  try:
+    _wait_for_checkpoint(p, workdir, at_least=3)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=120)
+  finally:
+    p.kill()
+  assert p.returncode == 75, err[-3000:]
+  line = _runs.last_line(err)
+  assert line.startswith('mbcd_jax: preempted: checkpoint at step '), line
+  step = int(line.split('checkpoint at step ')[1].split()[0])
+  assert _runs.checkpoint_steps(workdir)[-1] == step < TOTAL
+  r = _runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'{workdir}/checkpoints/{step}: step {step}' in r.stderr
+  _assert_same_run(workdir, reference)
+
+
+def test_rerun_finished_changed_config_and_restart(tmp_path, reference):
+  workdir = str(tmp_path / 'copy')
+  shutil.copytree(reference, workdir)
+  # The finished command again: nothing trains, nothing is appended.
+  r = _runs.run(workdir, *FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  _assert_same_run(workdir, reference)
+
+  # A changed config is refused, one line naming the keys.
+  r = _runs.run(workdir, *FLAGS, '--config.model.head_hidden=32', '--config.seed=3')
+  assert r.returncode == 2
+  line = _runs.last_line(r.stderr)
+  assert 'Traceback' not in r.stderr
+  assert line.startswith(f'mbcd_jax: error: {workdir}/checkpoints/{TOTAL}/meta: the config '
+                         'differs from the checkpoint\'s in 2 key(s): model.head_hidden: 16 -> '
+                         '32; seed: 0 -> 3'), line
+  # ... and with allow_changes the checkpoint's model shape is the problem, named.
+  r = _runs.run(workdir, *FLAGS, '--config.model.head_hidden=32',
+                '--config.train.resume_mode=allow_changes')
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  line = _runs.last_line(r.stderr)
+  assert line.startswith(f'mbcd_jax: error: {workdir}/checkpoints/{TOTAL}/state is from a '
+                         'different model: params/'), line
+  assert '(16,' in line and '(32,' in line
+  assert _runs.rows(workdir) == _runs.rows(reference)   # the refusals wrote nothing
+
+  # restart: the old run moves to previous-0, a fresh one runs (identically).
+  r = _runs.run(workdir, *FLAGS, '--config.train.resume_mode=restart')
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert _runs.rows(os.path.join(workdir, 'previous-0')) == _runs.rows(reference)
+  _assert_same_run(workdir, reference)
+
+
+def test_foreign_workdir_is_one_line_error(tmp_path):
+  (tmp_path / 'checkpoint_1000').write_text('flax')
+  r = _runs.run(str(tmp_path), *FLAGS)
+  assert r.returncode == 2 and 'Traceback' not in r.stderr
+  assert _runs.last_line(r.stderr) == (
+      f'mbcd_jax: error: {tmp_path}/checkpoint_1000 looks like another program\'s checkpoint: '
+      'the workdir belongs to another run; use a fresh --workdir')
+
+
+# ---------------------------------------------------------------- non-finite losses
+def test_guard_nonfinite_keeps_old_state_only_when_skipping():
+  from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
+  old = step_lib.TrainState(step=jnp.array(4), params={'w': jnp.ones(3)}, frozen={},
+                            opt_state={'m': jnp.zeros(3)}, teacher={'w': jnp.ones(3)})
+  bad = old.replace(step=jnp.array(5), params={'w': jnp.array([1., jnp.nan, 2.])},
+                    opt_state={'m': jnp.ones(3)}, teacher={'w': jnp.full(3, 7.)})
+  good = bad.replace(params={'w': jnp.full(3, 2.)})
+  finite = {'loss': jnp.float32(1.), 'grad_norm': jnp.float32(1.)}
+  for new, metrics, flagged in [(good, finite, 0.), (bad, finite, 1.),
+                                (good, {**finite, 'loss': jnp.float32(jnp.inf)}, 1.),
+                                (good, {**finite, 'grad_norm': jnp.float32(jnp.nan)}, 1.)]:
+    kept, m = jax.jit(lambda o, n, mm: step_lib.guard_nonfinite(o, n, mm, skip=True))(
+        old, new, metrics)
+    assert float(m['nonfinite']) == flagged
+    assert int(kept.step) == 5                          # the step counter always advances
+    expect = old if flagged else new
+    for a, b in zip(jax.tree.leaves((kept.params, kept.opt_state, kept.teacher)),
+                    jax.tree.leaves((expect.params, expect.opt_state, expect.teacher))):
+      np.testing.assert_array_equal(a, b)
+    same, m = step_lib.guard_nonfinite(old, new, metrics, skip=False)
+    assert same is new and float(m['nonfinite']) == flagged
+
+
+# Runs the smoke benchmark with NaN written into the video input of one training batch.
+_POISON = textwrap.dedent('''
+  import sys
+  import numpy as np
+  from mbcd_jax import sharding, train
+  sys.path.insert(0, 'configs')
+  import hac
+  calls = [0]
+  real = sharding.shard_batch
+  def poisoned(batch, mesh):
+    if 'mask' not in batch:             # a training batch
+      calls[0] += 1
+      if calls[0] == {bad_step}:
+        batch = dict(batch, video=np.full_like(batch['video'], np.nan))
+    return real(batch, mesh)
+  sharding.shard_batch = poisoned
+  c = hac.get_config('smoke')
+  c.train.epochs, c.train.checkpoint_every_steps = 3, 2
+  c.train.nan_policy = {policy!r}
+  try:
+    s = train.train_and_evaluate(c, {workdir!r})
+    print('NONFINITE_STEPS', s['nonfinite_steps'])
+  except FloatingPointError as e:
+    print('STOPPED', e)
+''')
+
+
+def _poisoned_run(workdir, policy, bad_step):
+  code = _POISON.format(bad_step=bad_step, policy=policy, workdir=workdir)
+  return subprocess.run([sys.executable, '-c', code], cwd=_runs.ROOT, env=_runs.env(),
+                        capture_output=True, text=True, timeout=300)
+
+
+def test_nan_stop_keeps_last_good_checkpoint(tmp_path):
+  workdir = str(tmp_path)
+  r = _poisoned_run(workdir, 'stop', bad_step=7)
+  assert r.returncode == 0, r.stderr[-3000:]
+  out = _runs.last_line(r.stdout)
+  assert out.startswith('STOPPED non-finite loss/gradient at step 7 (loss '), out
+  assert 'nan' in out.split(';')[0], out
+  assert out.endswith(f'the last good checkpoint is {workdir}/checkpoints/6'), out
+  assert _runs.checkpoint_steps(workdir)[-1] == 6
+  state = _runs.final_state(workdir)
+  assert all(np.isfinite(v).all() for v in state.values())
+
+
+def test_nan_skip_skips_one_update_and_finishes(tmp_path):
+  workdir = str(tmp_path)
+  r = _poisoned_run(workdir, 'skip', bad_step=7)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert _runs.last_line(r.stdout) == 'NONFINITE_STEPS 1'
+  rows = {(row['step'], row['kind']): row for row in _runs.rows(workdir)}
+  assert rows[(7, 'train')]['nonfinite'] == 1.0
+  assert rows[(6, 'train')]['nonfinite'] == 0.0 and rows[(8, 'train')]['nonfinite'] == 0.0
+  assert rows[(12, 'train')]['nonfinite_steps'] == 1.0
+  state = _runs.final_state(workdir)
+  assert int(state["['step']"]) == 12
+  assert all(np.isfinite(v).all() for v in state.values())
