@@ -1,0 +1,176 @@
+"""Analyses: flatness and noise robustness on functions with known answers, and every analysis
+end to end on the tiny smoke config."""
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from mbcd_jax.analysis import common, curves, flatness, missing, modality, robustness
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+# ---------------------------------------------------------------- flatness on a quadratic
+def _quadratic(a):
+  """L(theta) = 0.5 sum_i a_i theta_i^2 over a two-leaf pytree, minimum 0 at theta = 0."""
+  def loss(p):
+    return 0.5 * (jnp.sum(a['w'] * p['w'] ** 2) + jnp.sum(a['b'] * p['b'] ** 2))
+  return loss
+
+
+def test_flatness_isotropic_quadratic_is_exact():
+  # a_i = c everywhere: L(r d) = 0.5 c r^2 for every unit direction d (no sampling error).
+  params = {'w': jnp.zeros((4, 3)), 'b': jnp.zeros((3,))}
+  c = 3.0
+  loss = _quadratic({'w': jnp.full((4, 3), c), 'b': jnp.full((3,), c)})
+  out = flatness.flatness_curve(loss, params, [0.0, 0.5, 1.0, 2.0], 4, jax.random.key(0))
+  np.testing.assert_allclose(out['increase_mean'], [0.5 * c * r ** 2 for r in out['radii']],
+                             rtol=1e-5, atol=1e-7)
+  np.testing.assert_allclose(out['increase_std'], 0.0, atol=1e-5)
+  assert out['base_loss'] == 0.0
+
+
+def test_flatness_anisotropic_quadratic_in_expectation():
+  # E_d[0.5 sum a_i d_i^2] = 0.5 mean(a) for d uniform on the unit sphere; a sharper quadratic
+  # (larger a) gives a larger increase at every radius.
+  rng = np.random.default_rng(0)
+  a = {'w': jnp.asarray(rng.uniform(0, 2, (10, 5))), 'b': jnp.asarray(rng.uniform(0, 2, 5))}
+  mean_a = float((a['w'].sum() + a['b'].sum()) / 55)
+  params = {'w': jnp.zeros((10, 5)), 'b': jnp.zeros((5,))}
+  out = flatness.flatness_curve(_quadratic(a), params, [1.0, 2.0], 400, jax.random.key(1))
+  np.testing.assert_allclose(out['increase_mean'], [0.5 * mean_a, 2.0 * mean_a], rtol=0.05)
+  sharp = flatness.flatness_curve(_quadratic(jax.tree.map(lambda x: 4 * x, a)), params,
+                                  [1.0, 2.0], 400, jax.random.key(1))
+  np.testing.assert_allclose(sharp['increase_mean'], 4 * np.array(out['increase_mean']),
+                             rtol=1e-4)
+
+
+def test_random_direction_has_unit_norm():
+  params = {'w': jnp.ones((7, 3)), 'b': jnp.ones((3,))}
+  d = flatness.random_direction(jax.random.key(2), params)
+  assert flatness.global_norm(d) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_filter_normalized_direction_and_landscape():
+  params = {'kernel': jnp.arange(1.0, 13.0).reshape(4, 3), 'bias': jnp.ones((3,))}
+  d = flatness.filter_normalized_direction(jax.random.key(3), params)
+  # every output filter (column) has the norm of the same filter of params; biases are zero
+  np.testing.assert_allclose(jnp.linalg.norm(d['kernel'], axis=0),
+                             jnp.linalg.norm(params['kernel'], axis=0), rtol=1e-5)
+  np.testing.assert_array_equal(d['bias'], 0.0)
+  # landscape of L = 0.5 ||theta - theta0||^2 around theta0: 0.5 ||a d1 + b d2||^2
+  theta0 = params
+  loss = lambda p: 0.5 * sum(jnp.sum((x - y) ** 2) for x, y in
+                             zip(jax.tree.leaves(p), jax.tree.leaves(theta0)))
+  coords = [-1.0, 0.0, 0.5]
+  land = flatness.landscape_2d(loss, params, coords, jax.random.key(4))
+  d1, d2 = land['directions']
+  for i, a in enumerate(coords):
+    for j, b in enumerate(coords):
+      want = 0.5 * jnp.sum((a * d1['kernel'] + b * d2['kernel']) ** 2)
+      assert land['loss'][i][j] == pytest.approx(float(want), rel=1e-5, abs=1e-6)
+  assert land['loss'][1][1] == 0.0
+
+
+# ---------------------------------------------------------------- noise robustness
+def test_noise_curve_known_expectation():
+  # metric = sum over examples of ||x||^2 (per-example dim d): E = ||x||^2 + d sigma^2
+  rng = np.random.default_rng(0)
+  batches = [{'audio': rng.standard_normal((64, 10)).astype(np.float32),
+              'video': np.ones((64, 2), np.float32)} for _ in range(4)]
+  base = np.mean([np.sum(b['audio'] ** 2, 1).mean() for b in batches])
+  metric = lambda b: (float(np.sum(b['audio'] ** 2)), float(len(b['audio'])))
+  sigmas = [0.0, 0.5, 1.0, 2.0]
+  out = robustness.noise_curve(metric, batches, 'audio', sigmas, seed=0, repeats=4)
+  np.testing.assert_allclose(out, [base + 10 * s ** 2 for s in sigmas], rtol=0.03)
+  assert out[0] == pytest.approx(base, rel=1e-6)
+  # only the named modality is perturbed
+  other = robustness.noise_curve(lambda b: (float(np.sum(b['video'])), 64.0), batches,
+                                 'audio', sigmas)
+  np.testing.assert_allclose(other, 2.0)
+
+
+# ---------------------------------------------------------------- end to end on :smoke
+@pytest.fixture(scope='module')
+def smoke_models(tmp_path_factory):
+  base = common.load_config(os.path.join(ROOT, 'configs/hac.py:smoke'))
+  root = tmp_path_factory.mktemp('analysis')
+  out = {}
+  for m in ('erm', 'mbcd'):
+    cfg = common.override(base, {'method.name': m})
+    out[m] = common.train_or_load(cfg, str(root / m))
+  return out, root
+
+
+def test_train_or_load_roundtrip(smoke_models):
+  trained, root = smoke_models
+  t = trained['mbcd']
+  assert t.who == 'teacher' and len(t.history) == 1
+  loaded = common.train_or_load(None, str(root / 'mbcd'))   # loads: the config is not needed
+  for a, b in zip(jax.tree.leaves(t.state), jax.tree.leaves(loaded.state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # common.accuracy agrees with the training loop's own evaluation of the same state
+  acc = common.accuracy(loaded, 'test')
+  assert acc['fused'] == pytest.approx(t.history[-1]['test']['teacher/fused'], abs=1e-4)
+  for m in t.modalities:
+    assert acc[m] == pytest.approx(t.history[-1]['test'][f'teacher/{m}'], abs=1e-4)
+
+
+def test_model_analyses_write_plots_and_numbers(smoke_models, tmp_path):
+  trained, _ = smoke_models
+  out = str(tmp_path)
+  mod = modality.run(trained, out)
+  assert set(mod['mbcd']['probe']) == {'video', 'flow', 'audio', 'all'}
+  rob = robustness.run(trained, out, sigmas=(0.0, 1.0))
+  # sigma = 0 is the clean accuracy
+  assert rob['methods']['erm']['audio'][0] == pytest.approx(mod['erm']['heads']['test']['fused'])
+  flat = flatness.run(trained, out, radius_fractions=(0.0, 0.1), num_directions=2,
+                      grid_points=3)
+  assert flat['methods']['erm']['train']['increase_mean'][0] == pytest.approx(0.0, abs=1e-6)
+  mis = missing.run(trained, out)
+  assert mis['erm']['all'] == pytest.approx(mod['erm']['heads']['test']['fused'])
+  for name in ('modality', 'robustness', 'flatness', 'landscape', 'missing'):
+    path = os.path.join(out, f'{name}.png')
+    assert os.path.getsize(path) < 200_000, path
+  for name in ('modality', 'robustness', 'flatness', 'missing'):
+    json.load(open(os.path.join(out, f'{name}.json')))
+
+
+def test_missing_modality_zeroed_feature_equals_keep_mask(smoke_models):
+  trained, _ = smoke_models
+  t = trained['mbcd']
+  b = next(common.batches(t, 'test'))
+  keep = {m: np.ones(len(b['label'])) for m in t.modalities}
+  keep['audio'] = np.zeros(len(b['label']))
+  z = common.logits(t, b, keep=keep)['fused']
+  # the same as zeroing the audio feature by hand
+  params = common.evaluated_params(t)
+  feats = t.model.trunk_features(t.state.frozen, {m: jnp.asarray(b[m]) for m in t.modalities})
+  h = t.model.encode_all(params['encoders'], params['norms'], t.state.frozen, feats)
+  h['audio'] = jnp.zeros_like(h['audio'])
+  want = t.model.fused_logits(params['fused_head'], h, train=False)
+  np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)
+
+
+def test_curves_from_metrics_jsonl(tmp_path):
+  for method, base in (('erm', 40.0), ('mbcd', 50.0)):
+    for seed in (0, 1):
+      d = tmp_path / method / 'video_flow_audio' / 'animal+cartoon_to_human' / f'seed{seed}'
+      d.mkdir(parents=True)
+      who = 'teacher' if method == 'mbcd' else 'student'
+      with open(d / 'metrics.jsonl', 'w') as f:
+        for e in (1, 2, 3):
+          for kind, off in (('val', 30.0), ('test', 0.0)):
+            rec = {'step': 10 * e, 'kind': kind, 'student/fused': 0.0}
+            rec[f'{who}/fused'] = base + off + e + seed   # erm: the student is evaluated
+            f.write(json.dumps(rec) + '\n')
+        f.write(json.dumps({'step': 30, 'kind': 'train', 'loss': 1.0}) + '\n')
+      with open(d / 'summary.json', 'w') as f:
+        json.dump({'evaluated': who}, f)
+  res = curves.run(str(tmp_path), ['erm', 'mbcd'], str(tmp_path / 'out'), target='human')
+  assert res['mbcd']['test']['mean'] == [51.5, 52.5, 53.5]   # teacher, mean over seeds 0, 1
+  assert res['erm']['val']['min'] == [71.0, 72.0, 73.0]
+  assert os.path.exists(tmp_path / 'out' / 'curves.png')
