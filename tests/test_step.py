@@ -1,0 +1,172 @@
+"""The jitted train step: every method learns, determinism, trunk sharing, teacher semantics,
+and 8 fake CPU devices == 1 device."""
+import functools
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import pytest
+
+from conftest import ROOT, spec, tiny_batch, tiny_model
+from mbcd_jax import methods, step
+
+OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
+
+
+def _run(method, steps, freeze_trunk=True, **overrides):
+  # Light head dropout: with 8 hidden units, p = 0.5 makes a 20-step loss curve mostly noise.
+  model = tiny_model(freeze_trunk=freeze_trunk, dropout=0.1)
+  batch = tiny_batch(batch_size=16)
+  sp = spec(method, **overrides)
+  tx = step.make_optimizer(OPTIM)
+  state = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
+  hist = []
+  for _ in range(steps):
+    state, m = f(state, batch, jax.random.key(1))
+    hist.append(jax.device_get(m))
+  return state, hist, model, batch
+
+
+@pytest.mark.parametrize('method', sorted(methods.PRESETS))
+def test_every_method_lowers_its_loss_on_a_fixed_batch(method):
+  state, hist, _, _ = _run(method, 20)
+  first, last = hist[0]['ce_fused'], np.mean([h['ce_fused'] for h in hist[-3:]])
+  assert np.isfinite(hist[-1]['loss'])
+  assert last < 0.75 * first, (first, last)
+  assert int(state.step) == 20
+  assert (state.teacher is not None) == methods.PRESETS[method]['ema']
+
+
+@pytest.mark.parametrize('mode', ['inner_second_order', 'grad_dot'])
+def test_other_consistency_modes_learn(mode):
+  _, hist, _, _ = _run('mbcd', 15, consistency=mode, alpha=1e-3)
+  assert hist[-1]['ce_fused'] < 0.8 * hist[0]['ce_fused']
+
+
+def test_all_trainable_encoders_learn_and_update_trunk():
+  state0_model = tiny_model(freeze_trunk=False)
+  state, hist, _, _ = _run('mbcd', 10, freeze_trunk=False)
+  assert 'trunk' in state.params['encoders']['video']
+  assert hist[-1]['ce_fused'] < hist[0]['ce_fused']
+  del state0_model
+
+
+def test_same_seed_same_metrics_and_params():
+  s1, h1, _, _ = _run('mbcd', 3)
+  s2, h2, _, _ = _run('mbcd', 3)
+  for a, b in zip(h1, h2):
+    assert a == b
+  for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
+    np.testing.assert_array_equal(x, y)
+
+
+def test_teacher_is_ema_of_student_and_frozen_trunk_untouched():
+  model = tiny_model()
+  batch = tiny_batch(batch_size=16)
+  sp = spec('mbcd', ema_beta=0.9)
+  tx = step.make_optimizer(OPTIM)
+  s0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  s1, _ = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))(
+      s0, batch, jax.random.key(1))
+  expected = jax.tree.map(lambda t, p: 0.9 * t + 0.1 * p, s0.teacher, s1.params)
+  for x, y in zip(jax.tree.leaves(s1.teacher), jax.tree.leaves(expected)):
+    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  for x, y in zip(jax.tree.leaves(s0.frozen), jax.tree.leaves(s1.frozen)):
+    np.testing.assert_array_equal(x, y)
+  # The student moved: the check above is not comparing equal trees.
+  assert any(not np.array_equal(a, b)
+             for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)))
+
+
+def test_erm_probe_heads_do_not_change_encoder_gradients():
+  """erm trains uni-modal heads as probes: the encoders' update must equal pure fused-CE ERM."""
+  model = tiny_model(dropout=0.0)
+  batch = tiny_batch(batch_size=8)
+  params, frozen = model.init(jax.random.key(0), batch)
+  feats = model.trunk_features(frozen, batch)
+  sp = spec('erm')
+  grads = jax.grad(lambda p: step.loss_fn(p, frozen, feats, batch['label'], None,
+                                          jax.random.key(0), model=model, spec=sp)[0])(params)
+
+  def fused_only(enc):
+    from mbcd_jax import losses  # pylint: disable=g-import-not-at-top
+    h = model.encode_all(enc, params['norms'], frozen, feats)
+    return losses.cross_entropy(model.fused_logits(params['fused_head'], h, train=False),
+                                batch['label'])
+  ref = jax.grad(fused_only)(params['encoders'])
+  for x, y in zip(jax.tree.leaves(grads['encoders']), jax.tree.leaves(ref)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  # ...while the probe heads do receive gradients.
+  assert float(jnp.abs(grads['uni_heads']['video']['Dense_0']['kernel']).sum()) > 0
+
+
+def test_trunk_runs_once_per_step():
+  """Count trunk applications in the traced step: once for all student passes and teacher."""
+  model = tiny_model()
+  calls = {'n': 0}
+  trunk = model.encoders['video'].trunk
+  orig = type(trunk).__call__
+
+  def counting(self, x):
+    calls['n'] += 1
+    return orig(self, x)
+  batch = tiny_batch(batch_size=8)
+  sp = spec('mbcd')
+  tx = step.make_optimizer(OPTIM)
+  state = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  type(trunk).__call__ = counting
+  try:
+    jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx)).lower(
+        state, batch, jax.random.key(1))
+  finally:
+    type(trunk).__call__ = orig
+  # FrameTrunk serves video and flow: one call each per step.
+  assert calls['n'] == 2, calls
+
+
+def test_eight_devices_equal_one_device(tmp_path):
+  script = textwrap.dedent(f'''
+    import os, sys, functools
+    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+    os.environ['JAX_PLATFORMS'] = 'cpu'
+    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+    import jax, numpy as np
+    from conftest import spec, tiny_batch, tiny_model
+    from mbcd_jax import sharding, step
+    import ml_collections
+    assert jax.device_count() == 8
+    optim = ml_collections.ConfigDict(dict(lr=3e-3, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
+    model, batch, sp = tiny_model(), tiny_batch(batch_size=16), spec('mbcd')
+    tx = step.make_optimizer(optim)
+    out = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = sharding.make_mesh(devices)
+      repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+      state = jax.device_put(step.init_state(model, sp, tx, jax.random.key(0), batch), repl)
+      f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx),
+                  in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+      b = sharding.shard_batch({{k: np.asarray(v) for k, v in batch.items()}}, mesh)
+      assert len(b['video'].sharding.device_set) == len(devices)
+      for _ in range(3):
+        state, m = f(state, b, jax.random.key(1))
+      out.append((jax.device_get(state.params), jax.device_get(m)))
+    (p1, m1), (p8, m8) = out
+    for k in m1:
+      np.testing.assert_allclose(m1[k], m8[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
+      np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+    print('OK', m1['loss'], m8['loss'])
+  ''')
+  path = tmp_path / 'eight.py'
+  path.write_text(script)
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
+                       timeout=300)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert 'OK' in res.stdout
