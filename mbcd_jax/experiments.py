@@ -248,6 +248,9 @@ def run_all(base: ml_collections.ConfigDict, runs: Sequence[RunSpec], *,
   if parallel <= 1:
     fn = resolve_train_fn(train_fn)
     for i, r in enumerate(pending):
+      if r.finished:   # finished meanwhile (another runner on the same workdir)
+        result['skipped'].append(r.run_dir)
+        continue
       log(f'[{i + 1}/{len(pending)}] {r.run_dir}')
       t1 = time.time()
       try:
@@ -275,7 +278,11 @@ def _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, re
   queue = list(pending)
   while queue or active:
     while queue and free:
-      slot, r = free.pop(0), queue.pop(0)
+      r = queue.pop(0)
+      if r.finished:   # finished meanwhile (another runner on the same workdir)
+        result['skipped'].append(r.run_dir)
+        continue
+      slot = free.pop(0)
       _prepare(base, r)
       cmd = [sys.executable, '-m', 'mbcd_jax.experiments', f'--run_one={r.run_dir}']
       if train_fn:
