@@ -26,18 +26,21 @@ def _run(method, steps, freeze_trunk=True, **overrides):
   tx = step.make_optimizer(OPTIM)
   state = step.init_state(model, sp, tx, jax.random.key(0), batch)
   f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
-  hist = []
+  evaluate = jax.jit(functools.partial(step.eval_step, model=model))
+  hist = [jax.device_get(evaluate(state, batch))]
   for _ in range(steps):
     state, m = f(state, batch, jax.random.key(1))
     hist.append(jax.device_get(m))
+  hist.append(jax.device_get(evaluate(state, batch)))
   return state, hist, model, batch
 
 
 @pytest.mark.parametrize('method', sorted(methods.PRESETS))
 def test_every_method_lowers_its_loss_on_a_fixed_batch(method):
   state, hist, _, _ = _run(method, 20)
-  first, last = hist[0]['ce_fused'], np.mean([h['ce_fused'] for h in hist[-3:]])
-  assert np.isfinite(hist[-1]['loss'])
+  # Deterministic fused loss of the student (no dropout, no AMD) before vs after training.
+  first, last = hist[0]['student/loss_sum'], hist[-1]['student/loss_sum']
+  assert np.isfinite(hist[-2]['loss'])
   assert last < 0.75 * first, (first, last)
   assert int(state.step) == 20
   assert (state.teacher is not None) == methods.PRESETS[method]['ema']
@@ -46,14 +49,14 @@ def test_every_method_lowers_its_loss_on_a_fixed_batch(method):
 @pytest.mark.parametrize('mode', ['inner_second_order', 'grad_dot'])
 def test_other_consistency_modes_learn(mode):
   _, hist, _, _ = _run('mbcd', 15, consistency=mode, alpha=1e-3)
-  assert hist[-1]['ce_fused'] < 0.8 * hist[0]['ce_fused']
+  assert hist[-1]['student/loss_sum'] < 0.8 * hist[0]['student/loss_sum']
 
 
 def test_all_trainable_encoders_learn_and_update_trunk():
   state0_model = tiny_model(freeze_trunk=False)
   state, hist, _, _ = _run('mbcd', 10, freeze_trunk=False)
   assert 'trunk' in state.params['encoders']['video']
-  assert hist[-1]['ce_fused'] < hist[0]['ce_fused']
+  assert hist[-1]['student/loss_sum'] < hist[0]['student/loss_sum']
   del state0_model
 
 
@@ -61,7 +64,7 @@ def test_same_seed_same_metrics_and_params():
   s1, h1, _, _ = _run('mbcd', 3)
   s2, h2, _, _ = _run('mbcd', 3)
   for a, b in zip(h1, h2):
-    assert a == b
+    assert a == b and a
   for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
     np.testing.assert_array_equal(x, y)
 
