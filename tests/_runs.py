@@ -59,8 +59,14 @@ def final_state(workdir: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
   step = checkpoint_steps(workdir)[-1]
-  tree = ocp.StandardCheckpointer().restore(
-      os.path.join(workdir, 'checkpoints', str(step), 'state'))
+  path = os.path.join(workdir, 'checkpoints', str(step), 'state')
+  # Onto this process's first device, whatever mesh wrote it (a multi-process run's too).
+  meta = ocp.StandardCheckpointer().metadata(path)
+  meta = getattr(meta, 'item_metadata', meta)
+  dev = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=dev),
+                        getattr(meta, 'tree', meta))
+  tree = ocp.StandardCheckpointer().restore(path, target)
   return {jax.tree_util.keystr(p): np.asarray(x)
           for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
 
