@@ -124,11 +124,12 @@ def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
 
 
 def normalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Lets ``--config.data.sources=animal`` (a string) mean a one-domain tuple, etc."""
+  """Lets ``--config.data.sources=animal`` or ``=animal,cartoon`` mean a tuple of domains."""
   with config.unlocked():
     for key in ('sources', 'modalities', 'domains'):
-      if isinstance(config.data[key], str):
-        config.data[key] = tuple(s for s in config.data[key].split(',') if s)
-      else:
-        config.data[key] = tuple(config.data[key])
+      value = config.data[key]
+      items = [value] if isinstance(value, str) else list(value)
+      # absl turns --config.data.sources=D2,D3 into ('D2,D3',): split on commas too.
+      config.data[key] = tuple(s.strip() for item in items for s in str(item).split(',')
+                               if s.strip())
   return config

@@ -15,6 +15,7 @@ Exit codes: 0 done; 2 a config, data, workdir or checkpoint mistake (one line on
 
 The logic lives in ``mbcd_jax.train`` so that notebooks can import it without flags.
 """
+import re
 import sys
 
 from absl import app, flags, logging
@@ -58,5 +59,24 @@ def main(argv):
     sys.exit(EXIT_CONFIG)
 
 
+def _parse_flags(argv):
+  """absl's parser, with a wrong ``--config.x=y`` override as one line instead of a traceback.
+
+  ml_collections applies overrides while parsing; an unknown key raises AttributeError/KeyError
+  and a value of the wrong type raises TypeError/ValueError from inside the library.
+  """
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    msg = str(e)
+  except (AttributeError, KeyError) as e:
+    detail = re.sub(r'\\n|[\\\'"]', ' ', str(e))
+    msg = f'unknown config key in a --config.* override: {detail}'
+  except (TypeError, ValueError) as e:
+    msg = f'bad --config.* override: {e}'
+  print(f'mbcd_jax: error: {" ".join(msg.split())}', file=sys.stderr)
+  sys.exit(EXIT_CONFIG)
+
+
 if __name__ == '__main__':
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)
