@@ -4,8 +4,9 @@ Where the coordinates come from, in order:
   1. explicit flags ``--coordinator_address=host:port --num_processes=N --process_id=i``;
   2. JAX's own cluster detection (``jax.distributed.initialize()`` with no arguments) when the
      environment names a cluster: a Cloud TPU VM slice with several workers, SLURM with more than
-     one task (``srun``), or ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES``,
-     ``JAX_PROCESS_ID``) set by a launcher;
+     one task (``srun``), ``JAX_COORDINATOR_ADDRESS`` (+ ``JAX_NUM_PROCESSES``,
+     ``JAX_PROCESS_ID``) set by a launcher, or ``MBCD_DISTRIBUTED=auto`` (launch/tpu_vm.sh: on a
+     TPU VM slice JAX finds the workers through the metadata server);
   3. otherwise nothing: one process, all its local devices.
 
 On CPU the cross-process collectives need an implementation (gloo); it is selected before
@@ -19,6 +20,8 @@ import jax
 
 def cluster_env() -> str | None:
   """Which multi-process environment this is, or None for a single process."""
+  if os.environ.get('MBCD_DISTRIBUTED') == 'auto':   # launch/tpu_vm.sh: let JAX detect it
+    return 'MBCD_DISTRIBUTED=auto'
   if os.environ.get('JAX_COORDINATOR_ADDRESS'):
     return 'JAX_COORDINATOR_ADDRESS'
   if int(os.environ.get('SLURM_NTASKS', os.environ.get('SLURM_NPROCS', '1')) or 1) > 1 \
