@@ -1,0 +1,121 @@
+r"""Compiled train-step time of ERM, EMA and MBCD (each consistency mode), relative to ERM.
+
+  JAX_PLATFORMS=cpu python benchmarks/step_time.py [--reps 20] [--batch 16]
+
+Two encoder set-ups on the embedded benchmark's encoders and shapes (configs/hac.py:synthetic):
+  (a) everything trainable: every pass runs the whole encoder;
+  (b) the paper's split: a frozen trunk (~80% of forward FLOPs) run once per step and shared by
+      the student's passes and the teacher, and a trainable last stage.
+Prints the trunk's FLOP share (XLA cost analysis) and a table of median step times. Timings of
+the methods are interleaved round by round so that background load hits them alike.
+"""
+import argparse
+import functools
+import importlib.util
+import os
+import statistics
+import sys
+import time
+
+import jax
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from mbcd_jax import config_lib, models, step  # pylint: disable=g-import-not-at-top
+
+VARIANTS = [('erm', {}), ('ema', {}),
+            ('mbcd', {'consistency': 'off'}),
+            ('mbcd', {'consistency': 'inner_first_order'}),
+            ('mbcd', {'consistency': 'inner_second_order'}),
+            ('mbcd', {'consistency': 'grad_dot'})]
+
+
+def _config():
+  path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs',
+                      'hac.py')
+  spec = importlib.util.spec_from_file_location('hac', path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return config_lib.normalize(mod.get_config('synthetic'))
+
+
+def _batch(c, b):
+  s = c.data.synthetic
+  rng = np.random.default_rng(0)
+  return {'video': rng.standard_normal((b, *s.video_shape, 3), np.float32),
+          'flow': rng.standard_normal((b, *s.flow_shape, 2), np.float32),
+          'audio': rng.standard_normal((b, *s.audio_shape, 1), np.float32),
+          'label': rng.integers(0, c.data.num_classes, b).astype(np.int32)}
+
+
+def _flops(fn, *args):
+  cost = jax.jit(fn).lower(*args).compile().cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float(cost.get('flops', 0.0))
+
+
+def trunk_share(model, batch):
+  params, frozen = model.init(jax.random.key(0), batch)
+  trunk = stage = 0.0
+  for m in model.modalities:
+    enc = model.encoders[m]
+    tv = frozen['encoders'][m]['trunk']
+    trunk += _flops(enc.trunk.apply, tv, batch[m])
+    fmap = enc.trunk.apply(tv, batch[m])
+    sv = {**frozen['encoders'][m]['stage'], 'params': params['encoders'][m]['stage']}
+    stage += _flops(enc.stage.apply, sv, fmap)
+  return trunk / (trunk + stage)
+
+
+def main():
+  ap = argparse.ArgumentParser()
+  ap.add_argument('--reps', type=int, default=20)
+  ap.add_argument('--batch', type=int, default=16)
+  args = ap.parse_args()
+  c = _config()
+  batch = _batch(c, args.batch)
+  print(f'jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}, '
+        f'batch {args.batch}, shapes video {c.data.synthetic.video_shape}, flow '
+        f'{c.data.synthetic.flow_shape}, audio {c.data.synthetic.audio_shape}')
+  rows = []
+  for setup, freeze in (('(a) all trainable', False), ('(b) frozen trunk', True)):
+    with c.unlocked():
+      c.model.freeze_trunk = freeze
+    model = models.build_model(c.model, tuple(c.data.modalities), c.data.num_classes)
+    if freeze:
+      print(f'trunk share of encoder forward FLOPs: {100 * trunk_share(model, batch):.1f}%')
+    tx = step.make_optimizer(c.optim)
+    fns = []
+    for name, over in VARIANTS:
+      mc = c.method.copy_and_resolve_references()
+      mc.name = name
+      for k, v in over.items():
+        mc[k] = v
+      from mbcd_jax import methods  # pylint: disable=g-import-not-at-top
+      sp = methods.resolve(mc)
+      state = step.init_state(model, sp, tx, jax.random.key(0), batch)
+      f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
+      state, m = f(state, batch, jax.random.key(1))     # compile
+      jax.block_until_ready(m)
+      label = name if not over else f'{name} ({over["consistency"]})'
+      fns.append([label, f, state, []])
+    for _ in range(args.reps):
+      for entry in fns:
+        _, f, state, times = entry
+        t = time.perf_counter()
+        state, m = f(state, batch, jax.random.key(1))
+        jax.block_until_ready(m)
+        times.append(time.perf_counter() - t)
+        entry[2] = state
+    base = statistics.median(fns[0][3])
+    for label, _, _, times in fns:
+      med = statistics.median(times)
+      rows.append((setup, label, 1e3 * med, med / base))
+  print(f'\n| set-up | method | step ms (median of {args.reps}) | x erm |')
+  print('|---|---|---:|---:|')
+  for setup, label, ms, ratio in rows:
+    print(f'| {setup} | {label} | {ms:.1f} | {ratio:.2f} |')
+
+
+if __name__ == '__main__':
+  main()
