@@ -11,7 +11,7 @@ result). ``collect`` turns them into long rows, one per run and model-selection 
 (``A,C→H``, in the runner's protocol order) and an ``Avg`` column, each cell ``mean ± std`` over seeds, where
 
   cell mean / std    over the seeds of that (row, target), std with ddof=1 (0 for one seed);
-  Avg mean           the mean of the per-target means;
+  Avg mean           the mean of the per-target means ('–' until every target has a run);
   Avg std            the std over seeds of each seed's average over the targets, using only
                      the seeds that finished every target (so it is the spread of the number a
                      single 3-target study would report).
@@ -146,7 +146,7 @@ def pivot(rows: Sequence[Mapping], rule: str, value: str = 'fused') -> dict:
     present = [s for s in settings if s in cells]
     complete = [np.mean([v[s] for s in present]) for v in by_seed.values()
                 if all(s in v for s in present)]
-    if means:
+    if means and len(present) == len(settings):   # no Avg over a subset of the targets
       _, sd = mean_std(complete) if complete else (math.nan, math.nan)
       cells['Avg'] = (float(np.mean(means)), sd, len(complete))
     out.append({'modalities': mods, 'variant': variant, 'cells': cells})

@@ -73,6 +73,10 @@ def test_pivot_against_hand_computed(tmp_path):
   assert (m, s) == (pytest.approx(42.0), pytest.approx(math.sqrt(8.0)))
   m, s, n = erm['cells']['Avg']
   assert (m, s, n) == (pytest.approx(31.0), 0.0, 1)
+  # no Avg for a row that misses a target
+  partial = tables.pivot([r for r in rows if not (r['variant'] == 'erm' and r['target'] == 'animal')],
+                         'best_val')
+  assert 'Avg' not in partial['rows'][0]['cells'] and 'Avg' in partial['rows'][1]['cells']
   # last-epoch rule reads the other selection
   last = tables.pivot(rows, 'last')
   assert last['rows'][1]['cells']['A,C→H'][0] == pytest.approx(53.0)

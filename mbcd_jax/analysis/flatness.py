@@ -134,7 +134,7 @@ def model_loss_fn(trained: common.Trained, split: str = 'train', max_examples: i
   return loss_fn, {'encoders': full['encoders'], 'fused_head': full['fused_head']}, merge
 
 
-def run(trained: dict, out_dir: str, *, radius_fractions=(0.0, 0.02, 0.05, 0.1, 0.15, 0.2),
+def run(trained: dict, out_dir: str, *, radius_fractions=(0.0, 0.25, 0.5, 1.0, 1.5, 2.0),
         num_directions: int = 5, grid_points: int = 9, grid_span: float = 1.0,
         seed: int = 0) -> dict:
   """Flatness curves (source train and target test loss) for every method, and a 2-D landscape
