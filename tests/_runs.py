@@ -34,8 +34,19 @@ def run(workdir: str, *flags: str, timeout: float = 300, **kw) -> subprocess.Com
 
 
 def start(workdir: str, *flags: str) -> subprocess.Popen:
-  return subprocess.Popen(cmd(workdir, *flags), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True)
+  """A background run logging to ``<workdir>.log`` (not a pipe: the logs are verbose, and a
+  full pipe nobody reads would stall the run). ``output(p)`` reads it."""
+  log = open(f'{workdir}.log', 'w+')
+  p = subprocess.Popen(cmd(workdir, *flags), cwd=ROOT, env=env(), stdout=log,
+                       stderr=subprocess.STDOUT, text=True)
+  p.log = log
+  return p
+
+
+def output(p: subprocess.Popen) -> str:
+  p.log.flush()
+  with open(p.log.name) as f:
+    return f.read()
 
 
 def rows(workdir: str, drop=('steps_per_sec',)) -> list[dict]:

@@ -40,7 +40,7 @@ def _wait_for_checkpoint(p: subprocess.Popen, workdir: str, at_least: int, timeo
     steps = _runs.checkpoint_steps(workdir)
     if steps and steps[-1] >= at_least:
       return steps[-1]
-    assert p.poll() is None, f'the run ended before step {at_least}: {p.stderr.read()[-3000:]}'
+    assert p.poll() is None, f'the run ended before step {at_least}: {_runs.output(p)[-3000:]}'
     time.sleep(0.02)
   raise TimeoutError(workdir)
 
@@ -79,9 +79,10 @@ def test_sigterm_checkpoints_exits_75_then_resumes_bit_exact(tmp_path, reference
   try:
     _wait_for_checkpoint(p, workdir, at_least=3)
     p.send_signal(signal.SIGTERM)
-    _, err = p.communicate(timeout=120)
+    p.wait(timeout=120)
   finally:
     p.kill()
+  err = _runs.output(p)
   assert p.returncode == 75, err[-3000:]
   line = _runs.last_line(err)
   assert line.startswith('mbcd_jax: preempted: checkpoint at step '), line
