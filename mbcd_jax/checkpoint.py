@@ -24,6 +24,7 @@ a checkpoint of another model shape, a changed config — is a ``CheckpointError
 naming the file and what differs.
 """
 import json
+import logging as pylogging
 import os
 import re
 import shutil
@@ -49,6 +50,19 @@ OPERATIONAL_KEYS = frozenset({
 OWN_FILES = ('metrics.jsonl', 'config.json', 'summary.json', SUBDIR)
 _FOREIGN = re.compile(r'(^checkpoint_\d+$|\.(ckpt|pt|pth|msgpack|safetensors|h5)$|'
                       r'^_CHECKPOINT_METADATA$)')
+
+
+class _QuietOrbax(pylogging.Filter):
+  """Drops orbax's INFO lines (a dozen per save); its warnings and errors still show."""
+
+  def filter(self, record):
+    return record.levelno >= pylogging.WARNING or f'{os.sep}orbax{os.sep}' not in record.pathname
+
+
+def quiet_orbax_info():
+  handler = logging.get_absl_handler()
+  if not any(isinstance(f, _QuietOrbax) for f in handler.filters):
+    handler.addFilter(_QuietOrbax())
 
 
 class CheckpointError(ValueError):
@@ -184,6 +198,7 @@ class Checkpointer:
     if keep < 1:
       raise ValueError(f'config.train.keep_checkpoints must be >= 1, got {keep}')
     self.directory = os.path.abspath(os.path.join(workdir, SUBDIR))
+    quiet_orbax_info()
     self._best = _KeepSteps()
     options = ocp.CheckpointManagerOptions(
         preservation_policy=ocm.AnyPreservationPolicy([ocm.LatestN(n=keep), self._best]),

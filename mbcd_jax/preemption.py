@@ -78,7 +78,7 @@ class Watcher:
     """Must be called at every step by every process (the sync protocol counts on it)."""
     if self.jax_service:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-      return bool(multihost_utils.reached_preemption_sync_point(step)) or self._flag.is_set()
+      return bool(multihost_utils.reached_preemption_sync_point(step))
     if self.multi:
       from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
       flags = multihost_utils.process_allgather(np.int32(self._flag.is_set()))
