@@ -159,6 +159,38 @@ class MultiModalModel:
                            rngs=rngs)
 
 
+def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
+                    frozen: PyTree) -> tuple[PyTree, PyTree]:
+  """Replaces freshly initialised encoder variables by converted pretrained weights.
+
+  For every modality whose ``config.model.encoders[m].pretrained`` names a file written by
+  ``python -m mbcd_jax.encoders.convert``: the trunk variables and the stage's frozen
+  collections (BN statistics) go to ``frozen``, the stage parameters to ``params``. Runs on the
+  host, outside jit, so the weights never become compile-time constants.
+  """
+  params = jax.tree.map(lambda x: x, params)      # copies of the containers, not the arrays
+  frozen = jax.tree.map(lambda x: x, frozen)
+  for m in model.modalities:
+    ec = model_config.encoders[m]
+    path = ec.get('pretrained') or ''
+    if not path:
+      continue
+    from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top
+    kwargs = {k: v for k, v in ec.items() if k not in ('name', 'pretrained')}
+    trunk_vars, stage_vars = convert.load_pretrained(ec.name, path, **kwargs)
+    stage_vars = dict(stage_vars)
+    stage_params = stage_vars.pop('params')
+    if model.freeze_trunk:
+      frozen['encoders'][m]['trunk'] = trunk_vars
+    else:
+      trunk_vars = dict(trunk_vars)
+      params['encoders'][m]['trunk'] = trunk_vars.pop('params')
+      frozen['encoders'][m]['trunk'] = trunk_vars
+    params['encoders'][m]['stage'] = stage_params
+    frozen['encoders'][m]['stage'] = stage_vars
+  return params, frozen
+
+
 def build_model(model_config, modalities: tuple[str, ...], num_classes: int) -> MultiModalModel:
   """Builds the model from ``config.model`` (see ``configs/common.py``)."""
   encs = {}
