@@ -2,7 +2,7 @@ r"""Command line: train and evaluate one run.
 
   python -m mbcd_jax.main --config=configs/hac.py:synthetic --workdir=runs/demo
   python -m mbcd_jax.main --config=configs/epic.py --config.data.dir=/data/epic_prepared \
-      --config.data.sources=D2,D3 --config.data.target=D1 --workdir=runs/epic_d1
+      --config.data.sources="('D2','D3')" --config.data.target=D1 --workdir=runs/epic_d1
 
 Re-running a command with the same ``--workdir`` resumes it from its latest checkpoint
 (``--config.train.resume_mode=strict|allow_changes|restart``). Multi-process: the coordinates
