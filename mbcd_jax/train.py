@@ -129,8 +129,21 @@ def build(config: ml_collections.ConfigDict, mesh=None):
   example = {k: v[:1] for k, v in loaders['train'].dataset(0)[0].items()}
 
   @functools.partial(jax.jit, out_shardings=repl)
-  def init(rng):
+  def random_init(rng):
     return step_lib.init_state(model, spec, tx, rng, example)
+
+  pretrained = any(config.model.encoders[m].get('pretrained') for m in model.modalities)
+
+  def init(rng):
+    """Random init, then converted pretrained encoder weights where the config names them
+    (loaded on the host, so they never become compile-time constants)."""
+    state = random_init(rng)
+    if not pretrained:
+      return state
+    params, frozen = models.load_pretrained(model, config.model, state.params, state.frozen)
+    state = state.replace(params=params, frozen=frozen, opt_state=tx.init(params),
+                          teacher=params if spec.ema else None)
+    return jax.device_put(state, repl)
 
   if config.train.nan_policy not in ('stop', 'skip'):
     raise ValueError("config.train.nan_policy must be 'stop' or 'skip', got "

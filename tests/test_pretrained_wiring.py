@@ -34,3 +34,36 @@ def test_load_pretrained_replaces_trunk_and_stage(tmp_path):
                                 params['fused_head']['Dense_0']['kernel'])
   assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params['encoders']),
                                                       jax.tree.leaves(new_p['encoders'])))
+
+
+def test_train_build_init_uses_pretrained_file(tmp_path):
+  import importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import train  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('hac', os.path.join(ROOT, 'configs', 'hac.py'))
+  hac = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(hac)
+  c = hac.get_config('smoke')
+  c.data.modalities = ('audio',)
+  c.method.name = 'ema'
+  c.model.encoders.audio = ml_collections.ConfigDict(
+      {'name': 'vggsound_r18', 'width': 8, 'pretrained': ''})
+  run = train.build(c)
+  state = run['init'](jax.random.key(0))
+  # Save different weights as the "pretrained" file, then build again pointing at it.
+  other = run['init'](jax.random.key(5))
+  trunk = other.frozen['encoders']['audio']['trunk']
+  stage = {**other.frozen['encoders']['audio']['stage'],
+           'params': other.params['encoders']['audio']['stage']}
+  path = str(tmp_path / 'a.msgpack')
+  convert.save(path, 'vggsound_r18', trunk, stage, {'width': 8})
+  c.model.encoders.audio.pretrained = path
+  state2 = train.build(c)['init'](jax.random.key(0))
+  for a, b in zip(jax.tree.leaves(state2.params['encoders']),
+                  jax.tree.leaves(other.params['encoders'])):
+    np.testing.assert_array_equal(a, b)
+  # The teacher starts as the loaded student; the heads keep their seed-0 initialisation.
+  for a, b in zip(jax.tree.leaves(state2.teacher), jax.tree.leaves(state2.params)):
+    np.testing.assert_array_equal(a, b)
+  np.testing.assert_array_equal(state2.params['fused_head']['Dense_0']['kernel'],
+                                state.params['fused_head']['Dense_0']['kernel'])
