@@ -26,20 +26,10 @@ def _hac():
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   hac = _hac()
-  args = set(filter(None, (arg or '').split(',')))
-  unknown = args - {'synthetic', 'smoke'}
-  if unknown:
-    raise ValueError(f'configs/epic.py: unknown argument(s) {sorted(unknown)}; '
-                     'known: synthetic, smoke')
-  c = config_lib.base_config()
-  c.data.dataset = 'epic'
-  c.data.source = 'prepared'
-  c.data.domains = ('D1', 'D2', 'D3')
-  c.data.sources = ('D2', 'D3')
-  c.data.target = 'D1'
-  c.data.num_classes = 8
+  args = config_lib.parse_config_arg(arg, 'configs/epic.py')
+  c = config_lib.dataset_config('epic', sources=('D2', 'D3'), target='D1')
   c.data.hac_test_split_only = True   # EPIC's target is always its test split
   c.model.encoders = hac.paper_encoders()
-  if 'synthetic' in args or 'smoke' in args:
+  if args:
     hac.apply_synthetic(c, smoke='smoke' in args)
   return c

@@ -84,19 +84,9 @@ def apply_synthetic(c: ml_collections.ConfigDict, smoke: bool = False):
 
 
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  args = set(filter(None, (arg or '').split(',')))
-  unknown = args - {'synthetic', 'smoke'}
-  if unknown:
-    raise ValueError(f'configs/hac.py: unknown argument(s) {sorted(unknown)}; '
-                     'known: synthetic, smoke')
-  c = config_lib.base_config()
-  c.data.dataset = 'hac'
-  c.data.source = 'prepared'
-  c.data.domains = ('human', 'animal', 'cartoon')
-  c.data.sources = ('animal', 'cartoon')
-  c.data.target = 'human'
-  c.data.num_classes = 7
+  args = config_lib.parse_config_arg(arg, 'configs/hac.py')
+  c = config_lib.dataset_config('hac', sources=('animal', 'cartoon'), target='human')
   c.model.encoders = paper_encoders()
-  if 'synthetic' in args or 'smoke' in args:
+  if args:
     apply_synthetic(c, smoke='smoke' in args)
   return c

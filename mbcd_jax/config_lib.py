@@ -81,6 +81,31 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
+CONFIG_ARGS = ('synthetic', 'smoke')
+
+
+def parse_config_arg(arg: str | None, config_file: str) -> set[str]:
+  """``configs/x.py:synthetic,smoke`` -> {'synthetic', 'smoke'}; unknown words are an error."""
+  args = set(filter(None, (arg or '').split(',')))
+  unknown = args - set(CONFIG_ARGS)
+  if unknown:
+    raise ValueError(f'{config_file}: unknown argument(s) {sorted(unknown)}; known: '
+                     f'{", ".join(CONFIG_ARGS)}')
+  return args
+
+
+def dataset_config(dataset: str, sources: tuple, target: str) -> ml_collections.ConfigDict:
+  """``base_config()`` for ``dataset`` (its domains and classes) on real, prepared data."""
+  c = base_config()
+  c.data.dataset = dataset
+  c.data.source = 'prepared'
+  c.data.domains = DATASETS[dataset]['domains']
+  c.data.num_classes = DATASETS[dataset]['num_classes']
+  c.data.sources = tuple(sources)
+  c.data.target = target
+  return c
+
+
 def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
   """Checks a config; returns the resolved method. Raises a one-line ValueError on a mistake."""
   d = config.data
