@@ -1,0 +1,369 @@
+"""The whole MBCD training step: our JAX step (jit) vs a PyTorch eager re-implementation.
+
+    JAX_PLATFORMS=cpu python benchmarks/mbcd_step_vs_torch.py [--reps 5] [--batch 4]
+
+Needs torch (requirements-dev.txt). The paper's encoders (mmaction2 SlowFast, SlowOnly flow,
+VGGSound ResNet-18; tests/encoders/torch_reference.py for PyTorch, mbcd_jax/encoders/paper.py for
+Flax) at the paper's structure but reduced width / input size so that it runs in minutes on 2
+CPU cores. Both frameworks get the same weights (PyTorch -> converter -> Flax; heads copied),
+compute in float32, run the BatchNorms on running statistics and use the same threads
+(``torch.set_num_threads(os.cpu_count())``; XLA's CPU client uses every core).
+
+Timed step = the default method ('mbcd': adaptive modality dropout, first-order inner step on
+layer4, EMA teacher, KL distillation into fused and uni-modal heads, Adam(weight_decay=1e-4),
+EMA update):
+
+* ``jax``: ``mbcd_jax.step.train_step`` under ``jax.jit`` (state donated): frozen trunks once.
+* ``torch (port)``: as the public port's train_one_step does it: the frozen trunk under
+  ``no_grad`` recomputed for each of the 3 passes (uni-modal at theta, fused at theta', teacher);
+  learn2learn-style inner step (``torch.autograd.grad`` of sum_k CE_k w.r.t. layer4, detached,
+  theta' = theta - alpha g, fused pass through ``torch.func.functional_call``); AMD masks;
+  KL(teacher || student) batchmean; ``torch.optim.Adam(weight_decay=1e-4)``; EMA over every
+  parameter of the teacher copy (a parameter loop, trunk included, as a deepcopy-based EMA does).
+* ``torch (trunk once)``: the same step with the trunk run once per step and shared by the three
+  passes, and the EMA over the trainable parameters only (``torch._foreach``): the fairer
+  PyTorch baseline.
+
+Before timing, a correctness check on the V+F+A set-up: head dropout 0, AMD off, same weights
+and batch: JAX's and PyTorch's losses agree at step 1 and again at step 2 (after one Adam update
+and one EMA update), i.e. the two implement the same step.
+
+Each time is the median of ``--reps`` calls after two warm-up calls (JAX compiles in the first);
+the frameworks' calls alternate round by round so that load from other processes hits all
+alike. Ratio = torch ms / JAX ms (> 1: JAX faster).
+"""
+import argparse
+import copy
+import functools
+import os
+import statistics
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders')]
+import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NUM_CLASSES = 7
+
+
+# ------------------------------------------------------------------ encoders, both frameworks
+class TorchEncoder(torch.nn.Module):
+  """A paper encoder split as in training: ``trunk(x)`` (frozen) and ``forward(f)`` = layer4 +
+  global average pool (trainable), so that ``functional_call`` can swap layer4's parameters."""
+
+  def __init__(self, kind, net):
+    super().__init__()
+    self.kind, self.net = kind, net
+
+  def trunk(self, x):
+    n = self.net
+    if self.kind == 'slowfast_r101':
+      return n.trunk(x)
+    if self.kind == 'vggsound_r18':
+      n = n.audnet
+      return n.layer3(n.layer2(n.layer1(n.maxpool(F.relu(n.bn1(n.conv1(x)))))))
+    return n.layer3(n.layer2(n.layer1(n.maxpool(n.conv1(x)))))
+
+  def forward(self, f):
+    n = self.net
+    if self.kind == 'slowfast_r101':
+      ys, yf = n.slow_path.layer4(f[0]), n.fast_path.layer4(f[1])
+      return torch.cat((yf.mean(dim=(2, 3, 4)), ys.mean(dim=(2, 3, 4))), 1)
+    if self.kind == 'vggsound_r18':
+      return n.audnet.layer4(f).mean(dim=(2, 3))
+    return n.layer4(f).mean(dim=(2, 3, 4))
+
+
+def make_encoders(video_depth, width_div, audio_width):
+  """modality -> (kind, flax kwargs, torch module, torch input shape without batch)."""
+  sb = 64 // width_div
+  return {
+      'video': ('slowfast_r101', dict(depth=video_depth, slow_base_channels=sb),
+                lambda: ref.ResNet3dSlowFast(depth=video_depth, slow_base=sb)),
+      'flow': ('slowonly_r50_flow', dict(depth=50, base_channels=sb),
+               lambda: ref.ResNet3dSlowOnly(depth=50, in_channels=2, base_channels=sb)),
+      'audio': ('vggsound_r18', dict(width=audio_width),
+                lambda: ref.AVENet(width=audio_width)),
+  }
+
+
+INPUT_SHAPES = {  # torch layout [C, ...]; the Flax layout puts C last
+    'video': (3, 8, 64, 64),   # SlowFast 8x8: slow path 8 / 8 = 1 frame, fast path 8 frames
+    'flow': (2, 4, 64, 64),
+    'audio': (1, 64, 128),
+}
+
+
+# ------------------------------------------------------------------ the PyTorch step
+class Head(torch.nn.Module):
+  """The port's PredHead: Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, classes)."""
+
+  def __init__(self, d, hidden, classes, dropout):
+    super().__init__()
+    self.fc1, self.fc2, self.p = torch.nn.Linear(d, hidden), torch.nn.Linear(hidden, classes), dropout
+
+  def forward(self, x):
+    return self.fc2(F.dropout(F.relu(self.fc1(x)), self.p, self.training))
+
+
+class TorchMBCD:
+  """One MBCD step in eager PyTorch. ``trunk_once`` switches between the port's way (trunk 3x,
+  EMA over every parameter) and the optimised one."""
+
+  def __init__(self, encs, dims, *, hidden, dropout, amd=True, alpha=1e-4, beta=0.999, lr=1e-4,
+               weight_decay=1e-4, trunk_once=False, seed=0):
+    g = torch.manual_seed(seed)
+    del g
+    self.mods = list(encs)
+    self.encs = encs
+    self.uni = {m: Head(dims[m], hidden, NUM_CLASSES, dropout) for m in self.mods}
+    self.fused = Head(sum(dims.values()), hidden, NUM_CLASSES, dropout)
+    for e in encs.values():
+      e.eval()                                    # BN on running statistics, as our JAX step
+      for p in e.parameters():
+        p.requires_grad_(False)
+    self.stage = {m: {k: p for k, p in e.named_parameters() if 'layer4' in k}
+                  for m, e in encs.items()}
+    for d in self.stage.values():
+      for p in d.values():
+        p.requires_grad_(True)
+    self.trainable = ([p for d in self.stage.values() for p in d.values()] +
+                      [p for h in self.uni.values() for p in h.parameters()] +
+                      list(self.fused.parameters()))
+    self.opt = torch.optim.Adam(self.trainable, lr=lr, weight_decay=weight_decay)
+    # The teacher: a copy of the student (the port's deepcopy).
+    self.t_encs = {m: copy.deepcopy(e) for m, e in encs.items()}
+    self.t_fused = copy.deepcopy(self.fused).eval()
+    self.t_uni = {m: copy.deepcopy(h).eval() for m, h in self.uni.items()}
+    self.amd, self.alpha, self.beta, self.trunk_once = amd, alpha, beta, trunk_once
+    if trunk_once:  # EMA over the trainable parameters only
+      self.ema_dst = ([p for e in self.t_encs.values() for k, p in e.named_parameters()
+                       if 'layer4' in k] + [p for h in self.t_uni.values() for p in h.parameters()]
+                      + list(self.t_fused.parameters()))
+      self.ema_src = self.trainable
+    for h in [*self.uni.values(), self.fused]:
+      h.train()
+
+  def _trunks(self, batch):
+    with torch.no_grad():
+      return {m: self.encs[m].trunk(batch[m]) for m in self.mods}
+
+  def step(self, batch, labels):
+    mods = self.mods
+    feats = self._trunks(batch)
+    # 1. Uni-modal pass at theta.
+    h = {m: F.layer_norm(self.encs[m](feats[m]), (self.uni[m].fc1.in_features,)) for m in mods}
+    z = {m: self.uni[m](h[m]) for m in mods}
+    ces = {m: F.cross_entropy(z[m], labels) for m in mods}
+    ce_uni = sum(ces.values())
+    # 2. First-order inner step on layer4 (learn2learn adapt(first_order=True)).
+    names = [(m, k) for m in mods for k in self.stage[m]]
+    grads = torch.autograd.grad(ce_uni, [self.stage[m][k] for m, k in names], retain_graph=True)
+    prime = {m: {} for m in mods}
+    for (m, k), gk in zip(names, grads):
+      prime[m][k] = self.stage[m][k] - self.alpha * gk.detach()
+    # AMD masks from the pre-update confidences.
+    keep = {}
+    if self.amd:
+      with torch.no_grad():
+        s = {m: F.softmax(z[m], -1).max(-1).values.sum() for m in mods}
+        for k in mods:
+          r = sum(s[k] / s[j] for j in mods if j != k) / (len(mods) - 1)
+          p = torch.tanh(r - 1) if r > 1 else torch.zeros(())
+          keep[k] = torch.bernoulli(torch.full((labels.shape[0],), 1.0 - float(p)))
+    # 3. Fused pass at theta' (the port recomputes the trunk).
+    if not self.trunk_once:
+      feats = self._trunks(batch)
+    parts = []
+    for m in mods:
+      hp = torch.func.functional_call(self.encs[m], prime[m], (feats[m],), strict=False)
+      hp = F.layer_norm(hp, (hp.shape[-1],))
+      parts.append(hp * keep[m][:, None] if self.amd else hp)
+    z_mm = self.fused(torch.cat(parts, -1))
+    ce_mm = F.cross_entropy(z_mm, labels)
+    # 4. Teacher's fused prediction, unmasked, no dropout, no gradient.
+    with torch.no_grad():
+      t_feats = feats if self.trunk_once else {m: self.t_encs[m].trunk(batch[m]) for m in mods}
+      t_h = [self.t_encs[m](t_feats[m]) for m in mods]
+      t_h = [F.layer_norm(x, (x.shape[-1],)) for x in t_h]
+      p_t = F.softmax(self.t_fused(torch.cat(t_h, -1)), -1)
+    kl = lambda zs: F.kl_div(F.log_softmax(zs, -1), p_t.clamp_min(1e-12), reduction='batchmean')
+    loss = ce_mm + ce_uni + kl(z_mm) + sum(kl(z[m]) for m in mods)
+    # 5. Adam step; 6. EMA.
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    with torch.no_grad():
+      if self.trunk_once:
+        torch._foreach_mul_(self.ema_dst, self.beta)
+        torch._foreach_add_(self.ema_dst, self.ema_src, alpha=1 - self.beta)
+      else:
+        pairs = [(self.t_encs[m], self.encs[m]) for m in mods] + [(self.t_fused, self.fused)] + [
+            (self.t_uni[m], self.uni[m]) for m in mods]
+        for t_mod, s_mod in pairs:
+          for tp, sp in zip(t_mod.parameters(), s_mod.parameters()):
+            tp.mul_(self.beta).add_(sp, alpha=1 - self.beta)
+    return loss.detach()
+
+
+# ------------------------------------------------------------------ the JAX step
+def _head_params(head):
+  t = lambda x: jnp.asarray(x.detach().numpy())
+  return {'Dense_0': {'kernel': t(head.fc1.weight).T, 'bias': t(head.fc1.bias)},
+          'Dense_1': {'kernel': t(head.fc2.weight).T, 'bias': t(head.fc2.bias)}}
+
+
+def build_jax(setup, torch_nets, torch_impl, *, hidden, dropout, method, example):
+  """(jitted step, initial state) with the torch implementation's weights."""
+  mc = ml_collections.ConfigDict(dict(
+      encoders={m: dict(name=kind, **kw) for m, (kind, kw) in setup.items()},
+      head_hidden=hidden, head_dropout=dropout, freeze_trunk=True,
+      feature_norm='parameter_free'))
+  mods = tuple(setup)
+  model = models.build_model(mc, mods, NUM_CLASSES)
+  mcfg = ml_collections.ConfigDict(dict(
+      name=method, amd=None, consistency=None, ema=None, distill=None, unimodal_ce=None,
+      amd_base=0.0, amd_fixed_p=0.5, alpha=1e-4, ema_beta=0.999, lambda_mm=1.0, lambda_um=1.0,
+      temperature=1.0))
+  spec = methods.resolve(mcfg)
+  tx = step_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8)))
+  state = jax.jit(functools.partial(step_lib.init_state, model, spec, tx))(
+      jax.random.key(0), {m: v[:1] for m, v in example.items()})
+  params = jax.tree.map(lambda x: x, state.params)
+  frozen = jax.tree.map(lambda x: x, state.frozen)
+  for m, (kind, kw) in setup.items():
+    sd = {k: v.numpy() for k, v in torch_nets[m].state_dict().items()}
+    trunk_vars, stage_vars = convert.convert_state_dict(kind, sd, **kw)
+    stage_vars = dict(stage_vars)
+    params['encoders'][m]['stage'] = stage_vars.pop('params')
+    frozen['encoders'][m] = {'trunk': trunk_vars, 'stage': stage_vars}
+    params['uni_heads'][m] = _head_params(torch_impl.uni[m])
+  params['fused_head'] = _head_params(torch_impl.fused)
+  params, frozen = jax.tree.map(jnp.asarray, (params, frozen))
+  state = state.replace(params=params, frozen=frozen, opt_state=tx.init(params),
+                        teacher=jax.tree.map(jnp.copy, params))
+  step = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx),
+                 donate_argnums=(0,))
+  return step, state
+
+
+def make_setup(mods, encs, batch, dropout=0.5, amd=True, trunk_once=False, hidden=512,
+               method='mbcd', seed=0):
+  """Builds both frameworks for ``mods``. Returns (torch impl, jax step, jax state, batches)."""
+  setup = {m: encs[m][:2] for m in mods}
+  nets = {}
+  for i, m in enumerate(mods):
+    nets[m] = ref.randomize_(encs[m][2](), seed=seed + i)
+  g = torch.Generator().manual_seed(seed + 100)
+  tb = {m: torch.randn((batch,) + INPUT_SHAPES[m], generator=g) for m in mods}
+  labels = torch.randint(0, NUM_CLASSES, (batch,), generator=g)
+  jb = {m: jnp.asarray(np.moveaxis(tb[m].numpy(), 1, -1)) for m in mods}
+  jb['label'] = jnp.asarray(labels.numpy(), jnp.int32)
+  wrapped = {m: TorchEncoder(encs[m][0], nets[m]) for m in mods}
+  with torch.no_grad():
+    dims = {m: wrapped[m](wrapped[m].trunk(tb[m][:1])).shape[-1] for m in mods}
+  torch.manual_seed(seed)
+  impl = TorchMBCD(wrapped, dims, hidden=hidden, dropout=dropout, amd=amd, trunk_once=trunk_once)
+  step, state = build_jax(setup, nets, impl, hidden=hidden, dropout=dropout, method=method,
+                          example={m: jb[m] for m in mods})
+  return impl, step, state, (tb, labels), jb
+
+
+def check(encs, batch):
+  """Same weights, batch, no dropout, no AMD: the losses of steps 1 and 2 agree."""
+  mods = ('video', 'flow', 'audio')
+  impl, step, state, (tb, labels), jb = make_setup(mods, encs, batch, dropout=0.0, amd=False,
+                                                   method='mbcd_no_amd')
+  rng = jax.random.key(1)
+  out = []
+  for _ in range(2):
+    lt = float(impl.step(tb, labels))
+    state, metrics = step(state, jb, rng)
+    out.append((lt, float(metrics['loss'])))
+  for lt, lj in out:
+    assert np.isfinite(lt) and np.isfinite(lj), out
+    assert abs(lt - lj) <= 1e-4 * abs(lt) + 1e-5, f'torch vs JAX loss differ: {out}'
+  return out
+
+
+def _median_times(fns, reps):
+  for fn in fns:
+    fn(), fn()
+  ts = [[] for _ in fns]
+  for _ in range(reps):
+    for fn, t_list in zip(fns, ts):
+      t = time.perf_counter()
+      fn()
+      t_list.append(time.perf_counter() - t)
+  return [statistics.median(t) * 1e3 for t in ts]
+
+
+def bench(mods, encs, batch, reps):
+  port, step, state, (tb, labels), jb = make_setup(mods, encs, batch)
+  once = make_setup(mods, encs, batch, trunk_once=True)[0]
+  first = float(port.step(tb, labels))
+  assert np.isfinite(first), first
+  holder = {'state': state}
+  rng = jax.random.key(0)
+
+  def jax_step():
+    holder['state'], metrics = step(holder['state'], jb, rng)
+    jax.block_until_ready(metrics['loss'])
+
+  t0 = time.perf_counter()
+  jax_step()
+  compile_s = time.perf_counter() - t0
+  ms = _median_times([jax_step, lambda: port.step(tb, labels), lambda: once.step(tb, labels)],
+                     reps)
+  return ms, compile_s, first
+
+
+def main():
+  parser = argparse.ArgumentParser()
+  parser.add_argument('--reps', type=int, default=5)
+  parser.add_argument('--batch', type=int, default=4)
+  parser.add_argument('--video_depth', type=int, default=50, help='SlowFast depth (paper: 101)')
+  parser.add_argument('--width_div', type=int, default=4,
+                      help='SlowFast / SlowOnly base channels = 64 / width_div')
+  parser.add_argument('--audio_width', type=int, default=16, help='ResNet-18 width (paper: 64)')
+  parser.add_argument('--setups', default='flow+audio,video+audio,video+flow+audio')
+  parser.add_argument('--no_check', action='store_true')
+  args = parser.parse_args()
+  threads = os.cpu_count()
+  torch.set_num_threads(threads)
+  encs = make_encoders(args.video_depth, args.width_div, args.audio_width)
+  print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, '
+        f'{threads} CPU threads, float32, batch {args.batch}, median of {args.reps}; '
+        f'SlowFast-R{args.video_depth} / SlowOnly-R50 at base {64 // args.width_div}, '
+        f'ResNet-18 width {args.audio_width}; inputs (torch layout) '
+        + ', '.join(f'{m} {"x".join(map(str, s))}' for m, s in INPUT_SHAPES.items()))
+  if not args.no_check:
+    out = check(encs, args.batch)
+    print('check (V+F+A, dropout 0, AMD off): loss step 1 torch %.6f jax %.6f; '
+          'step 2 torch %.6f jax %.6f' % (*out[0], *out[1]))
+  print('\n| set-up | JAX ms | torch (port) ms | ratio | torch (trunk once) ms | ratio | '
+        'JAX compile s |')
+  print('|' + '---|' * 7)
+  for name in args.setups.split(','):
+    mods = tuple(name.split('+'))
+    ms, compile_s, _ = bench(mods, encs, args.batch, args.reps)
+    print(f'| {"+".join(m[0].upper() for m in mods)} | {ms[0]:.0f} | {ms[1]:.0f} | '
+          f'{ms[1] / ms[0]:.2f} | {ms[2]:.0f} | {ms[2] / ms[0]:.2f} | {compile_s:.0f} |',
+          flush=True)
+
+
+if __name__ == '__main__':
+  main()
