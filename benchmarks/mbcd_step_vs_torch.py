@@ -1,6 +1,8 @@
 """The whole MBCD training step: our JAX step (jit) vs a PyTorch eager re-implementation.
 
-    JAX_PLATFORMS=cpu python benchmarks/mbcd_step_vs_torch.py [--reps 5] [--batch 4]
+    JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py [--reps 3] [--setups ...]
+
+(~4 min for the check + F+A, ~3.5 min for V+F+A alone on 2 loaded cores.)
 
 Needs torch (requirements-dev.txt). The paper's encoders (mmaction2 SlowFast, SlowOnly flow,
 VGGSound ResNet-18; tests/encoders/torch_reference.py for PyTorch, mbcd_jax/encoders/paper.py for
@@ -349,11 +351,11 @@ def main():
         f'{threads} CPU threads, float32, batch {args.batch}, median of {args.reps}; '
         f'SlowFast-R{args.video_depth} / SlowOnly-R50 at base {64 // args.width_div}, '
         f'ResNet-18 width {args.audio_width}; inputs (torch layout) '
-        + ', '.join(f'{m} {"x".join(map(str, s))}' for m, s in INPUT_SHAPES.items()))
+        + ', '.join(f'{m} {"x".join(map(str, s))}' for m, s in INPUT_SHAPES.items()), flush=True)
   if not args.no_check:
     out = check(encs, args.batch)
     print('check (V+F+A, dropout 0, AMD off): loss step 1 torch %.6f jax %.6f; '
-          'step 2 torch %.6f jax %.6f' % (*out[0], *out[1]))
+          'step 2 torch %.6f jax %.6f' % (*out[0], *out[1]), flush=True)
   print('\n| set-up | JAX ms | torch (port) ms | ratio | torch (trunk once) ms | ratio | '
         'JAX compile s |')
   print('|' + '---|' * 7)
