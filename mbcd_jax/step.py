@@ -168,7 +168,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   teacher = ema.update(state.teacher, params, spec.ema_beta) if spec.ema else None
-  metrics['grad_norm'] = optax.global_norm(grads)
+  metrics['grad_norm'] = optax.tree.norm(grads)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             teacher=teacher)
   return new_state, metrics
