@@ -49,6 +49,7 @@ def synthetic_knobs() -> ml_collections.ConfigDict:
       weak_specific=0.1,
       visibility=0.7,          # P(a weak modality shows its class in an example)
       shift=1.0,               # domain-shift strength in every modality
+      shift_video=1.0, shift_flow=1.0, shift_audio=1.0,   # per-modality multipliers of shift
       noise=1.0,
       world_seed=0,            # fixes the benchmark itself (config.seed varies training)
   ))

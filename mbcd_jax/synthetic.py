@@ -51,6 +51,9 @@ class SyntheticSpec:
   weak_specific: float = 0.1       # rho of the other modalities
   visibility: float = 0.7          # fraction of examples where a weak modality shows its class
   shift: float = 1.0               # domain-shift strength in every modality
+  shift_video: float = 1.0         # per-modality multipliers of ``shift`` (0 = no style shift)
+  shift_flow: float = 1.0
+  shift_audio: float = 1.0
   noise: float = 1.0               # noise std
   world_seed: int = 0              # fixes the patterns and domains (not the training seed)
 
@@ -119,13 +122,14 @@ class _World:
         rng = np.random.default_rng([spec.world_seed, mid, 1, d])
         self.specific[m, d] = np.stack(
             [_class_pattern(rng, shape) for _ in range(spec.num_classes)])
-        gain = np.exp(0.3 * spec.shift * rng.standard_normal())
-        background = 0.5 * spec.shift * _smooth_pattern(rng, shape, block=8)
+        shift = spec.shift * getattr(spec, f'shift_{m}')
+        gain = np.exp(0.3 * shift * rng.standard_normal())
+        background = 0.5 * shift * _smooth_pattern(rng, shape, block=8)
         if m == 'audio':   # spectral tilt: a frequency-dependent offset
           f = np.linspace(-1, 1, shape[0], dtype=np.float32)[:, None]
-          offset = spec.shift * rng.standard_normal() * f
+          offset = shift * rng.standard_normal() * f
         else:              # colour cast / motion bias: a per-channel offset
-          offset = 0.5 * spec.shift * rng.standard_normal(shape[-1]).astype(np.float32)
+          offset = 0.5 * shift * rng.standard_normal(shape[-1]).astype(np.float32)
         self.style[m, d] = (np.float32(gain), background.astype(np.float32), offset)
 
   def render(self, m: str, label: int, domain: int, rng: np.random.Generator) -> np.ndarray:

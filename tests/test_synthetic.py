@@ -76,3 +76,18 @@ def test_eval_loader_pads_and_masks():
   batches = list(ld.epoch(0))
   assert len(batches) == 3
   assert [float(b['mask'].sum()) for b in batches] == [4.0, 4.0, 2.0]
+
+
+def test_per_modality_shift_knob():
+  """shift_flow=0 removes flow's domain style only; the default keeps the benchmark unchanged."""
+  import dataclasses  # pylint: disable=g-import-not-at-top
+  no_flow_shift = dataclasses.replace(SPEC, shift_flow=0.0)
+  w0 = synthetic._World(no_flow_shift, MODS)  # pylint: disable=protected-access
+  w1 = synthetic._World(SPEC, MODS)  # pylint: disable=protected-access
+  for d in range(3):
+    gain, background, offset = w0.style['flow', d]
+    assert gain == 1.0 and not background.any() and not np.any(offset)
+    np.testing.assert_array_equal(w0.style['video', d][1], w1.style['video', d][1])
+  assert w1.style['flow', 0][0] != 1.0
+  # Same class patterns either way: only the style changed.
+  np.testing.assert_array_equal(w0.shared['flow'], w1.shared['flow'])
