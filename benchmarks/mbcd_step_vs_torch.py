@@ -38,7 +38,6 @@ import argparse
 import copy
 import functools
 import os
-import statistics
 import sys
 import time
 
@@ -50,8 +49,9 @@ import torch
 import torch.nn.functional as F
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders')]
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
 import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from encoders_vs_torch import _median_times  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -299,18 +299,6 @@ def check(encs, batch):
     assert np.isfinite(lt) and np.isfinite(lj), out
     assert abs(lt - lj) <= 1e-4 * abs(lt) + 1e-5, f'torch vs JAX loss differ: {out}'
   return out
-
-
-def _median_times(fns, reps):
-  for fn in fns:
-    fn(), fn()
-  ts = [[] for _ in fns]
-  for _ in range(reps):
-    for fn, t_list in zip(fns, ts):
-      t = time.perf_counter()
-      fn()
-      t_list.append(time.perf_counter() - t)
-  return [statistics.median(t) * 1e3 for t in ts]
 
 
 def bench(mods, encs, batch, reps):
