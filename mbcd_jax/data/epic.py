@@ -140,19 +140,11 @@ def read_clips(root: str, domains=DOMAINS, splits=('train', 'test'),
     (clips, failures): failures are split files that are missing or empty (the prepare
     command reports and counts them and goes on with the rest).
   """
-  clips, failures = [], []
-  for domain in domains:
-    if domain not in DOMAINS:
-      raise ValueError(f'unknown EPIC domain {domain!r}; known: {", ".join(DOMAINS)}')
-    for split in splits:
-      try:
-        path, rows = read_split(root, domain, split)
-      except layouts.NotFound as e:
-        failures.append(layouts.Failure(f'{domain}_{split}', e.tried[0], str(e)))
-        continue
-      if not rows:
-        failures.append(layouts.Failure(f'{domain}_{split}', path, 'split file has no rows'))
-        continue
-      roots = media_roots(root, os.path.dirname(path))
-      clips += [clip_for_row(r, domain, split, roots, modalities, layout) for r in rows]
+  found, failures = layouts.read_split_files(
+      'EPIC', DOMAINS, domains, splits, lambda d, s: read_split(root, d, s),
+      lambda d, s: f'{d}_{s}')
+  clips = []
+  for domain, split, path, rows in found:
+    roots = media_roots(root, os.path.dirname(path))
+    clips += [clip_for_row(r, domain, split, roots, modalities, layout) for r in rows]
   return clips, failures

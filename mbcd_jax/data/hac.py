@@ -68,20 +68,11 @@ def read_clips(root: str, domains=DOMAINS, splits=('train', 'test'),
                modalities=('video', 'flow', 'audio'), layout: str = 'auto'):
   """All clips of ``domains`` x ``splits`` -> (clips, failures of split files)."""
   del layout  # HAC has one layout (mp4s); the argument mirrors epic.read_clips.
-  clips, failures = [], []
-  for domain in domains:
-    if domain not in DOMAINS:
-      raise ValueError(f'unknown HAC domain {domain!r}; known: {", ".join(DOMAINS)}')
-    for split in splits:
-      try:
-        path, rows = read_split(root, domain, split)
-      except layouts.NotFound as e:
-        failures.append(layouts.Failure(f'HAC_{split}_only_{domain}', e.tried[0], str(e)))
-        continue
-      if not rows:
-        failures.append(layouts.Failure(f'HAC_{split}_only_{domain}', path,
-                                        'split file has no rows'))
-        continue
-      roots = media_roots(root, os.path.dirname(path))
-      clips += [clip_for_row(n, l, domain, split, roots, modalities) for n, l in rows]
+  found, failures = layouts.read_split_files(
+      'HAC', DOMAINS, domains, splits, lambda d, s: read_split(root, d, s),
+      lambda d, s: f'HAC_{s}_only_{d}')
+  clips = []
+  for domain, split, path, rows in found:
+    roots = media_roots(root, os.path.dirname(path))
+    clips += [clip_for_row(n, l, domain, split, roots, modalities) for n, l in rows]
   return clips, failures

@@ -125,3 +125,35 @@ def find(what: str, roots: Sequence[str], rels: Sequence[str], isdir: bool = Fal
         return p
       tried.append(p)
   raise NotFound(what, tried)
+
+
+def read_split_files(dataset: str, known_domains: Sequence[str], domains, splits,
+                     read_split, split_name) -> tuple[list, list]:
+  """Reads every ``(domain, split)`` split file, turning missing / empty ones into failures.
+
+  Args:
+    dataset: name for the unknown-domain error ('EPIC', 'HAC').
+    known_domains: the dataset's domains.
+    read_split: ``(domain, split) -> (path, rows)``; raises NotFound for a missing file.
+    split_name: ``(domain, split) -> str`` naming the split file in failure reports.
+  Returns:
+    ``([(domain, split, path, rows), ...], [Failure, ...])``: the prepare command reports and
+    counts the failures and goes on with the rest.
+  """
+  found, failures = [], []
+  for domain in domains:
+    if domain not in known_domains:
+      raise ValueError(f'unknown {dataset} domain {domain!r}; known: '
+                       f'{", ".join(known_domains)}')
+    for split in splits:
+      name = split_name(domain, split)
+      try:
+        path, rows = read_split(domain, split)
+      except NotFound as e:
+        failures.append(Failure(name, e.tried[0], str(e)))
+        continue
+      if not rows:
+        failures.append(Failure(name, path, 'split file has no rows'))
+        continue
+      found.append((domain, split, path, rows))
+  return found, failures
