@@ -18,13 +18,13 @@ import os
 import sys
 import tempfile
 import time
-import wave
 
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mbcd_jax.data import pipeline, prepare, store, transforms  # noqa: E402
+from tests.data import fixtures  # noqa: E402  (the tests' media writers)
 
 W, H, FPS, RATE = 340, 256, 24, 16000
 
@@ -36,26 +36,8 @@ def _texture(rng, h, w, channels):
 
 
 def _write_mp4(path, frames):
-  import av
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with av.open(path, 'w') as c:
-    s = c.add_stream('libx264', rate=FPS)
-    s.width, s.height, s.pix_fmt = W, H, 'yuv420p'
-    s.options = {'crf': '23', 'preset': 'veryfast'}
-    for f in frames:
-      for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format='rgb24')):
-        c.mux(p)
-    for p in s.encode():
-      c.mux(p)
-
-
-def _write_wav(path, x):
-  os.makedirs(os.path.dirname(path), exist_ok=True)
-  with wave.open(path, 'wb') as w:
-    w.setnchannels(1)
-    w.setsampwidth(2)
-    w.setframerate(RATE)
-    w.writeframes(x.astype('<i2').tobytes())
+  # Lossy, like the release's clips (the fixtures' default is near-lossless).
+  fixtures.write_mp4(path, frames, FPS, {'crf': '23', 'preset': 'veryfast'})
 
 
 def make_tree(root, clips_per_domain, frames, seconds_audio):
@@ -78,8 +60,8 @@ def make_tree(root, clips_per_domain, frames, seconds_audio):
         _write_mp4(os.path.join(splits, d, 'videos', r), video)
         _write_mp4(os.path.join(splits, d, 'flow', f'{stem}_flow_x.mp4'), fx)
         _write_mp4(os.path.join(splits, d, 'flow', f'{stem}_flow_y.mp4'), fy)
-        _write_wav(os.path.join(splits, d, 'audio', f'{stem}.wav'),
-                   rng.integers(-8000, 8000, int(seconds_audio * RATE)))
+        fixtures.write_wav(os.path.join(splits, d, 'audio', f'{stem}.wav'),
+                           rng.integers(-8000, 8000, int(seconds_audio * RATE)))
 
 
 def _data_config(out, batch, workers, threads):

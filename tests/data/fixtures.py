@@ -40,14 +40,15 @@ def grey_frames(values) -> np.ndarray:
   return np.stack([np.full((H, W, 3), v, np.uint8) for v in values])
 
 
-def write_mp4(path: str, frames: np.ndarray, fps: int) -> None:
-  """H.264 at constant quantiser 0 (near-lossless: only the RGB <-> YUV rounding remains)."""
+def write_mp4(path: str, frames: np.ndarray, fps: int, options: dict | None = None) -> None:
+  """H.264, by default at constant quantiser 0 (near-lossless: only the RGB <-> YUV rounding
+  remains); ``options`` gives other libx264 settings (the throughput benchmark's lossy clips)."""
   import av  # pylint: disable=g-import-not-at-top
   os.makedirs(os.path.dirname(path), exist_ok=True)
   with av.open(path, 'w') as c:
     s = c.add_stream('libx264', rate=fps)
     s.width, s.height, s.pix_fmt = frames.shape[2], frames.shape[1], 'yuv420p'
-    s.options = {'qp': '0', 'preset': 'ultrafast'}
+    s.options = options or {'qp': '0', 'preset': 'ultrafast'}
     for f in frames:
       for p in s.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(f), format='rgb24')):
         c.mux(p)
