@@ -16,10 +16,8 @@ import grain
 import numpy as np
 
 from mbcd_jax import synthetic
+from mbcd_jax.data import transforms
 
-# ImageNet statistics on the 0-255 scale (mmaction's img_norm_cfg, the peers' RGB normalisation).
-RGB_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
-RGB_STD = np.array([58.395, 57.12, 57.375], np.float32)
 
 
 def normalize_record(rec: dict) -> dict:
@@ -28,9 +26,9 @@ def normalize_record(rec: dict) -> dict:
   out = {}
   for k, v in rec.items():
     if k == 'video':
-      out[k] = (v.astype(np.float32) - RGB_MEAN) / RGB_STD
+      out[k] = transforms.normalize_rgb(v)
     elif k == 'flow':
-      out[k] = (v.astype(np.float32) - 128.0) / 128.0
+      out[k] = transforms.normalize_flow(v)
     elif k == 'audio':
       a = v.astype(np.float32)
       out[k] = ((a - a.mean()) / (a.std() + 1e-8))[..., None]

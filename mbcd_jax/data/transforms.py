@@ -41,6 +41,16 @@ def normalize(frames: np.ndarray, lut: np.ndarray) -> np.ndarray:
   return out
 
 
+def normalize_rgb(frames: np.ndarray) -> np.ndarray:
+  """uint8 RGB ``[..., 3]`` -> float32 ``(x - mean) / std`` with ImageNet statistics."""
+  return normalize(frames, _RGB_LUT)
+
+
+def normalize_flow(frames: np.ndarray) -> np.ndarray:
+  """uint8 flow ``[..., 2]`` (128 = no motion) -> float32 ``(x - 128) / 128``."""
+  return normalize(frames, _FLOW_LUT)
+
+
 @dataclasses.dataclass(frozen=True)
 class ClipConfig:
   """``config.data.clip``; every field has the paper recipe's value by default."""
@@ -231,12 +241,12 @@ class ClipTransform:
       inds = sample_indices(store.num_frames(record, 'video'), cfg.video_frames,
                             cfg.video_stride, rng)
       v = spatial(store.decode_frames(record, 'video', inds), cfg, rng, is_flow=False)
-      out['video'] = normalize(v, _RGB_LUT)
+      out['video'] = normalize_rgb(v)
     if 'flow' in self.modalities:
       finds = sample_indices(store.num_frames(record, 'flow'), cfg.flow_frames,
                              cfg.flow_stride, rng)
       f = spatial(store.decode_frames(record, 'flow', finds), cfg, rng, is_flow=True)
-      out['flow'] = normalize(f, _FLOW_LUT)
+      out['flow'] = normalize_flow(f)
       inds = finds if inds is None else inds
     if 'audio' in self.modalities:
       rate = int(record.get('audio_rate', cfg.audio_rate))
