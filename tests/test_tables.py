@@ -98,3 +98,37 @@ def test_write_tables_markdown_and_csv(tmp_path):
   cells = mt['rows'][0]['cells']
   assert cells['video'][0] == pytest.approx(50.0)
   assert cells['student_fused'][0] == pytest.approx(62.0)
+
+
+def test_sign_test_against_hand_values():
+  # 5 wins, 0 losses: P = 2 * (1/2)^5 = 0.0625; 3 vs 2: 2 * (1+5+10)/32 = 1 (capped)
+  assert tables.sign_test_p(5, 0) == pytest.approx(0.0625)
+  assert tables.sign_test_p(0, 5) == pytest.approx(0.0625)
+  assert tables.sign_test_p(3, 2) == pytest.approx(1.0)
+  assert tables.sign_test_p(9, 1) == pytest.approx(2 * 11 / 1024)
+  assert tables.sign_test_p(0, 0) == 1.0
+
+
+def test_paired_difference_hand_computed(tmp_path):
+  root = str(tmp_path)
+  # erm / mbcd on two targets x two seeds; mbcd - erm = +4, +2, -1, +3 (seed 2 of mbcd only:
+  # unpaired, so ignored)
+  erm = {('human', 0): 40.0, ('human', 1): 50.0, ('animal', 0): 30.0, ('animal', 1): 35.0}
+  mbcd = {('human', 0): 44.0, ('human', 1): 52.0, ('animal', 0): 29.0, ('animal', 1): 38.0,
+          ('human', 2): 99.0}
+  src = {'human': ['animal', 'cartoon'], 'animal': ['human', 'cartoon']}
+  for (t, s), v in erm.items():
+    _write(root, 'erm', t, src[t], s, v, v, order=0)
+  for (t, s), v in mbcd.items():
+    _write(root, 'mbcd', t, src[t], s, v, v, order=1)
+  rows = tables.collect(root)
+  st = tables.paired(rows, 'best_val', 'mbcd', 'erm')
+  d = [4.0, 2.0, -1.0, 3.0]
+  sd = math.sqrt(sum((x - 2.0) ** 2 for x in d) / 3)
+  assert st['n'] == 4 and st['mean'] == pytest.approx(2.0)
+  assert st['std'] == pytest.approx(sd) and st['sem'] == pytest.approx(sd / 2)
+  assert (st['wins'], st['losses'], st['ties']) == (3, 1, 0)
+  assert st['p_sign'] == pytest.approx(2 * 5 / 16)
+  md = tables.paired_markdown(rows, 'best_val')
+  assert f'| V+A | mbcd | erm | +2.0 ± {sd / 2:.1f} | 3 / 1 / 0 | 0.625 |' in md
+  assert tables.paired(rows, 'best_val', 'mbcd', 'nope') is None
