@@ -210,7 +210,11 @@ def paired(rows: Sequence[Mapping], rule: str, variant: str, baseline: str,
 
 def paired_markdown(rows: Sequence[Mapping], rule: str, baseline: str | None = None,
                     value: str = 'fused') -> str:
-  """Every row minus a baseline row (default: each modality group's first row), paired."""
+  """Every row minus a baseline row, paired by (target, seed).
+
+  Baselines: ``baseline`` if given, else each modality group's first row and, when the group
+  has one, the ``ema`` row (the paper builds every component on top of EMA, Table 4).
+  """
   rows_r = sorted((r for r in rows if r['rule'] == rule), key=lambda r: r.get('order', 0))
   lines = [f'**Paired difference in {value} accuracy vs the baseline row, same target and '
            f'seed ({rule})**', '',
@@ -218,10 +222,9 @@ def paired_markdown(rows: Sequence[Mapping], rule: str, baseline: str | None = N
            'sign-test p |', '|---|---|---|---:|---:|---:|']
   for mods in _ordered(r['modalities'] for r in rows_r):
     variants = _ordered(r['variant'] for r in rows_r if r['modalities'] == mods)
-    base = baseline if baseline in variants else variants[0]
-    for v in variants:
-      if v == base:
-        continue
+    bases = ([baseline] if baseline in variants else
+             _ordered([variants[0]] + [v for v in variants if v == 'ema']))
+    for base, v in ((b, v) for b in bases for v in variants[variants.index(b) + 1:]):
       st = paired(rows_r, rule, v, base, value, mods)
       if st is None:
         continue

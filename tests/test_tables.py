@@ -132,3 +132,16 @@ def test_paired_difference_hand_computed(tmp_path):
   md = tables.paired_markdown(rows, 'best_val')
   assert f'| V+A | mbcd | erm | +2.0 ± {sd / 2:.1f} | 3 / 1 / 0 | 0.625 |' in md
   assert tables.paired(rows, 'best_val', 'mbcd', 'nope') is None
+
+
+def test_paired_markdown_compares_later_rows_with_first_and_ema(tmp_path):
+  root = str(tmp_path)
+  for order, (variant, v) in enumerate([('erm', 40.0), ('ema', 42.0), ('mbcd', 47.0)]):
+    for seed in (0, 1):
+      _write(root, variant, 'human', ['animal', 'cartoon'], seed, v + seed, v + seed,
+             order=order)
+  md = tables.paired_markdown(tables.collect(root), 'best_val')
+  assert '| V+A | ema | erm | +2.0 ± 0.0 | 2 / 0 / 0 | 0.500 |' in md
+  assert '| V+A | mbcd | erm | +7.0 ± 0.0 |' in md
+  assert '| V+A | mbcd | ema | +5.0 ± 0.0 |' in md
+  assert md.count('\n| V+A |') == 3     # no row against itself, no row against a later one
