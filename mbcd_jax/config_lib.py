@@ -59,6 +59,10 @@ def base_config() -> ml_collections.ConfigDict:
   c.model = ml_collections.ConfigDict(dict(
       encoders=ml_collections.ConfigDict(),   # modality -> {name, **kwargs, pretrained}
       freeze_trunk=True,          # paper: only the last stage (layer4) and the heads train
+      # Seed of the random trunk init when no pretrained weights are loaded; -1: from
+      # config.seed. A fixed value gives every training seed the same frozen trunk, as the
+      # paper's seeds share one pretrained checkpoint (only the trained part varies).
+      trunk_seed=-1,
       feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable'
       head_hidden=512,
       head_dropout=0.5,

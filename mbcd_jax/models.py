@@ -12,6 +12,7 @@ With ``freeze_trunk`` (the paper's set-up), the trunk lives in ``frozen`` and it
 computed once per step and shared by every student pass and the teacher.
 """
 import dataclasses
+import zlib
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -63,6 +64,7 @@ class MultiModalModel:
   head_dropout: float = 0.5
   freeze_trunk: bool = True
   learnable_norm: bool = False
+  trunk_seed: int = -1      # >= 0: trunks drawn from this seed, not the init rng
 
   @property
   def head(self) -> Head:
@@ -76,6 +78,9 @@ class MultiModalModel:
     dims = 0
     for m in self.modalities:
       rng, r_t, r_s, r_h, r_n = jax.random.split(rng, 5)
+      if self.trunk_seed >= 0:   # same trunk for every training seed (a stand-in checkpoint)
+        # keyed by the name, so a modality subset (V+A) gets the same trunks as V+F+A
+        r_t = jax.random.fold_in(jax.random.key(self.trunk_seed), zlib.crc32(m.encode()) >> 1)
       enc = self.encoders[m]
       trunk_vars = enc.trunk.init(r_t, batch[m])
       fmap = enc.trunk.apply(trunk_vars, batch[m])
@@ -204,4 +209,5 @@ def build_model(model_config, modalities: tuple[str, ...], num_classes: int) -> 
       modalities=tuple(modalities), encoders=encs, num_classes=num_classes,
       head_hidden=model_config.head_hidden, head_dropout=model_config.head_dropout,
       freeze_trunk=model_config.freeze_trunk,
-      learnable_norm=model_config.feature_norm == 'learnable')
+      learnable_norm=model_config.feature_norm == 'learnable',
+      trunk_seed=int(model_config.get('trunk_seed', -1)))

@@ -67,3 +67,23 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
     np.testing.assert_array_equal(a, b)
   np.testing.assert_array_equal(state2.params['fused_head']['Dense_0']['kernel'],
                                 state.params['fused_head']['Dense_0']['kernel'])
+
+
+def test_trunk_seed_fixes_the_frozen_trunk_across_training_seeds():
+  import dataclasses
+  from conftest import tiny_batch, tiny_model
+  batch = tiny_batch()
+  fixed = dataclasses.replace(tiny_model(), trunk_seed=0)
+  (p0, f0), (p1, f1) = fixed.init(jax.random.key(0), batch), fixed.init(jax.random.key(1), batch)
+  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
+                                                                 jax.tree.leaves(b)))
+  for m in ('video', 'flow', 'audio'):
+    assert same(f0['encoders'][m]['trunk'], f1['encoders'][m]['trunk'])      # shared trunk
+    assert not same(p0['encoders'][m]['stage'], p1['encoders'][m]['stage'])  # seed still acts
+  # a modality subset gets the same trunk as the full model
+  sub = dataclasses.replace(tiny_model(modalities=('video', 'audio')), trunk_seed=0)
+  _, fs = sub.init(jax.random.key(5), batch)
+  assert same(fs['encoders']['audio']['trunk'], f0['encoders']['audio']['trunk'])
+  # default (-1): the trunk follows the training seed, as before
+  (_, g0), (_, g1) = (tiny_model().init(jax.random.key(k), batch) for k in (0, 1))
+  assert not same(g0['encoders']['video']['trunk'], g1['encoders']['video']['trunk'])
