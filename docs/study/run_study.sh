@@ -3,7 +3,7 @@
 # priority order. Every command skips runs already finished in its workdir, so re-running this
 # script (or one PHASE of it) completes a cut study. Run from the repo root.
 #
-#   PHASE=main|ablations|analysis|curves|imbalance|default|sweeps|single|all (default all)
+#   PHASE=main|ablations|analysis|curves|long|imbalance|sweeps|default|single|all (default all)
 #   PARALLEL=runs at a time (default 2: on 2 CPU cores two runs at once finish ~1.3x sooner)
 #
 # configs/hac.py:synthetic fixes the frozen random trunks (model.trunk_seed=0) for every training
@@ -15,6 +15,7 @@
 set -u
 W=${W:-runs/study_fs0}
 W1=${W1:-runs/study_default}
+WL=${WL:-runs/study_fs0_20ep}
 A=${A:-runs/analysis_fs0}
 OUT=${OUT:-docs/study}
 PHASE=${PHASE:-all}
@@ -35,12 +36,29 @@ if on ablations; then
   $X --grid=leave_one_out --seeds=0,1,2 --title="Leave one component out (shift_flow=0)"
   $X --grid=table5 --seeds=0,1,2 --title="Table 5: modality dropout (shift_flow=0)"
 fi
+if on long; then
+  # Does the EMA teacher catch up with longer training? The config's own 20 epochs and
+  # beta 0.99 (same run length / EMA horizon ratio), otherwise the study setting.
+  python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
+    --config.data.synthetic.shift_flow=0.0 --workdir=$WL --parallel=$P \
+    --methods=erm,ema,mbcd --seeds=0,1 --title="20 epochs, beta 0.99, shift_flow=0"
+fi
 if on imbalance; then
   $X --grid=imbalance --methods=erm,ema,mbcd --values=1,2,3 --seeds=0,1 \
      --title="Imbalance knob data.synthetic.dominance (1 = balanced control), shift_flow=0"
 fi
+if on sweeps; then
+  # lambda first: distillation is the component that does not help (leave-one-out)
+  $X --grid=sweep_lambda --values=0.25,0.5,1 --seeds=0,1,2 \
+     --title="Sensitivity: distillation lambda_mm = lambda_um (shift_flow=0)"
+  $X --grid=sweep_beta --values=0.95,0.98,0.99 --targets=human --seeds=0,1 \
+     --title="Sensitivity: EMA beta (A,C→H, shift_flow=0)"
+  $X --grid=sweep_alpha --values=1e-5,1e-4,1e-3 --targets=human --seeds=0,1 \
+     --title="Sensitivity: inner step alpha (A,C→H, shift_flow=0)"
+fi
 if on default; then
   T1="Multi-source, V+F+A, synthetic HAC, default benchmark (shift_flow=1)"
+  $X1 --methods=erm,ema,mbcd --seeds=0,1 --title="$T1"
   $X1 --methods=erm,ema,mbcd --seeds=0,1,2 --title="$T1"
   $X1 --methods=erm,ema,mbcd --seeds=0,1,2,3,4 --title="$T1"
 fi
@@ -50,14 +68,6 @@ if on analysis; then
 fi
 if on curves; then
   python -m mbcd_jax.analysis curves --workdir=$W --methods=erm,ema,mbcd --target=human --out=$OUT
-fi
-if on sweeps; then
-  $X --grid=sweep_alpha --values=1e-5,1e-4,1e-3 --targets=human --seeds=0,1 \
-     --title="Sensitivity: inner step alpha (A,C→H, shift_flow=0)"
-  $X --grid=sweep_beta --values=0.95,0.98,0.99 --targets=human --seeds=0,1 \
-     --title="Sensitivity: EMA beta (A,C→H, shift_flow=0)"
-  $X --grid=sweep_lambda --values=0.5,1,2 --targets=human --seeds=0,1 \
-     --title="Sensitivity: distillation lambda_mm = lambda_um (A,C→H, shift_flow=0)"
 fi
 if on single; then
   $X --protocol=single_source --methods=erm,ema,mbcd --seeds=0 --table=single_source \
