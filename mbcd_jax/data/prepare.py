@@ -332,9 +332,9 @@ def check_output(out: str) -> None:
       f.write('ok')
     os.remove(probe)
   except OSError as e:
-    where = e.filename or out
-    raise OutputError(out, f'output folder {out} is not writable: {e.strerror or e} '
-                      f'({where})') from e
+    where = f' ({e.filename})' if e.filename and e.filename != out else ''
+    raise OutputError(out, f'output folder {out} is not writable: {e.strerror or e}'
+                      f'{where}') from e
 
 
 def _versions() -> dict:
