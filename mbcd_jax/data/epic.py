@@ -1,6 +1,7 @@
 """EPIC-Kitchens (MM-SADA subset, D1/D2/D3, 8 verbs): split pickles -> ``layouts.Clip``.
 
-Layouts accepted (as the SimMMDG release and the MMDG benchmark's loaders have them), looked up per file in this order:
+Layouts accepted (as the SimMMDG release and the MMDG benchmark's loaders have them), looked up
+per file in this order:
 - release (pre-cut clips): ``video/{split}/D1/D1_P08_01_{start}_{stop}_{label}.mp4`` (or under
   ``rgb/``), flow ``flow/{split}/D1/D1_P08_01_{s}_{s+n}_{label}_{u,v}.mp4`` with
   ``s = ceil(start / 2)``, ``n = int((stop - start) / 2)`` (flow runs at half the frame rate);

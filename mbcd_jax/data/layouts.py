@@ -2,8 +2,9 @@
 
 Readers (``epic.py``, ``hac.py``) turn a dataset's split files into ``Clip`` descriptions; the
 prepare command decodes them. Releases and peer loaders disagree on where the media folders sit
-(see ``epic.py`` and ``hac.py``), so every file is looked up under a list of candidate places, and a miss reports
-all of them: a user can see at once which folder name or nesting their copy differs in.
+(see ``epic.py`` and ``hac.py``), so every file is looked up under a list of candidate places,
+and a miss reports all of them: a user can see at once which folder name or nesting their copy
+differs in. A miss also names the one place the file should be (``NotFound.path``).
 """
 import dataclasses
 import os

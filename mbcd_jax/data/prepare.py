@@ -35,7 +35,8 @@ Exit status:
   1  finished, but some clips or split files failed (listed on stderr and in the manifest)
   2  usage or configuration error: bad flag, unknown domain, no split file found under --root,
      a malformed split file (no clip is decoded)
-  3  --out cannot be created or written (checked before any work starts)
+  3  --out cannot be created or written (checked before any work starts; a write failing later,
+     e.g. a full disk, also stops the run with this status; finished shards are kept)
 """
 import argparse
 import collections
@@ -85,6 +86,9 @@ class OutputError(Exception):
   def __init__(self, path: str, msg: str):
     self.path = path
     super().__init__(msg)
+
+  def __reduce__(self):   # raised in worker processes: must survive pickling
+    return OutputError, (self.path, str(self))
 
 
 # --------------------------------------------------------------------------------------------
@@ -261,7 +265,11 @@ def prepare_shard(out_dir: str, name: str, clips: list[layouts.Clip], recipe: Re
     entries.append(entry)
   part = dict(clip_ids=[c.clip_id for c in clips], recipe=dataclasses.asdict(recipe),
               entries=entries, failures=failures)
-  store.write_shard(out_dir, name, records, part, compress=recipe.codec == 'raw')
+  try:
+    store.write_shard(out_dir, name, records, part, compress=recipe.codec == 'raw')
+  except OSError as e:   # e.g. the disk filled up: stop the run, it cannot succeed
+    raise OutputError(out_dir, f'cannot write shard {name} in {out_dir}: '
+                      f'{e.strerror or e}') from e
   return store.read_shard_part(out_dir, name)
 
 
@@ -399,6 +407,10 @@ def run(dataset: str, root: str, out: str, *, domains=None, splits=('train', 'te
         n, cs = futs[fut]
         try:
           fut.result()
+        except OutputError:
+          for f in futs:
+            f.cancel()
+          raise
         except Exception as e:  # pylint: disable=broad-except
           # A worker died (e.g. a decoder crash): count the shard's clips, keep going.
           crashed += [dict(what=c.clip_id, path=n, error=f'shard worker failed: {e!r}')

@@ -449,3 +449,20 @@ def test_rerun_retries_fixed_files_and_hints_at_retry_failed(tmp_path, capsys):
     prepare.prepare_clip = orig
   index = json.load(open(os.path.join(out, store.INDEX)))
   assert index['failures'] == [] and len(index['entries']) == 6
+
+
+@pytest.mark.parametrize('workers', [1, 2])
+def test_a_write_failing_mid_run_stops_with_exit_3(tmp_path, capsys, workers, monkeypatch):
+  src, out = str(tmp_path / 'src'), str(tmp_path / 'out')
+  fixtures.make_hac(src, counts={'train': 1})
+  def full_disk(*a, **k):
+    raise OSError(28, 'No space left on device')
+  monkeypatch.setattr(store, 'write_shard', full_disk)
+  if workers == 2:   # spawned workers do not see the monkeypatch: break the real write
+    monkeypatch.undo()
+    os.makedirs(os.path.join(out, store.SHARDS))
+    os.mkdir(os.path.join(out, store.SHARDS, store.shard_name('human', 'train', 0)))
+  rc = prepare.main(['--dataset=hac', f'--root={src}', f'--out={out}', '--no_progress',
+                     '--splits=train', f'--workers={workers}', f'--short_side={SHORT}'])
+  err = capsys.readouterr().err
+  assert rc == 3 and err.count('\n') == 1 and 'cannot write shard' in err and out in err
