@@ -29,24 +29,44 @@ def media_roots(root: str, splits_dir: str) -> list[str]:
 
 
 def read_split(root: str, domain: str, split: str):
-  """(path, [(clip file name, label), ...]); raises layouts.NotFound."""
+  """(path, [(clip file name, label, line number), ...]).
+
+  Raises:
+    layouts.NotFound: no candidate folder has the file.
+    ValueError: a row is not ``name,label`` with a label in [0, 7) (names file and line).
+  """
   path = layouts.find(f'HAC split file HAC_{split}_only_{domain}.csv', split_dirs(root),
                       [f'HAC_{split}_only_{domain}.csv'])
+  rows = []
   with open(path, newline='') as f:
-    rows = [(r[0].strip(), int(r[1])) for r in csv.reader(f) if r and r[0].strip()]
+    reader = csv.reader(f)
+    for r in reader:
+      if not r or not r[0].strip():
+        continue
+      try:
+        label = int(r[1])
+        if not 0 <= label < len(CLASSES):
+          raise ValueError(label)
+      except (IndexError, ValueError):
+        raise ValueError(f'{path} line {reader.line_num}: expected "clip.mp4,label" with a '
+                         f'label in 0..{len(CLASSES) - 1}, got {",".join(r)!r}') from None
+      rows.append((r[0].strip(), label, reader.line_num))
   return path, rows
 
 
 def clip_for_row(name: str, label: int, domain: str, split: str, roots: list[str],
-                 modalities=('video', 'flow', 'audio')) -> layouts.Clip:
+                 modalities=('video', 'flow', 'audio'), origin: str = '') -> layouts.Clip:
+  """One split-file row -> Clip; ``origin`` (file and line) is named when media are missing."""
   stem = os.path.splitext(name)[0]
-  missing, video, flow, audio = [], None, None, None
+  of = f' ({origin})' if origin else ''
+  missing, missing_paths, video, flow, audio = [], [], None, None, None
 
   def locate(what, rel):
     try:
-      return layouts.find(what, roots, [os.path.join(domain, rel)])
+      return layouts.find(what + of, roots, [os.path.join(domain, rel)])
     except layouts.NotFound as e:
       missing.append(str(e))
+      missing_paths.append(e.path)
       return None
 
   if 'video' in modalities:
@@ -61,7 +81,8 @@ def clip_for_row(name: str, label: int, domain: str, split: str, roots: list[str
     audio = layouts.Audio(p) if p else None
   return layouts.Clip(clip_id=f'{domain}-{split}-{stem}', domain=domain,
                       domain_index=DOMAINS.index(domain), split=split, label=label,
-                      video=video, flow=flow, audio=audio, missing=tuple(missing))
+                      video=video, flow=flow, audio=audio, missing=tuple(missing),
+                      missing_paths=tuple(missing_paths), origin=origin)
 
 
 def read_clips(root: str, domains=DOMAINS, splits=('train', 'test'),
@@ -74,5 +95,6 @@ def read_clips(root: str, domains=DOMAINS, splits=('train', 'test'),
   clips = []
   for domain, split, path, rows in found:
     roots = media_roots(root, os.path.dirname(path))
-    clips += [clip_for_row(n, l, domain, split, roots, modalities) for n, l in rows]
+    clips += [clip_for_row(n, l, domain, split, roots, modalities, origin=f'{path} line {i}')
+              for n, l, i in rows]
   return clips, failures

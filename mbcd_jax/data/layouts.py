@@ -2,8 +2,9 @@
 
 Readers (``epic.py``, ``hac.py``) turn a dataset's split files into ``Clip`` descriptions; the
 prepare command decodes them. Releases and peer loaders disagree on where the media folders sit
-(method.md §9), so every file is looked up under a list of candidate places, and a miss reports
-all of them: a user can see at once which folder name or nesting their copy differs in.
+(see ``epic.py`` and ``hac.py``), so every file is looked up under a list of candidate places,
+and a miss reports all of them: a user can see at once which folder name or nesting their copy
+differs in. A miss also names the one place the file should be (``NotFound.path``).
 """
 import dataclasses
 import os
@@ -21,12 +22,17 @@ class Frames:
     first: first frame number (jpeg).
     count: number of frames (jpeg).
     template: frame file name pattern (jpeg); EPIC's is ``frame_{:010d}.jpg``, 1-based.
+    expected: (mp4) how many frames the split file says the clip has (EPIC: ``stop - start``
+      RGB, ``int((stop - start) / 2)`` flow); None when the split file does not say (HAC).
+    expected_from: what ``expected`` was computed from, for error messages.
   """
   kind: str
   path: str
   first: int = 0
   count: int = 0
   template: str = 'frame_{:010d}.jpg'
+  expected: int | None = None
+  expected_from: str = ''
 
   def files(self) -> list[str]:
     if self.kind == 'mp4':
@@ -61,8 +67,12 @@ class Clip:
     video: RGB frames; None if not requested or not found.
     flow: (u / x, v / y) frames; None if not requested or not found.
     audio: the wav segment; None if not requested or not found.
-    missing: one message per requested medium that was not found (it lists every place tried);
-      such a clip is reported as a failure instead of being prepared.
+    missing: one message per requested medium that was not found (it names the clip's split
+      file row and lists every place tried); such a clip is reported as a failure instead of
+      being prepared.
+    missing_paths: for each ``missing`` message, the file that should have been there
+      (``NotFound.path``).
+    origin: the split file and row the clip comes from, e.g. '/d/HAC_train_only_human.csv row 3'.
   """
   clip_id: str
   domain: str
@@ -73,6 +83,8 @@ class Clip:
   flow: tuple[Frames, Frames] | None = None
   audio: Audio | None = None
   missing: tuple[str, ...] = ()
+  missing_paths: tuple[str, ...] = ()
+  origin: str = ''
 
   def sources(self) -> dict:
     """Source paths per modality, for the index and the manifest."""
@@ -88,21 +100,58 @@ class Clip:
 
 @dataclasses.dataclass(frozen=True)
 class Failure:
-  """A clip (or split file) that could not be prepared: what, which file, why."""
+  """A clip (or split file) that could not be prepared: what, which file, why.
+
+  ``state`` (clip failures) fingerprints the clip's files when it failed (which were missing,
+  size and modification time of the others); a re-run re-tries the clip once it changes.
+  """
   what: str
   path: str
   error: str
+  state: str | None = None
 
   def __str__(self):
     return f'{self.what}: {self.error} [{self.path}]'
 
 
 class NotFound(Exception):
-  """A file was not under any of the candidate places; ``tried`` lists them, in order."""
+  """A file was not under any of the candidate places; ``tried`` lists them, in order.
 
-  def __init__(self, what: str, tried: Sequence[str]):
+  ``path`` is the one candidate a report should name as the missing file: the first whose folder
+  exists and holds entries of the same kind (files with its extension, or sub-folders), i.e.
+  the place the rest of the user's copy is laid out in; else the first whose folder exists;
+  else the first tried.
+  """
+
+  def __init__(self, what: str, tried: Sequence[str], isdir: Sequence[bool] | bool = False):
     self.what, self.tried = what, list(tried)
+    self.isdir = ([isdir] * len(self.tried) if isinstance(isdir, bool) else list(isdir))
     super().__init__(f'{what} not found; tried: ' + ', '.join(self.tried))
+
+  @property
+  def path(self) -> str:
+    return likely_path(self.tried, self.isdir)
+
+
+def likely_path(tried: Sequence[str], isdir: Sequence[bool]) -> str:
+  """Of candidate places none of which exists, the one the user's copy would have (see
+  ``NotFound``)."""
+  if not tried:
+    return ''
+  with_folder = []
+  for p, d in zip(tried, isdir):
+    parent = os.path.dirname(p)
+    if not os.path.isdir(parent):
+      continue
+    with_folder.append(p)
+    ext = os.path.splitext(p)[1]
+    try:
+      with os.scandir(parent) as it:
+        if any((e.is_dir() if d else (e.is_file() and e.name.endswith(ext))) for e in it):
+          return p
+    except OSError:
+      continue
+  return with_folder[0] if with_folder else tried[0]
 
 
 def unique(paths: Sequence[str]) -> list[str]:
@@ -124,7 +173,7 @@ def find(what: str, roots: Sequence[str], rels: Sequence[str], isdir: bool = Fal
       if os.path.isdir(p) if isdir else os.path.isfile(p):
         return p
       tried.append(p)
-  raise NotFound(what, tried)
+  raise NotFound(what, tried, isdir)
 
 
 def read_split_files(dataset: str, known_domains: Sequence[str], domains, splits,
@@ -150,7 +199,7 @@ def read_split_files(dataset: str, known_domains: Sequence[str], domains, splits
       try:
         path, rows = read_split(domain, split)
       except NotFound as e:
-        failures.append(Failure(name, e.tried[0], str(e)))
+        failures.append(Failure(name, e.path, str(e)))
         continue
       if not rows:
         failures.append(Failure(name, path, 'split file has no rows'))

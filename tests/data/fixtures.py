@@ -1,4 +1,5 @@
-"""Tiny dataset trees in the exact layouts users download (method.md §9), with known content.
+"""Tiny dataset trees in the exact layouts users download (see ``epic.py`` / ``hac.py``), with
+known content.
 
 Every pixel value says where it came from, so tests can check order and alignment after a
 lossy codec: frame number ``i`` of a video is a flat colour ``R = 8 (i mod 30) + 12``,
