@@ -190,13 +190,14 @@ def _finish_shared_memory_unlinks() -> None:
   names = set()
   for obj in gc.get_objects():
     if (isinstance(obj, arrays) and getattr(obj, '_unlink_on_del', False)
-        and getattr(obj, 'shm', None) is not None and obj.shm.name not in names):
-      names.add(obj.shm.name)
-      obj._unlink_on_del = False  # pylint: disable=protected-access
-      try:
-        obj.shm.unlink()
-      except FileNotFoundError:
-        pass
+        and getattr(obj, 'shm', None) is not None):
+      obj._unlink_on_del = False  # pylint: disable=protected-access  (views share the block)
+      if obj.shm.name not in names:
+        names.add(obj.shm.name)
+        try:
+          obj.shm.unlink()
+        except FileNotFoundError:
+          pass
 
 
 def synthetic_spec(config) -> synthetic.SyntheticSpec:
