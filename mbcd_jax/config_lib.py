@@ -55,6 +55,24 @@ def base_config() -> ml_collections.ConfigDict:
       batch_size=16,              # global batch, split over all devices and hosts
       eval_batch_size=32,
       num_workers=0,              # grain worker processes (0 = in-process)
+      read_threads=2,             # threads per process running the per-example transform
+      # Prepared data only: the clip recipe (mbcd_jax/data/transforms.py), the paper's values.
+      clip=ml_collections.ConfigDict(dict(
+          video_frames=32,            # RGB frames per example
+          video_stride=2,             # source frames between sampled RGB frames
+          flow_frames=8,              # flow frames per example
+          flow_stride=4,              # source flow frames between sampled ones
+          crop_size=224,              # px, square crop fed to the encoders
+          resize_short=256,           # px, short side before cropping
+          area_range=(0.08, 1.0),     # train: RandomResizedCrop area, fraction of the frame
+          aspect_range=(3 / 4, 4 / 3),  # train: RandomResizedCrop aspect ratio (w / h)
+          flip_prob=0.5,              # train: P(horizontal flip; flow-x is inverted)
+          audio_samples=160000,       # waveform samples per example (10 s at 16 kHz)
+          audio_rate=16000,           # Hz, when the record does not store its rate
+          audio_noise=0.05,           # train: U(-a, a) added to the z-scored log-spectrogram
+          freq_mask=9,                # train: consecutive frequency rows set to 0
+          hac_audio_fps=24.0,         # HAC: frames/s placing the audio window on the RGB frames
+      )),
   ))
   c.model = ml_collections.ConfigDict(dict(
       encoders=ml_collections.ConfigDict(),   # modality -> {name, **kwargs, pretrained}

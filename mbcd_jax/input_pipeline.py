@@ -1,23 +1,32 @@
-"""Input pipelines: a random-access source per split -> grain -> per-process batches.
+"""The input pipeline: a random-access source per split -> grain -> this process's batches.
 
-Splits follow the protocol (method.md §6): 'train' = the source domains' train splits,
-'val' = the source domains' test splits (in-domain model selection), 'test' = the unseen target
-domain (HAC: the whole domain, as SimMMDG and the port; EPIC: its test split).
+One path for every data source: the embedded synthetic benchmark (``synthetic.py``) and clips of
+a prepared store (``data/pipeline.py``) are both a random-access source of records plus a
+per-example transform, and the same ``Loader`` orders, slices, transforms and batches them.
+
+Splits follow the protocol: 'train' = the source domains' train splits, 'val' = the source
+domains' test splits (in-domain model selection), 'test' = the unseen target domain (HAC: the
+whole domain, as SimMMDG and the port, unless ``data.hac_test_split_only``; EPIC: its test split).
 
 Batches are dicts of numpy arrays: modality -> float32 ``[b, ...]`` (model-ready), 'label' and
-'domain' int32 ``[b]``, and for eval 'mask' float32 ``[b]`` (0 for padding). ``b`` is this
-process's share of the global batch: process p gets rows ``[p*b, (p+1)*b)`` of every global
-batch, so a multi-host run sees exactly the global batches of a single-host run.
+'domain' int32 ``[b]``, and for eval 'mask' float32 ``[b]`` (0 for padding). ``b = B / P`` is
+this process's share of the global batch ``B``: process p of P gets rows ``[p*b, (p+1)*b)`` of
+every global batch. The order and every example's randomness depend on (seed, epoch, position
+in the epoch's global order) only, so P processes together see exactly the global batches of
+one process, and worker processes change nothing either.
 """
+import atexit
 import dataclasses
+import functools
+import gc
 from typing import Any, Callable, Iterator
 
 import grain
 import numpy as np
 
 from mbcd_jax import synthetic
+from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
-
 
 
 def normalize_record(rec: dict) -> dict:
@@ -37,20 +46,34 @@ def normalize_record(rec: dict) -> dict:
   return out
 
 
-class _Take:
-  """Random-access view ``source[indices[i]]`` with a per-item validity flag (eval padding)."""
+def example_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
+  """The randomness of the example at ``position`` of the epoch's global order."""
+  return np.random.default_rng([seed, epoch, position, 1])
 
-  def __init__(self, source, indices: np.ndarray, valid: np.ndarray | None):
-    self._source, self._indices, self._valid = source, indices, valid
 
-  def __len__(self):
-    return len(self._indices)
+class _EpochExamples:
+  """This process's examples of one epoch, random access: ``view[i]`` -> example dict.
 
-  def __getitem__(self, i):
-    rec = dict(self._source[int(self._indices[i])])
+  Local element i sits at global position ``positions[i]`` of the epoch and reads record
+  ``order[i]`` of the source; eval padding rows carry ``mask`` 0.
+  """
+
+  def __init__(self, source, transform: Callable, positions: np.ndarray, order: np.ndarray,
+               valid: np.ndarray | None, seed: int, epoch: int, random_transform: bool):
+    self._source, self._transform = source, transform
+    self._positions, self._order, self._valid = positions, order, valid
+    self._seed, self._epoch, self._random = seed, epoch, random_transform
+
+  def __len__(self) -> int:
+    return len(self._order)
+
+  def __getitem__(self, i: int) -> dict:
+    rec = dict(self._source[int(self._order[i])])
     if self._valid is not None:
       rec['mask'] = np.float32(self._valid[i])
-    return rec
+    if self._random:
+      return self._transform(rec, example_rng(self._seed, self._epoch, int(self._positions[i])))
+    return self._transform(rec)
 
 
 @dataclasses.dataclass
@@ -58,10 +81,15 @@ class Loader:
   """Epoch iterator over one split for this process.
 
   Attributes:
-    source: random-access source of decoded records.
-    transform: record -> model-ready example (``fn(record, rng)`` if ``random_transform``).
+    source: random-access source of records (``len``, ``source[i]`` -> dict of numpy arrays).
+    transform: record -> model-ready example; ``fn(record, rng)`` if ``random_transform``.
     global_batch: batch size summed over all processes.
-    train: shuffle every epoch and drop the last partial batch; else fixed order, padded.
+    train: a new order every epoch, last partial batch dropped; else fixed order, padded.
+    seed: order and augmentation seed.
+    num_workers: grain worker processes (0 = in-process).
+    random_transform: call ``transform(record, example_rng(seed, epoch, position))``.
+    read_threads: threads running the per-example transform in each process; the read-ahead
+      is as many batches (a paper-sized real batch is ~300 MB).
   """
   source: Any
   transform: Callable
@@ -72,6 +100,7 @@ class Loader:
   process_count: int = 1
   num_workers: int = 0
   random_transform: bool = False
+  read_threads: int = 2
 
   def __post_init__(self):
     if self.global_batch % self.process_count:
@@ -80,6 +109,8 @@ class Loader:
     if self.train and len(self.source) < self.global_batch:
       raise ValueError(f'the training split has {len(self.source)} examples, fewer than one '
                        f'batch of {self.global_batch}')
+    if self.read_threads < 1:
+      raise ValueError(f'config.data.read_threads must be at least 1, got {self.read_threads}')
 
   @property
   def num_examples(self) -> int:
@@ -90,39 +121,83 @@ class Loader:
     n, b = len(self.source), self.global_batch
     return n // b if self.train else -(-n // b)
 
-  def _local_indices(self, epoch: int) -> tuple[np.ndarray, np.ndarray | None]:
-    n, b = len(self.source), self.global_batch
+  @property
+  def local_batch(self) -> int:
+    return self.global_batch // self.process_count
+
+  def _examples(self, epoch: int) -> _EpochExamples:
+    n, b, lb = len(self.source), self.global_batch, self.local_batch
+    # Global positions of this process's rows: [p*lb, (p+1)*lb) of every global batch.
+    positions = np.arange(self.num_batches * b).reshape(-1, b)
+    positions = positions[:, self.process_index * lb:(self.process_index + 1) * lb].reshape(-1)
     if self.train:
-      order = np.random.default_rng([self.seed, epoch]).permutation(n)[:self.num_batches * b]
+      order = np.random.default_rng([self.seed, epoch]).permutation(n)[positions]
       valid = None
-    else:
-      pad = self.num_batches * b - n
-      order = np.concatenate([np.arange(n), np.zeros(pad, np.int64)])
-      valid = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    lb = b // self.process_count
-    sl = slice(self.process_index * lb, (self.process_index + 1) * lb)
-    order = order.reshape(-1, b)[:, sl].reshape(-1)
-    if valid is not None:
-      valid = valid.reshape(-1, b)[:, sl].reshape(-1)
-    return order, valid
+    else:   # in order; the last batch padded with record 0
+      order = np.where(positions < n, positions, 0)
+      valid = (positions < n).astype(np.float32)
+    return _EpochExamples(self.source, self.transform, positions, order, valid, self.seed,
+                          epoch, self.random_transform)
 
   def dataset(self, epoch: int = 0) -> grain.MapDataset:
     """The epoch's batches as a random-access grain dataset (``ds[k:]`` resumes mid-epoch)."""
-    order, valid = self._local_indices(epoch)
-    ds = grain.MapDataset.source(_Take(self.source, order, valid))
-    if self.random_transform:
-      ds = ds.seed(int(np.random.SeedSequence([self.seed, epoch, 1]).generate_state(1)[0]))
-      ds = ds.random_map(self.transform)
-    else:
-      ds = ds.map(self.transform)
-    return ds.batch(self.global_batch // self.process_count, drop_remainder=self.train)
+    return grain.MapDataset.source(self._examples(epoch)).batch(self.local_batch,
+                                                                drop_remainder=self.train)
 
   def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[dict]:
-    """Iterates over the epoch's batches, starting at batch ``start_batch``."""
-    ds = self.dataset(epoch)[start_batch:].to_iter_dataset()
+    """Iterates over the epoch's batches, starting at batch ``start_batch``. The iterator has
+    ``get_state()`` / ``set_state()`` (grain) to resume mid-epoch too."""
+    ds = self.dataset(epoch)[start_batch:].to_iter_dataset(
+        grain.ReadOptions(num_threads=self.read_threads, prefetch_buffer_size=self.read_threads))
     if self.num_workers > 0:
-      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers))
+      _prepare_worker_processes()
+      ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers,
+                                                       per_worker_buffer_size=1))
     return iter(ds)
+
+
+@functools.cache
+def _prepare_worker_processes() -> None:
+  """Once per process, before grain starts worker processes.
+
+  - grain's workers read absl flags; outside an absl app (notebooks, tests) nothing has parsed
+    them and grain would fail with UnparsedFlagAccessError: mark them parsed (their defaults),
+    as absl.app would.
+  - Workers hand batches over in shared memory, which this process unlinks from a background
+    thread pool. At exit multiprocessing terminates that pool with unlinks still queued, and the
+    resource tracker warns about leaked shared_memory objects: finish them first (atexit
+    handlers run last-registered first, so this runs before multiprocessing's).
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  if not flags.FLAGS.is_parsed():
+    flags.FLAGS.mark_as_parsed()
+  atexit.register(_finish_shared_memory_unlinks)
+
+
+def _finish_shared_memory_unlinks() -> None:
+  try:
+    from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
+    arrays = shared_memory_array.SharedMemoryArray
+    pool = arrays._del_thread_pool  # pylint: disable=protected-access
+  except (ImportError, AttributeError):   # another grain version: nothing to finish
+    return
+  if pool is not None:
+    arrays._disable_async_del()   # pylint: disable=protected-access  (later ones: synchronous)
+    pool.close()
+    pool.join()
+  # Batches still referenced now are never deleted in order: unlink their blocks (the mappings
+  # stay valid until the process ends).
+  names = set()
+  for obj in gc.get_objects():
+    if (isinstance(obj, arrays) and getattr(obj, '_unlink_on_del', False)
+        and getattr(obj, 'shm', None) is not None):
+      obj._unlink_on_del = False  # pylint: disable=protected-access  (views share the block)
+      if obj.shm.name not in names:
+        names.add(obj.shm.name)
+        try:
+          obj.shm.unlink()
+        except FileNotFoundError:
+          pass
 
 
 def synthetic_spec(config) -> synthetic.SyntheticSpec:
@@ -137,23 +212,27 @@ def synthetic_spec(config) -> synthetic.SyntheticSpec:
 
 
 def make_loader(config, split: str, *, process_index: int = 0, process_count: int = 1) -> Loader:
-  """The Loader of ``split`` in {'train', 'val', 'test'} for ``config``."""
+  """The Loader of ``split`` in {'train', 'val', 'test'} for ``config``.
+
+  ``data.source`` 'synthetic': the embedded benchmark, records normalised deterministically;
+  'prepared': the store at ``data.dir`` with the paper's clip transforms (``data.clip``), random
+  for 'train'.
+  """
   if split not in ('train', 'val', 'test'):
     raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
   d = config.data
   train = split == 'train'
-  common = dict(global_batch=d.batch_size if train else d.eval_batch_size, train=train,
-                seed=config.seed, process_index=process_index, process_count=process_count,
-                num_workers=d.num_workers)
   if d.source == 'synthetic':
-    spec = synthetic_spec(config)
     if split == 'test':
       domains, sub = (d.target,), 'test' if d.hac_test_split_only else 'all'
     else:
       domains, sub = tuple(d.sources), 'train' if train else 'test'
-    src = synthetic.SyntheticSource(spec, domains, sub, d.modalities)
-    return Loader(src, normalize_record, **common)
-  # Real data: prepared clip stores (issue "Real data"); imported lazily so the embedded
-  # benchmark needs none of its dependencies.
-  from mbcd_jax.data import pipeline  # pylint: disable=g-import-not-at-top
-  return pipeline.make_loader(config, split, **common)
+    source = synthetic.SyntheticSource(synthetic_spec(config), domains, sub, d.modalities)
+    transform, random_transform = normalize_record, False
+  else:
+    source = prepared.make_source(d, split)
+    transform, random_transform = prepared.make_transform(d, train), train
+  return Loader(source, transform, global_batch=d.batch_size if train else d.eval_batch_size,
+                train=train, seed=config.seed, process_index=process_index,
+                process_count=process_count, num_workers=d.num_workers,
+                random_transform=random_transform, read_threads=d.read_threads)

@@ -8,8 +8,11 @@
 - ``store``     : the record format, shard writing and the prepared index.
 - ``transforms``: the peers' clip recipe (temporal sampling, crops, flips, audio features).
 - ``spectrogram``: scipy-equal log-spectrogram in numpy.
-- ``pipeline``  : random-access source over a prepared store + grain pipelines per split.
+- ``pipeline``  : a prepared store as a protocol split: random-access source + clip transform
+                  (``mbcd_jax.input_pipeline.Loader`` batches it, as it does synthetic data).
 
-Nothing here is imported by ``mbcd_jax`` itself: the embedded synthetic benchmark needs none of
-the decoding dependencies (PyAV, OpenCV, pandas).
+Nothing here imports from the package above it. ``mbcd_jax.input_pipeline`` imports
+``pipeline`` and ``transforms``, which need only numpy and grain at import time: the decoding
+dependencies (PyAV, OpenCV, pandas) are imported where a clip is decoded, so the embedded
+synthetic benchmark needs none of them.
 """

@@ -1,12 +1,20 @@
-"""grain pipelines over a prepared store: protocol splits, batching, sharding by process,
-padding, seeding, resumable iterators, worker processes, the train loop's Loader."""
-import ml_collections
+"""The train loop's input pipeline on a prepared store and on synthetic data: protocol splits,
+batching, slicing by process, padding, seeding, resuming, worker processes, config fields."""
+import dataclasses
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
-from mbcd_jax.data import pipeline, prepare
+from mbcd_jax import config_lib, input_pipeline, synthetic
+from mbcd_jax.data import pipeline, prepare, transforms
 from tests.data import fixtures
 
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIP = dict(video_frames=4, video_stride=2, flow_frames=2, flow_stride=4, crop_size=16,
             resize_short=24, audio_samples=4000)
 
@@ -20,21 +28,21 @@ def store_dir(tmp_path_factory):
   return str(root / 'prepared')
 
 
-def _data(store_dir, **kw):
-  d = dict(dir=store_dir, dataset='hac', sources=('animal', 'cartoon'), target='human',
-           modalities=('video', 'flow', 'audio'), hac_test_split_only=False, batch_size=2,
-           eval_batch_size=4, num_workers=0, clip=CLIP)
-  d.update(kw)
-  return ml_collections.ConfigDict(d)
+def _config(store_dir, seed=0, **data):
+  c = config_lib.base_config()
+  c.seed = seed
+  c.data.source, c.data.dir = 'prepared', store_dir
+  c.data.batch_size, c.data.eval_batch_size = 2, 4
+  for k, v in CLIP.items():
+    c.data.clip[k] = v
+  for k, v in data.items():
+    c.data[k] = v
+  return c
 
 
-def _batches(ds, n=None):
-  out = []
-  for b in ds:
-    out.append(b)
-    if n is not None and len(out) == n:
-      break
-  return out
+def _loader(store_dir, split, *, seed=0, process_index=0, process_count=1, **data):
+  return input_pipeline.make_loader(_config(store_dir, seed, **data), split,
+                                    process_index=process_index, process_count=process_count)
 
 
 def _equal(a, b):
@@ -42,13 +50,27 @@ def _equal(a, b):
                                   for x, y in zip(a, b))
 
 
+def _assert_processes_give_global_batches(make, epochs):
+  """``make(p, P)`` -> Loader: the local batches of processes 0 and 1 of 2, concatenated, are the
+  batches of process 0 of 1."""
+  whole, parts = make(0, 1), [make(p, 2) for p in range(2)]
+  for e in epochs:
+    w = list(whole.epoch(e))
+    p0, p1 = (list(ld.epoch(e)) for ld in parts)
+    assert len(p0) == len(p1) == len(w) > 0
+    for wb, b0, b1 in zip(w, p0, p1):
+      assert len(b0['label']) == len(wb['label']) // 2
+      assert set(b0) == set(b1) == set(wb)
+      for k in wb:
+        np.testing.assert_array_equal(np.concatenate([b0[k], b1[k]]), wb[k], err_msg=k)
+
+
+# --------------------------------------------------------------------------- prepared store
 def test_protocol_splits(store_dir):
-  sizes = {s: pipeline.make_split(_data(store_dir), s, seed=0, train=False)[1]
-           for s in ('train', 'val', 'test')}
+  sizes = {s: _loader(store_dir, s).num_examples for s in ('train', 'val', 'test')}
   assert sizes == {'train': 6, 'val': 4, 'test': 5}   # HAC target: the whole domain
-  only = _data(store_dir, hac_test_split_only=True)
-  assert pipeline.make_split(only, 'test', seed=0, train=False)[1] == 2
-  src = pipeline.make_source(_data(store_dir), 'val')
+  assert _loader(store_dir, 'test', hac_test_split_only=True).num_examples == 2
+  src = _loader(store_dir, 'val').source
   assert sorted(int(src[i]['domain']) for i in range(len(src))) == [1, 1, 2, 2]
   # EPIC: the target's test split even without the flag.
   index = dict(dataset='epic', entries=[dict(domain=d, split=s) for d in ('D1', 'D2', 'D3')
@@ -58,108 +80,169 @@ def test_protocol_splits(store_dir):
 
 
 def test_train_batches_shapes_epochs_and_seed(store_dir):
-  d = _data(store_dir)
-  ds, n = pipeline.make_split(d, 'train', seed=0, train=True, num_epochs=2)
-  batches = _batches(ds)
-  assert n == 6 and len(batches) == 6   # 3 per epoch
-  b = batches[0]
+  ld = _loader(store_dir, 'train')
+  assert ld.num_examples == 6 and ld.num_batches == 3 and ld.random_transform
+  epochs = [list(ld.epoch(e)) for e in range(2)]
+  assert [len(b) for b in epochs] == [3, 3]
+  b = epochs[0][0]
   assert set(b) == {'video', 'flow', 'audio', 'label', 'domain'}
   assert b['video'].shape == (2, 4, 16, 16, 3) and b['flow'].shape == (2, 2, 16, 16, 2)
   assert b['audio'].shape == (2, 257, 22, 1) and b['label'].shape == (2,)
   assert b['label'].dtype == np.int32 and b['video'].dtype == np.float32
   # Each epoch sees every example once (domain and label identify a clip here).
-  src = pipeline.make_source(d, 'train')
+  src = ld.source
   everything = sorted((int(src[i]['domain']), int(src[i]['label'])) for i in range(6))
-  for e in range(2):
-    ep = batches[3 * e:3 * e + 3]
+  for ep in epochs:
     assert sorted(zip(np.concatenate([x['domain'] for x in ep]).tolist(),
                       np.concatenate([x['label'] for x in ep]).tolist())) == everything
-  again = _batches(pipeline.make_split(d, 'train', seed=0, train=True, num_epochs=2)[0])
-  other = _batches(pipeline.make_split(d, 'train', seed=1, train=True, num_epochs=2)[0])
-  assert _equal(batches, again) and not _equal(batches, other)
+  assert not _equal(epochs[0], epochs[1])
+  again = list(_loader(store_dir, 'train').epoch(0))
+  other = list(_loader(store_dir, 'train', seed=1).epoch(0))
+  assert _equal(epochs[0], again) and not _equal(epochs[0], other)
   # Drop last: 6 examples in batches of 4 -> one batch per epoch.
-  ds4, _ = pipeline.make_split(_data(store_dir, batch_size=4), 'train', seed=0, train=True)
-  assert len(_batches(ds4)) == 1
+  assert len(list(_loader(store_dir, 'train', batch_size=4).epoch(0))) == 1
+
+
+def test_augmentation_is_seeded_by_global_position(store_dir):
+  """Row r of process p's local batch k is global position k*B + p*b + r of the epoch, and its
+  random crop/flip/audio mask come from example_rng(seed, epoch, position)."""
+  seed, epoch = 5, 1
+  ld = _loader(store_dir, 'train', seed=seed, batch_size=4, process_index=1, process_count=2)
+  batch = next(ld.epoch(epoch))          # local rows 0, 1 = global positions 2, 3
+  perm = np.random.default_rng([seed, epoch]).permutation(ld.num_examples)
+  rec = ld.source[int(perm[3])]
+  want = ld.transform(dict(rec), input_pipeline.example_rng(seed, epoch, 3))
+  for k in want:
+    np.testing.assert_array_equal(batch[k][1], want[k], err_msg=k)
+  # ... and the randomness matters: another position's draw gives another example.
+  other = ld.transform(dict(rec), input_pipeline.example_rng(seed, epoch, 1))
+  assert not np.array_equal(other['video'], want['video'])
 
 
 def test_processes_split_every_global_batch(store_dir):
-  d = _data(store_dir, batch_size=4, eval_batch_size=4)
-  for split, train in (('train', True), ('test', False)):
-    whole = _batches(pipeline.make_split(d, split, seed=3, train=train, num_epochs=2)[0])
-    parts = [_batches(pipeline.make_split(d, split, seed=3, train=train, num_epochs=2,
-                                          process_index=p, process_count=2)[0])
-             for p in range(2)]
-    assert len(parts[0]) == len(parts[1]) == len(whole)
-    for w, p0, p1 in zip(whole, *parts):
-      assert p0['label'].shape == (2,)
-      for k in w:
-        np.testing.assert_array_equal(np.concatenate([p0[k], p1[k]]), w[k])
+  """Random transforms on (train): 2 processes give the global batches of 1."""
+  for split, epochs in (('train', (0, 1)), ('test', (0,))):
+    _assert_processes_give_global_batches(
+        lambda p, n, split=split: _loader(store_dir, split, seed=3, batch_size=4,
+                                          eval_batch_size=4, process_index=p, process_count=n),
+        epochs)
   with pytest.raises(ValueError, match='not divisible'):
-    pipeline.make_split(_data(store_dir, batch_size=3), 'train', seed=0, train=True,
-                        process_count=2)
+    _loader(store_dir, 'train', batch_size=3, process_count=2)
 
 
 def test_eval_is_deterministic_and_padded(store_dir):
-  d = _data(store_dir)
-  ds, n = pipeline.make_split(d, 'test', seed=0, train=False)
-  a, b = _batches(ds), _batches(ds)
-  assert n == 5 and len(a) == 2 and _equal(a, b)
+  ld = _loader(store_dir, 'test')
+  assert not ld.random_transform
+  a, b = list(ld.epoch(0)), list(ld.epoch(0))
+  assert ld.num_examples == 5 and len(a) == 2 and _equal(a, b)
   np.testing.assert_array_equal(a[0]['mask'], [1, 1, 1, 1])
   np.testing.assert_array_equal(a[1]['mask'], [1, 0, 0, 0])
   assert a[1]['mask'].dtype == np.float32 and a[1]['video'].shape[0] == 4
   assert (np.concatenate([x['domain'] for x in a])[:5] == 0).all()   # human = domain 0
-  # Another seed does not change eval batches.
-  assert _equal(a, _batches(pipeline.make_split(d, 'test', seed=9, train=False)[0]))
+  # Another seed or epoch does not change eval batches.
+  assert _equal(a, list(_loader(store_dir, 'test', seed=9).epoch(3)))
 
 
-def test_iterator_state_resumes_mid_epoch(store_dir):
-  d = _data(store_dir)
-  ds, _ = pipeline.make_split(d, 'train', seed=0, train=True, num_epochs=2)
-  it = iter(ds)
-  next(it), next(it)
+def test_resume_mid_epoch(store_dir):
+  ld = _loader(store_dir, 'train')
+  full = list(ld.epoch(1))
+  assert _equal(full[1:], list(ld.epoch(1, start_batch=1)))   # the train loop's resume
+  it = ld.epoch(1)
+  next(it)
   state = it.get_state()
-  rest = [next(it) for _ in range(3)]
-  it2 = iter(pipeline.make_split(d, 'train', seed=0, train=True, num_epochs=2)[0])
+  it2 = _loader(store_dir, 'train').epoch(1)
   it2.set_state(state)
-  assert _equal(rest, [next(it2) for _ in range(3)])
+  assert _equal(full[1:], list(it2))
 
 
-def test_worker_processes_give_the_same_batches(store_dir):
-  d = _data(store_dir)
-  ref = _batches(pipeline.make_split(d, 'train', seed=0, train=True)[0])
-  it = iter(pipeline.make_split(_data(store_dir, num_workers=2), 'train', seed=0, train=True)[0])
-  got = [next(it) for _ in range(len(ref))]
-  del it
-  assert _equal(ref, got)
+_WORKERS_SCRIPT = """
+import sys
+from tests.data import test_pipeline as t
+ref = list(t._loader(sys.argv[1], 'train').epoch(0))
+ld = t._loader(sys.argv[1], 'train', num_workers=2)
+got = list(ld.epoch(0))          # still referenced at exit
+it = ld.epoch(1)
+next(it)
+del it                           # stopped part way
+print('same' if t._equal(ref, got) else 'different', len(got))
+"""
+
+
+def test_worker_processes_give_the_same_batches_and_no_leak(store_dir):
+  """2 grain worker processes: the in-process batches, and no shared memory left at exit (a
+  separate interpreter, so its exit can be watched)."""
+  r = subprocess.run([sys.executable, '-c', _WORKERS_SCRIPT, store_dir], cwd=ROOT,
+                     capture_output=True, text=True, timeout=300,
+                     env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert r.stdout.split() == ['same', '3'], r.stdout
+  assert 'leaked shared_memory' not in r.stderr, r.stderr[-3000:]
 
 
 def test_modality_subset(store_dir):
-  ds, _ = pipeline.make_split(_data(store_dir, modalities=('flow', 'audio')), 'val', seed=0,
-                              train=False)
-  b = next(iter(ds))
+  b = next(_loader(store_dir, 'val', modalities=('flow', 'audio')).epoch(0))
   assert set(b) == {'flow', 'audio', 'label', 'domain', 'mask'}
 
 
 def test_missing_store_is_one_clear_line(tmp_path):
   for where in (str(tmp_path / 'nope'), str(tmp_path)):
     with pytest.raises(ValueError) as e:
-      pipeline.make_split(_data(where), 'train', seed=0, train=True)
+      _loader(where, 'train')
     msg = str(e.value)
     assert '\n' not in msg and 'python -m mbcd_jax.data.prepare --dataset=hac' in msg
     assert 'configs/hac.py:synthetic' in msg and where in msg
   with pytest.raises(ValueError, match='config.data.dir is not set'):
-    pipeline.make_split(_data(None), 'train', seed=0, train=True)
+    _loader(None, 'train')
 
 
-def test_train_loop_loader(store_dir):
-  """The lead's entry point: input_pipeline.make_loader with data.source='prepared'."""
-  from mbcd_jax import input_pipeline
-  config = ml_collections.ConfigDict(dict(seed=0, data=_data(store_dir, source='prepared')))
-  train = input_pipeline.make_loader(config, 'train')
-  assert train.num_examples == 6 and train.num_batches == 3
-  batches = list(train.epoch(0))
-  assert len(batches) == 3 and batches[0]['video'].shape == (2, 4, 16, 16, 3)
-  assert _equal(batches[1:], list(train.epoch(0, start_batch=1)))
-  test = input_pipeline.make_loader(config, 'test')
-  tb = list(test.epoch(0))
-  np.testing.assert_array_equal(np.concatenate([b['mask'] for b in tb]), [1] * 5 + [0] * 3)
+# --------------------------------------------------------------------------- synthetic data
+SPEC = synthetic.SyntheticSpec(train_per_domain=10, test_per_domain=5, video_shape=(2, 8, 8),
+                               flow_shape=(2, 8, 8), audio_shape=(8, 8))
+
+
+def _jitter(rec, rng):
+  """A random transform for synthetic records: normalise, then a random flip and noise."""
+  out = input_pipeline.normalize_record(rec)
+  if rng.random() < 0.5:
+    out['video'] = out['video'][:, :, ::-1]
+  out['audio'] = out['audio'] + rng.normal(size=out['audio'].shape).astype(np.float32)
+  return out
+
+
+def test_synthetic_random_transform_processes_give_global_batches():
+  src = synthetic.SyntheticSource(SPEC, ('animal', 'cartoon'), 'train', ('video', 'audio'))
+  _assert_processes_give_global_batches(
+      lambda p, n: input_pipeline.Loader(src, _jitter, 4, train=True, seed=2, process_index=p,
+                                         process_count=n, random_transform=True), (0, 1))
+
+
+def test_synthetic_make_loader_processes_give_global_batches():
+  c = config_lib.base_config()
+  c.data.synthetic = {k: v for k, v in dataclasses.asdict(SPEC).items()
+                      if k not in ('num_classes', 'domains')}
+  c.data.batch_size, c.data.eval_batch_size = 4, 6
+  for split, epochs in (('train', (0, 2)), ('test', (0,))):
+    _assert_processes_give_global_batches(
+        lambda p, n, split=split: input_pipeline.make_loader(c, split, process_index=p,
+                                                             process_count=n), epochs)
+
+
+# --------------------------------------------------------------------------- config fields
+def test_clip_and_read_threads_are_declared_config_fields(monkeypatch):
+  d = config_lib.base_config().data
+  assert d.read_threads == 2
+  declared = {k: tuple(v) if isinstance(v, (list, tuple)) else v
+              for k, v in d.clip.to_dict().items()}
+  assert declared == dataclasses.asdict(transforms.ClipConfig())   # the recipe's defaults
+  fv = flags.FlagValues()
+  config_flags.DEFINE_config_file('config', None, flag_values=fv)
+  argv = ['prog', f'--config={os.path.join(ROOT, "configs", "hac.py")}',
+          '--config.data.clip.crop_size=112', '--config.data.clip.area_range=(0.2,1.0)',
+          '--config.data.read_threads=3']
+  monkeypatch.setattr(sys, 'argv', argv)   # config_flags finds the overrides in sys.argv
+  fv(argv)
+  clip = transforms.ClipConfig.from_config(fv.config.data.clip)
+  assert clip.crop_size == 112 and clip.area_range == (0.2, 1.0) and clip.video_frames == 32
+  assert fv.config.data.read_threads == 3
+  with pytest.raises(ValueError, match='read_threads'):
+    input_pipeline.Loader([0, 1], lambda r: r, 2, train=True, read_threads=0)
