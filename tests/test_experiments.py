@@ -14,7 +14,7 @@ CALLS = []
 
 
 def fake_train(config, workdir):
-  """Stands in for train.train_and_evaluate: a deterministic summary, no training."""
+  """Stands in for train.train_and_evaluate: no state, a deterministic summary, no training."""
   CALLS.append(workdir)
   acc = 40.0 + 10 * (config.method.name == 'mbcd') + config.seed
   who = 'teacher' if config.method.name != 'erm' else 'student'
@@ -25,7 +25,7 @@ def fake_train(config, workdir):
              'target': config.data.target, 'best_val': sel, 'last': sel}
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f)
-  return summary
+  return None, summary
 
 
 @pytest.fixture
