@@ -173,6 +173,14 @@ def test_loaded_checkpoint_is_the_summarys_model(study, which, row):
     common.load(t.run_dir, 'first')
 
 
+def test_load_refuses_a_directory_without_checkpoints(tmp_path):
+  with pytest.raises(ValueError, match='no checkpoints'):
+    common.load(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='not a finished run'):
+    common.train_or_load(None, str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
 def test_model_analyses_write_plots_and_numbers(study, tmp_path):
   trained = study[0]
   out = str(tmp_path)

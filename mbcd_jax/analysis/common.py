@@ -96,6 +96,9 @@ def checkpoint_step(ckpt: ckpt_lib.Checkpointer, which: str = 'last') -> int:
 
 def load(run_dir: str, which: str = 'last') -> Trained:
   """Restores ``run_dir``'s last or best-validation checkpoint into its own rebuilt model."""
+  if not os.path.isdir(os.path.join(run_dir, ckpt_lib.SUBDIR)):
+    raise ckpt_lib.CheckpointError(f'{os.path.join(run_dir, ckpt_lib.SUBDIR)}: no checkpoints '
+                                   '(not a trained run)')
   ckpt = ckpt_lib.Checkpointer(run_dir, async_save=False)
   try:
     step = checkpoint_step(ckpt, which)
