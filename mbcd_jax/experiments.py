@@ -31,7 +31,8 @@ by default; ``TPU_VISIBLE_CHIPS`` etc. for other platforms).
 
 The training function is injectable (``run_all(..., train_fn=...)`` in Python, or
 ``--train_fn=module:function`` on the command line): anything with
-``train_fn(config, workdir) -> summary`` that writes ``workdir/summary.json``.
+``train_fn(config, workdir)`` that writes ``workdir/summary.json`` (its return value is not
+used; ``train.train_and_evaluate`` returns ``(state, summary)``).
 """
 import dataclasses
 import importlib
@@ -166,20 +167,29 @@ def plan(workdir: str, base: ml_collections.ConfigDict, *, protocol: str = 'mult
   runs = []
   for vi, v in enumerate(variant_list):
     for mods in modality_sets:
-      mods = tuple(mods)
       for si, (sources, target) in enumerate(protocol_settings(protocol, domains, targets)):
         for seed in seeds:
-          run_dir = os.path.join(workdir, v.slug(base), '_'.join(mods),
-                                 f'{"+".join(sources)}_to_{target}', f'seed{seed}')
-          overrides = v.overrides + (('data.modalities', mods), ('data.sources', sources),
-                                     ('data.target', target), ('seed', int(seed)))
-          meta = (('variant', v.label), ('order', vi), ('setting_order', si),
-                  ('modalities', list(mods)),
-                  ('sources', list(sources)), ('target', target), ('seed', int(seed)),
-                  ('overrides', [[k, list(x) if isinstance(x, tuple) else x]
-                                 for k, x in v.overrides]))
-          runs.append(RunSpec(run_dir, overrides, meta))
+          runs.append(run_spec(workdir, base, v, mods, sources, target, seed,
+                               order=vi, setting_order=si))
   return runs
+
+
+def run_spec(workdir: str, base: ml_collections.ConfigDict, variant: Variant,
+             modalities: Sequence[str], sources: Sequence[str], target: str, seed: int, *,
+             order: int = 0, setting_order: int = 0) -> RunSpec:
+  """One run of a study: ``<workdir>/<variant slug>/<modalities>/<sources>_to_<target>/
+  seed<k>`` and the overrides that make its config from ``base``."""
+  mods, sources = tuple(modalities), tuple(sources)
+  run_dir = os.path.join(workdir, variant.slug(base), '_'.join(mods),
+                         f'{"+".join(sources)}_to_{target}', f'seed{seed}')
+  overrides = variant.overrides + (('data.modalities', mods), ('data.sources', sources),
+                                   ('data.target', target), ('seed', int(seed)))
+  meta = (('variant', variant.label), ('order', order), ('setting_order', setting_order),
+          ('modalities', list(mods)),
+          ('sources', list(sources)), ('target', target), ('seed', int(seed)),
+          ('overrides', [[k, list(x) if isinstance(x, tuple) else x]
+                         for k, x in variant.overrides]))
+  return RunSpec(run_dir, overrides, meta)
 
 
 def make_config(base: ml_collections.ConfigDict, run: RunSpec) -> ml_collections.ConfigDict:

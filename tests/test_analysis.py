@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from mbcd_jax import train as train_lib
 from mbcd_jax.analysis import common, curves, flatness, missing, modality, robustness
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -94,33 +95,94 @@ def test_noise_curve_known_expectation():
 
 
 # ---------------------------------------------------------------- end to end on :smoke
-@pytest.fixture(scope='module')
-def smoke_models(tmp_path_factory):
-  base = common.load_config(os.path.join(ROOT, 'configs/hac.py:smoke'))
-  root = tmp_path_factory.mktemp('analysis')
+METHODS = ('erm', 'mbcd')
+
+
+def _files(run_dir):
+  """Every file under ``run_dir`` -> its bytes (checkpoints, metrics, summary)."""
   out = {}
-  for m in ('erm', 'mbcd'):
-    cfg = common.override(base, {'method.name': m})
-    out[m] = common.train_or_load(cfg, str(root / m))
-  return out, root
+  for root, _, files in os.walk(run_dir):
+    for f in files:
+      with open(os.path.join(root, f), 'rb') as fh:
+        out[os.path.relpath(os.path.join(root, f), run_dir)] = fh.read()
+  return out
 
 
-def test_train_or_load_roundtrip(smoke_models):
-  trained, root = smoke_models
-  t = trained['mbcd']
-  assert t.who == 'teacher' and len(t.history) == 1
-  loaded = common.train_or_load(None, str(root / 'mbcd'))   # loads: the config is not needed
-  for a, b in zip(jax.tree.leaves(t.state), jax.tree.leaves(loaded.state)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
-  # common.accuracy agrees with the training loop's own evaluation of the same state
-  acc = common.accuracy(loaded, 'test')
-  assert acc['fused'] == pytest.approx(t.history[-1]['test']['teacher/fused'], abs=1e-4)
-  for m in t.modalities:
-    assert acc[m] == pytest.approx(t.history[-1]['test'][f'teacher/{m}'], abs=1e-4)
+@pytest.fixture(scope='module')
+def study(tmp_path_factory):
+  """erm and mbcd trained for 2 epochs on :smoke by the analysis itself (the runs were missing
+  from the study directory), counting the calls of the training loop."""
+  base = common.load_config(os.path.join(ROOT, 'configs/hac.py:smoke'))
+  base = common.override(base, {'train.epochs': 2})
+  root = str(tmp_path_factory.mktemp('study'))
+  calls = []
+  real = train_lib.train_and_evaluate
+
+  def spy(config, workdir):
+    calls.append(workdir)
+    return real(config, workdir)
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(train_lib, 'train_and_evaluate', spy)
+    trained = common.load_study(base, root, METHODS, log=lambda s: None)
+  return trained, root, base, calls
 
 
-def test_model_analyses_write_plots_and_numbers(smoke_models, tmp_path):
-  trained, _ = smoke_models
+def test_missing_runs_are_trained_once_by_the_training_loop(study):
+  trained, root, _, calls = study
+  assert sorted(calls) == sorted(t.run_dir for t in trained.values())
+  for m, t in trained.items():
+    # the runner's layout, so the study's tables see the run
+    assert t.run_dir == os.path.join(root, m, 'video_flow_audio', 'animal+cartoon_to_human',
+                                     'seed0')
+    assert os.path.exists(os.path.join(t.run_dir, 'run.json'))
+    assert t.step == 8 and len(t.history) == 2 and int(t.state.step) == 8
+
+
+def test_rerunning_the_analysis_trains_nothing(study, monkeypatch):
+  trained, root, base, _ = study
+  before = {m: _files(t.run_dir) for m, t in trained.items()}
+
+  def no_training(config, workdir):
+    raise AssertionError(f'trained {workdir} again')
+  monkeypatch.setattr(train_lib, 'train_and_evaluate', no_training)
+  again = common.load_study(base, root, METHODS, log=lambda s: None)
+  for m, t in again.items():
+    assert _files(t.run_dir) == before[m]    # no new step, row or checkpoint
+    for a, b in zip(jax.tree.leaves(trained[m].state), jax.tree.leaves(t.state)):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  loaded = common.train_or_load(None, trained['mbcd'].run_dir)   # the run's own config
+  assert loaded.step == 8
+
+
+@pytest.mark.parametrize('which,row', [('last', 'last'), ('best', 'best_val')])
+def test_loaded_checkpoint_is_the_summarys_model(study, which, row):
+  # common.accuracy on the loaded state equals what the training loop measured and reported
+  # for that checkpoint: 'last' is the end of training, 'best' the best-validation epoch.
+  trained, _, _, _ = study
+  t = common.load(trained['mbcd'].run_dir, which)
+  with open(os.path.join(t.run_dir, 'summary.json')) as f:
+    summary = json.load(f)[row]
+  assert t.who == 'teacher' and t.step == 4 * summary['epoch']
+  assert t.history[-1]['epoch'] == summary['epoch']
+  for split in ('val', 'test'):
+    acc = common.accuracy(t, split)
+    assert acc['fused'] == pytest.approx(summary[split]['teacher/fused'], abs=1e-4)
+    for m in t.modalities:
+      assert acc[m] == pytest.approx(summary[split][f'teacher/{m}'], abs=1e-4)
+  with pytest.raises(ValueError, match='checkpoint must be one of'):
+    common.load(t.run_dir, 'first')
+
+
+def test_load_refuses_a_directory_without_checkpoints(tmp_path):
+  with pytest.raises(ValueError, match='no checkpoints'):
+    common.load(str(tmp_path))
+  with pytest.raises(FileNotFoundError, match='not a finished run'):
+    common.train_or_load(None, str(tmp_path))
+  assert os.listdir(tmp_path) == []
+
+
+def test_model_analyses_write_plots_and_numbers(study, tmp_path):
+  trained = study[0]
   out = str(tmp_path)
   mod = modality.run(trained, out)
   assert set(mod['mbcd']['probe']) == {'video', 'flow', 'audio', 'all'}
@@ -139,8 +201,8 @@ def test_model_analyses_write_plots_and_numbers(smoke_models, tmp_path):
     json.load(open(os.path.join(out, f'{name}.json')))
 
 
-def test_missing_modality_zeroed_feature_equals_keep_mask(smoke_models):
-  trained, _ = smoke_models
+def test_missing_modality_zeroed_feature_equals_keep_mask(study):
+  trained = study[0]
   t = trained['mbcd']
   b = next(common.batches(t, 'test'))
   keep = {m: np.ones(len(b['label'])) for m in t.modalities}

@@ -17,7 +17,7 @@ sys.path.insert(0, ROOT)
 
 from mbcd_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-from mbcd_jax import train  # pylint: disable=g-import-not-at-top
+from mbcd_jax import metric_writer  # pylint: disable=g-import-not-at-top
 
 
 def _state(width=4, teacher=True, seed=0):
@@ -173,7 +173,7 @@ def test_truncate_jsonl(tmp_path):
   p = tmp_path / 'metrics.jsonl'
   rows = [{'step': s, 'kind': 'train'} for s in (1, 2, 3, 4)]
   p.write_text(''.join(json.dumps(r) + '\n' for r in rows) + '{"step": 5, "ki')  # torn line
-  assert train.truncate_jsonl(str(p), 2) == 3
+  assert metric_writer.truncate_jsonl(str(p), 2) == 3
   assert [json.loads(l)['step'] for l in p.read_text().splitlines()] == [1, 2]
 
 

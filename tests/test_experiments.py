@@ -14,7 +14,7 @@ CALLS = []
 
 
 def fake_train(config, workdir):
-  """Stands in for train.train_and_evaluate: a deterministic summary, no training."""
+  """Stands in for train.train_and_evaluate: no state, a deterministic summary, no training."""
   CALLS.append(workdir)
   acc = 40.0 + 10 * (config.method.name == 'mbcd') + config.seed
   who = 'teacher' if config.method.name != 'erm' else 'student'
@@ -25,7 +25,7 @@ def fake_train(config, workdir):
              'target': config.data.target, 'best_val': sel, 'last': sel}
   with open(os.path.join(workdir, 'summary.json'), 'w') as f:
     json.dump(summary, f)
-  return summary
+  return None, summary
 
 
 @pytest.fixture
@@ -49,6 +49,18 @@ def test_protocol_settings():
       (('human', 'cartoon'), 'animal')]
   with pytest.raises(ValueError, match='protocol'):
     experiments.protocol_settings('leave_two_out', doms)
+
+
+def test_run_spec_is_the_plans_run(base, tmp_path):
+  # The analyses find a study's run with run_spec: it must be the run the plan trained.
+  runs = _plan(base, tmp_path, methods=('erm', 'mbcd'), seeds=(0, 1))
+  v = experiments.variants('methods', ['mbcd'])[0]
+  one = experiments.run_spec(str(tmp_path), base, v, ('video', 'flow', 'audio'),
+                             ('human', 'animal'), 'cartoon', 1)
+  same = [r for r in runs if r.run_dir == one.run_dir]
+  assert len(same) == 1 and same[0].overrides == one.overrides
+  assert one.run_dir == os.path.join(str(tmp_path), 'mbcd', 'video_flow_audio',
+                                     'human+animal_to_cartoon', 'seed1')
 
 
 def test_resume_skips_finished_runs(base, tmp_path):

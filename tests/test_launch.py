@@ -131,7 +131,13 @@ def test_grid_runs_for_real_then_gather(tmp_path):
 
 
 def test_local_runs_for_real(tmp_path):
-  r = _bash('local.sh', {'CONFIG': 'configs/hac.py:smoke', 'WORKDIR': str(tmp_path),
-                         'PYTHON': sys.executable})
-  assert os.path.exists(tmp_path / 'summary.json')
-  assert os.path.isdir(tmp_path / 'checkpoints')
+  launched, direct = tmp_path / 'launched', tmp_path / 'direct'
+  _bash('local.sh', {'CONFIG': 'configs/hac.py:smoke', 'WORKDIR': str(launched),
+                     'PYTHON': sys.executable})
+  r = _runs.run(str(direct))
+  assert r.returncode == 0, r.stderr[-3000:]
+  # The launcher's run is the direct run: same summary, metrics rows, checkpoints and weights.
+  assert _runs.summary(str(launched)) == _runs.summary(str(direct))
+  assert _runs.rows(str(launched)) == _runs.rows(str(direct))
+  assert _runs.checkpoint_steps(str(launched)) == _runs.checkpoint_steps(str(direct)) == [4]
+  _runs.assert_bitwise_equal(_runs.final_state(str(launched)), _runs.final_state(str(direct)))

@@ -49,16 +49,16 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
   c.model.encoders.audio = ml_collections.ConfigDict(
       {'name': 'vggsound_r18', 'width': 8, 'pretrained': ''})
   run = train.build(c)
-  state = run['init'](jax.random.key(0))
+  state = run.init(jax.random.key(0))
   # Save different weights as the "pretrained" file, then build again pointing at it.
-  other = run['init'](jax.random.key(5))
+  other = run.init(jax.random.key(5))
   trunk = other.frozen['encoders']['audio']['trunk']
   stage = {**other.frozen['encoders']['audio']['stage'],
            'params': other.params['encoders']['audio']['stage']}
   path = str(tmp_path / 'a.msgpack')
   convert.save(path, 'vggsound_r18', trunk, stage, {'width': 8})
   c.model.encoders.audio.pretrained = path
-  state2 = train.build(c)['init'](jax.random.key(0))
+  state2 = train.build(c).init(jax.random.key(0))
   for a, b in zip(jax.tree.leaves(state2.params['encoders']),
                   jax.tree.leaves(other.params['encoders'])):
     np.testing.assert_array_equal(a, b)

@@ -180,7 +180,7 @@ _POISON = textwrap.dedent('''
   c.train.epochs, c.train.checkpoint_every_steps = 3, 2
   c.train.nan_policy = {policy!r}
   try:
-    s = train.train_and_evaluate(c, {workdir!r})
+    _, s = train.train_and_evaluate(c, {workdir!r})
     print('NONFINITE_STEPS', s['nonfinite_steps'])
   except FloatingPointError as e:
     print('STOPPED', e)

@@ -1,17 +1,18 @@
 """What every analysis needs: a trained state, and forward passes of the evaluated model.
 
-``mbcd_jax.train.train_and_evaluate`` returns a summary, not the weights, so the analyses train
-through ``train.build(config)`` and its jitted steps here (the same loop, without logging), and
-keep the result in the run directory with ``flax.serialization``:
+The analyses read finished runs' orbax checkpoints (``mbcd_jax/checkpoint.py``); they never
+train a model a run already holds. A run that does not exist yet is trained by
+``train.train_and_evaluate`` (the one training loop) and then loaded the same way:
 
-    trained = common.train_or_load(config, 'runs/analysis/mbcd')   # trains once, then loads
+    trained = common.train_or_load(config, 'runs/study/mbcd/.../seed0')  # trains only if needed
+    trained = common.load(run_dir, which='best')   # or the best-validation checkpoint
     trained.state            # TrainState (student params, frozen trunks, EMA teacher)
-    trained.history          # [{'epoch', 'val': {...}, 'test': {...}}] as train.evaluate gives
+    trained.history          # [{'epoch', 'step', 'val': {...}, 'test': {...}}] up to that step
     common.logits(trained, batch, who='teacher')   # {'fused': [B, C], 'video': [B, C], ...}
 
-Files in ``run_dir``: ``config.json`` (the resolved config), ``state.msgpack`` (the TrainState's
-bytes; restored into a fresh ``init`` template, so the config must build the same model) and
-``history.json``.
+Which checkpoint: ``which='last'`` (default) is the end-of-training state, the model of the
+summary's 'last' row; ``which='best'`` is the best-validation one (the 'best_val' row). The
+model is rebuilt from the config stored in the checkpoint, not from the caller's.
 
 "Evaluated model" means what the method reports: the EMA teacher when there is one (its fused
 head on EMA encoders), else the student (``MethodSpec.evaluated``).
@@ -19,46 +20,48 @@ head on EMA encoders), else the student (``MethodSpec.evaluated``).
 import dataclasses
 import json
 import os
-import time
 from typing import Any, Callable, Iterator, Mapping
 
-import flax.serialization
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mbcd_jax import config_lib, losses, sharding, train as train_lib
+from mbcd_jax import checkpoint as ckpt_lib, config_lib, experiments, losses, train as train_lib
 
 PyTree = Any
+CHECKPOINTS = ('last', 'best')
 
 
 @dataclasses.dataclass
 class Trained:
-  """A built run and its trained state.
+  """A built run and a state loaded from one of its checkpoints.
 
   Attributes:
-    run: ``train.build(config)``'s dict (model, spec, loaders, jitted steps, ...).
-    state: the final ``step.TrainState``.
-    history: one record per evaluated epoch: ``{'epoch', 'step', 'val', 'test'}``.
-    wall_time_s: training time (0 when loaded).
+    run: ``train.build(config)`` (model, spec, loaders, jitted steps, ...).
+    state: the checkpoint's ``step.TrainState``.
+    history: one record per evaluated epoch up to the checkpoint's step:
+      ``{'epoch', 'step', 'val', 'test'}``.
+    step: the checkpoint's step; run_dir: where it was loaded from.
   """
-  run: dict
+  run: train_lib.Run
   state: Any
   history: list
-  wall_time_s: float = 0.0
+  step: int = 0
+  run_dir: str | None = None
 
   @property
   def config(self) -> ml_collections.ConfigDict:
-    return self.run['config']
+    return self.run.config
 
   @property
   def spec(self):
-    return self.run['spec']
+    return self.run.spec
 
   @property
   def model(self):
-    return self.run['model']
+    return self.run.model
 
   @property
   def who(self) -> str:
@@ -70,81 +73,127 @@ class Trained:
     return tuple(self.config.data.modalities)
 
 
-# ---------------------------------------------------------------------------- training
-def train(config: ml_collections.ConfigDict, *, eval_every_epochs: int | None = None,
-          log: Callable[[str], None] | None = None) -> Trained:
-  """Trains ``config`` exactly as ``train.train_and_evaluate`` does and returns the state.
-
-  Args:
-    config: a full config (``configs/hac.py:synthetic`` etc.).
-    eval_every_epochs: evaluate val/test every this many epochs (default the config's);
-      the last epoch is always evaluated.
-    log: optional line printer for per-epoch progress.
-  """
-  run = train_lib.build(config)
-  config, mesh, loaders = run['config'], run['mesh'], run['loaders']
-  every = eval_every_epochs or config.train.eval_every_epochs
-  init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
-  state = run['init'](init_rng)
-  history, t0 = [], time.time()
-  for epoch in range(config.train.epochs):
-    for batch in loaders['train'].epoch(epoch):
-      state, _ = run['train_step'](state, sharding.shard_batch(batch, mesh), step_rng)
-    if (epoch + 1) % every and epoch + 1 != config.train.epochs:
-      continue
-    rec = {'epoch': epoch + 1, 'step': int(state.step),
-           'val': train_lib.evaluate(run['eval_step'], state, loaders['val'], mesh),
-           'test': train_lib.evaluate(run['eval_step'], state, loaders['test'], mesh)}
-    history.append(rec)
-    if log:
-      who = run['spec'].evaluated
-      log(f'  epoch {epoch + 1}: val {rec["val"][f"{who}/fused"]:.1f} '
-          f'test {rec["test"][f"{who}/fused"]:.1f} ({who})')
-  return Trained(run, state, history, time.time() - t0)
+# ---------------------------------------------------------------------------- runs
+def finished(run_dir: str) -> bool:
+  """A run is finished when ``train_and_evaluate`` wrote its ``summary.json``."""
+  return os.path.exists(os.path.join(run_dir, 'summary.json'))
 
 
-def save(trained: Trained, run_dir: str):
-  """Writes config.json, state.msgpack and history.json into ``run_dir``."""
-  os.makedirs(run_dir, exist_ok=True)
-  with open(os.path.join(run_dir, 'config.json'), 'w') as f:
-    f.write(trained.config.to_json_best_effort(indent=2))
-  with open(os.path.join(run_dir, 'state.msgpack'), 'wb') as f:
-    f.write(flax.serialization.to_bytes(jax.device_get(trained.state)))
-  with open(os.path.join(run_dir, 'history.json'), 'w') as f:
-    json.dump({'history': trained.history, 'wall_time_s': trained.wall_time_s}, f)
+def checkpoint_step(ckpt: ckpt_lib.Checkpointer, which: str = 'last') -> int:
+  """The step of ``ckpt``'s latest ('last') or best-validation ('best') checkpoint."""
+  if which not in CHECKPOINTS:
+    raise ValueError(f'checkpoint must be one of {CHECKPOINTS}, got {which!r}')
+  step = ckpt.latest_step()
+  if step is None:
+    raise ckpt_lib.CheckpointError(f'{ckpt.directory}: no checkpoint to load')
+  if which == 'best':
+    step = ckpt.read_meta(step)['best'].get('step')
+    if step is None or step not in ckpt.all_steps():
+      raise ckpt_lib.CheckpointError(f'{ckpt.directory}: no best-validation checkpoint '
+                                     f'(best step {step}, kept {ckpt.all_steps()})')
+  return step
 
 
-def load_config_json(path: str) -> ml_collections.ConfigDict:
-  """A config written by ``to_json_best_effort`` -> ConfigDict (lists where tuples were; the
-  builders accept both)."""
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+def load(run_dir: str, which: str = 'last') -> Trained:
+  """Restores ``run_dir``'s last or best-validation checkpoint into its own rebuilt model."""
+  if not os.path.isdir(os.path.join(run_dir, ckpt_lib.SUBDIR)):
+    raise ckpt_lib.CheckpointError(f'{os.path.join(run_dir, ckpt_lib.SUBDIR)}: no checkpoints '
+                                   '(not a trained run)')
+  ckpt = ckpt_lib.Checkpointer(run_dir, async_save=False)
+  try:
+    step = checkpoint_step(ckpt, which)
+    config = ml_collections.ConfigDict(ckpt.read_meta(step)['config'])
+    run = train_lib.build(config)
+    state, meta = ckpt.restore(step, run.abstract_state(jax.random.key(0)))
+  finally:
+    ckpt.close()
+  return Trained(run, state, meta['history'], step, run_dir)
 
 
-def load(run_dir: str) -> Trained:
-  """Rebuilds the run from ``run_dir/config.json`` and restores ``state.msgpack`` into it."""
-  run = train_lib.build(load_config_json(os.path.join(run_dir, 'config.json')))
-  template = run['init'](jax.random.key(0))
-  with open(os.path.join(run_dir, 'state.msgpack'), 'rb') as f:
-    state = flax.serialization.from_bytes(template, f.read())
-  history_path = os.path.join(run_dir, 'history.json')
-  history = []
-  if os.path.exists(history_path):
-    with open(history_path) as f:
-      history = json.load(f)['history']
-  return Trained(run, state, history)
-
-
-def train_or_load(config: ml_collections.ConfigDict, run_dir: str, **kwargs) -> Trained:
-  """Loads ``run_dir`` if it holds a saved state, else trains ``config`` and saves it there."""
-  if os.path.exists(os.path.join(run_dir, 'state.msgpack')):
-    return load(run_dir)
-  trained = train(config, **kwargs)
-  save(trained, run_dir)
+def train_or_load(config: ml_collections.ConfigDict | None, run_dir: str,
+                  which: str = 'last') -> Trained:
+  """Loads ``run_dir``'s checkpoint; trains ``config`` there first if the run is not finished
+  (``train.train_and_evaluate``: resumes a partial run). ``config`` may be None for a finished
+  run; if it differs from the run's, the run's is used and the difference logged."""
+  if not finished(run_dir):
+    if config is None:
+      raise FileNotFoundError(f'{run_dir}/summary.json: not a finished run, and no config '
+                              'to train it with')
+    train_lib.train_and_evaluate(config, run_dir)
+  trained = load(run_dir, which)
+  if config is not None:
+    diff = ckpt_lib.config_diff(ckpt_lib.config_to_dict(trained.config),
+                                ckpt_lib.config_to_dict(config_lib.normalize(config)))
+    if diff:
+      logging.warning('%s was trained with another config; using the run\'s (%s)', run_dir,
+                      '; '.join(diff))
   return trained
 
 
+def load_study(config: ml_collections.ConfigDict, workdir: str, methods, which: str = 'last',
+               log: Callable[[str], None] = print) -> dict:
+  """{method: Trained} from the study directory ``workdir`` (``mbcd_jax.experiments``' layout):
+  each method's run of ``config``'s modalities, domains and seed.
+
+  A run that is not finished is first trained there as the runner does
+  (``experiments.run_all``, i.e. ``train.train_and_evaluate``, resumed if partial), so the study's
+  tables see it too; a finished one is only loaded.
+  Raises:
+    RuntimeError: the training of a missing run failed.
+  """
+  config = config_lib.normalize(config)
+  runs = {m: experiments.run_spec(workdir, config, experiments.Variant(m, (('method.name', m),)),
+                                  config.data.modalities, config.data.sources,
+                                  config.data.target, config.seed) for m in methods}
+  todo = [r for r in runs.values() if not r.finished]
+  if todo:
+    failed = experiments.run_all(config, todo, log=log)['failed']
+    if failed:
+      raise RuntimeError(f'training a run for the analysis failed: {failed}')
+  out = {}
+  for m, r in runs.items():
+    log(f'{m}: the {which} checkpoint of {r.run_dir}')
+    out[m] = load(r.run_dir, which)
+  return out
+
+
 # ---------------------------------------------------------------------------- forward passes
+def forward(model, params: PyTree, frozen: PyTree, inputs: Mapping[str, jax.Array] | None = None,
+            *, trunk: Mapping[str, jax.Array] | None = None,
+            keep: Mapping[str, jax.Array] | None = None) -> dict:
+  """The analyses' only forward pass of the model (eval mode; pure, jit it at the call site).
+
+  Args:
+    params: the trainable params of the student or the teacher.
+    inputs: model-ready inputs, modality -> ``[B, ...]``; or instead
+    trunk: the frozen trunks' output (``model.trunk_features``), to run them once when the
+      same examples go through many perturbed ``params`` (flatness).
+    keep: modality -> ``[B]`` 0/1 multiplying that modality's normalised feature in the fused
+      head's input (the AMD mask; zeros = a missing modality at the feature level).
+  Returns:
+    {'features': {m: [B, D_m] normalised encoder features},
+     'logits': {'fused': [B, C], m: [B, C]}}.
+  """
+  feats = model.trunk_features(frozen, inputs) if trunk is None else trunk
+  h = model.encode_all(params['encoders'], params['norms'], frozen, feats)
+  logits = {'fused': model.fused_logits(params['fused_head'], h, keep, train=False)}
+  logits.update(model.uni_logits(params['uni_heads'], h, train=False))
+  return {'features': h, 'logits': logits}
+
+
+_JITTED: dict = {}
+
+
+def _jitted_forward(model) -> Callable:
+  """``jax.jit(forward)`` for ``model``, compiled once per model (and input shapes)."""
+  key = id(model)   # the model dataclass holds dicts: not hashable
+  if key not in _JITTED:
+    fn = jax.jit(lambda params, frozen, inputs, keep: forward(model, params, frozen, inputs,
+                                                              keep=keep))
+    _JITTED[key] = (model, fn)   # keeps the model alive so its id is not reused
+  return _JITTED[key][1]
+
+
 def evaluated_params(trained: Trained, who: str | None = None) -> PyTree:
   """The trainable params of ``who`` ('student' | 'teacher'; default the evaluated model)."""
   who = who or trained.who
@@ -157,14 +206,22 @@ def batches(trained: Trained, split: str, limit: int | None = None) -> Iterator[
   if split == 'train':
     from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
     loader = input_pipeline.Loader(
-        trained.run['loaders']['train'].source, trained.run['loaders']['val'].transform,
+        trained.run.loaders['train'].source, trained.run.loaders['val'].transform,
         trained.config.data.eval_batch_size, train=False)
   else:
-    loader = trained.run['loaders'][split]
+    loader = trained.run.loaders[split]
   for i, b in enumerate(loader.epoch(0)):
     if limit is not None and i >= limit:
       return
     yield b
+
+
+def _predict(trained: Trained, batch: Mapping[str, Any], who: str | None, params: PyTree | None,
+             keep: Mapping[str, Any] | None) -> dict:
+  params = evaluated_params(trained, who) if params is None else params
+  inputs = {m: jnp.asarray(batch[m]) for m in trained.modalities}
+  keep = None if keep is None else {m: jnp.asarray(v, jnp.float32) for m, v in keep.items()}
+  return _jitted_forward(trained.model)(params, trained.state.frozen, inputs, keep)
 
 
 def logits(trained: Trained, batch: Mapping[str, Any], *, who: str | None = None,
@@ -175,30 +232,9 @@ def logits(trained: Trained, batch: Mapping[str, Any], *, who: str | None = None
     batch: model-ready inputs (modality -> ``[B, ...]``).
     who: 'student' | 'teacher' (default the evaluated model); ignored if ``params`` is given.
     params: explicit trainable params (e.g. perturbed weights for the flatness analysis).
-    keep: modality -> ``[B]`` 0/1 multiplying that modality's normalised feature in the fused
-      head's input (the AMD mask; zeros = a missing modality at the feature level).
+    keep: the fused head's modality mask (see ``forward``).
   """
-  params = evaluated_params(trained, who) if params is None else params
-  inputs = {m: jnp.asarray(batch[m]) for m in trained.modalities}
-  keep = None if keep is None else {m: jnp.asarray(v, jnp.float32) for m, v in keep.items()}
-  return _logits_fn(trained.model)(params, trained.state.frozen, inputs, keep)
-
-
-_CACHE: dict = {}
-
-
-def _logits_fn(model):
-  key = id(model)   # the model dataclass holds dicts: not hashable
-  if key not in _CACHE:
-    @jax.jit
-    def fn(params, frozen, inputs, keep):
-      feats = model.trunk_features(frozen, inputs)
-      h = model.encode_all(params['encoders'], params['norms'], frozen, feats)
-      out = {'fused': model.fused_logits(params['fused_head'], h, keep, train=False)}
-      out.update(model.uni_logits(params['uni_heads'], h, train=False))
-      return out
-    _CACHE[key] = (model, fn)   # keeps the model alive so its id is not reused
-  return _CACHE[key][1]
+  return _predict(trained, batch, who, params, keep)['logits']
 
 
 def features(trained: Trained, split: str, who: str | None = None) -> tuple[dict, np.ndarray]:
@@ -207,18 +243,11 @@ def features(trained: Trained, split: str, who: str | None = None) -> tuple[dict
   Returns:
     (modality -> ``[N, D_m]`` float32, labels ``[N]`` int).
   """
-  model, params = trained.model, evaluated_params(trained, who)
-
-  @jax.jit
-  def enc(inputs):
-    feats = model.trunk_features(trained.state.frozen, inputs)
-    return model.encode_all(params['encoders'], params['norms'], trained.state.frozen, feats)
-
   out = {m: [] for m in trained.modalities}
   labels = []
   for b in batches(trained, split):
     real = np.asarray(b['mask']) > 0
-    h = jax.device_get(enc({m: jnp.asarray(b[m]) for m in trained.modalities}))
+    h = jax.device_get(_predict(trained, b, who, None, None)['features'])
     for m in trained.modalities:
       out[m].append(np.asarray(h[m])[real])
     labels.append(np.asarray(b['label'])[real])

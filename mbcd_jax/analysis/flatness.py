@@ -125,9 +125,7 @@ def model_loss_fn(trained: common.Trained, split: str = 'train', max_examples: i
 
   @jax.jit
   def loss_fn(sub):
-    p = merge(sub)
-    h = model.encode_all(p['encoders'], p['norms'], frozen, feats)
-    z = model.fused_logits(p['fused_head'], h, train=False)
+    z = common.forward(model, merge(sub), frozen, trunk=feats)['logits']['fused']
     logp = jax.nn.log_softmax(z.astype(jnp.float32))
     return -jnp.take_along_axis(logp, labels[:, None], -1).mean()
 
