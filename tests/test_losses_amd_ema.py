@@ -107,6 +107,7 @@ def test_ema_update_hand_value():
   teacher = {'a': jnp.array([1.0, 2.0]), 'b': {'c': jnp.array(3.0)}}
   student = {'a': jnp.array([3.0, 0.0]), 'b': {'c': jnp.array(-1.0)}}
   new = ema.update(teacher, student, 0.9)
+  assert jax.tree.structure(new) == jax.tree.structure(teacher)
   np.testing.assert_allclose(new['a'], [0.9 * 1 + 0.1 * 3, 0.9 * 2], rtol=1e-6)
   np.testing.assert_allclose(new['b']['c'], 0.9 * 3 - 0.1, rtol=1e-6)
   assert ema.init(student) is student
