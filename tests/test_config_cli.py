@@ -134,6 +134,26 @@ def test_test_set_rule_is_a_property_of_the_dataset():
   assert config_lib.target_test_split_only(h.data)
 
 
+def _test_examples(config) -> int:
+  from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.make_loader(config_lib.normalize(config), 'test').num_examples
+
+
+def test_hac_test_set_is_the_whole_target_domain_unless_asked():
+  c = hac.get_config('smoke')
+  s = c.data.synthetic
+  assert _test_examples(c) == s.train_per_domain + s.test_per_domain
+  c.data.hac_test_split_only = True
+  assert _test_examples(c) == s.test_per_domain
+
+
+@pytest.mark.xfail(strict=True, reason='input_pipeline.make_loader reads '
+                   'data.hac_test_split_only, not config_lib.target_test_split_only')
+def test_epic_test_set_is_the_target_test_split():
+  c = epic.get_config('smoke')
+  assert _test_examples(c) == c.data.synthetic.test_per_domain
+
+
 def test_one_definition_of_domains_and_modalities():
   from mbcd_jax import MODALITIES  # pylint: disable=g-import-not-at-top
   from mbcd_jax.data import epic as epic_data, hac as hac_data  # pylint: disable=g-import-not-at-top
