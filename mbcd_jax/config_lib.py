@@ -1,9 +1,11 @@
 """Shared config defaults and validation for ``configs/*.py``.
 
-A config has five groups: ``data`` (dataset, domains, modalities, batch), ``model`` (encoders,
-heads), ``method`` (which objective: MBCD, its ablations, ERM/EMA), ``optim`` and ``train``.
-``validate`` turns every mistake a user can make on the command line into a one-line
-``ValueError`` naming the field.
+A config has ``seed`` and five groups: ``data`` (dataset, domains, modalities, batch, the
+synthetic benchmark's knobs), ``model`` (encoders, heads), ``method`` (which objective: MBCD,
+its ablations, ERM/EMA), ``optim`` and ``train``. ``base_config`` declares every key a run
+reads, with its unit or meaning; ``DATASETS`` holds what each dataset's protocol fixes;
+``validate`` is the one place that checks a config, turning every mistake a user can make on
+the command line into a one-line ``ValueError`` naming the field.
 """
 import dataclasses
 
