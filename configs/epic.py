@@ -5,30 +5,18 @@ r"""EPIC-Kitchens (D1 / D2 / D3, 8 verbs), multi-source protocol, MBCD with the 
   # Embedded synthetic EPIC-shaped benchmark (8 classes, domains D1-D3), no download:
   python -m mbcd_jax.main --config=configs/epic.py:synthetic --workdir=runs/epic_demo
 
-Arguments after ':' as in configs/hac.py. The target domain's test split is the test set.
+Arguments after ':' as in configs/hac.py. The target domain's test split is the test set (a
+property of the dataset: ``config_lib.DATASETS['epic']``).
 """
-import importlib.util
-import os
-
 import ml_collections
 
+from configs import hac
 from mbcd_jax import config_lib
 
 
-def _hac():
-  # configs/ is not a package: load the sibling file to share the encoder and synthetic blocks.
-  path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'hac.py')
-  spec = importlib.util.spec_from_file_location('_mbcd_configs_hac', path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
-
-
 def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
-  hac = _hac()
   args = config_lib.parse_config_arg(arg, 'configs/epic.py')
   c = config_lib.dataset_config('epic', sources=('D2', 'D3'), target='D1')
-  c.data.hac_test_split_only = True   # EPIC's target is always its test split
   c.model.encoders = hac.paper_encoders()
   if args:
     hac.apply_synthetic(c, smoke='smoke' in args)

@@ -37,28 +37,9 @@ def synthetic_encoders() -> ml_collections.ConfigDict:
   ))
 
 
-def synthetic_knobs() -> ml_collections.ConfigDict:
-  """``config.data.synthetic``: the embedded benchmark (mbcd_jax/synthetic.py)."""
-  return ml_collections.ConfigDict(dict(
-      train_per_domain=160, test_per_domain=48,
-      video_shape=(8, 32, 32), flow_shape=(4, 32, 32), audio_shape=(64, 64),
-      amp=0.6,                 # weak modalities' class-signal amplitude (noise std = 1)
-      dominant='video',        # the fast-learning modality
-      dominance=2.0,           # amplitude ratio dominant / weak (1.0 = balanced control)
-      dominant_specific=0.5,   # share of the dominant modality's signal that is domain-specific
-      weak_specific=0.1,
-      visibility=0.7,          # P(a weak modality shows its class in an example)
-      shift=1.0,               # domain-shift strength in every modality
-      shift_video=1.0, shift_flow=1.0, shift_audio=1.0,   # per-modality multipliers of shift
-      noise=1.0,
-      world_seed=0,            # fixes the benchmark itself (config.seed varies training)
-  ))
-
-
 def apply_synthetic(c: ml_collections.ConfigDict, smoke: bool = False):
   """Switches a paper config to the embedded benchmark (shared by hac.py and epic.py)."""
-  c.data.source = 'synthetic'
-  c.data.synthetic = synthetic_knobs()
+  c.data.source = 'synthetic'   # knobs: config.data.synthetic (config_lib.synthetic_config)
   c.model.encoders = synthetic_encoders()
   c.model.head_hidden = 128
   # The random trunks stand in for the pretrained checkpoint, which the paper's seeds share:

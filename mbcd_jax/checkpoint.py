@@ -256,7 +256,10 @@ class Checkpointer:
     try:
       self.wait()
     finally:
-      self._mgr.close()
+      try:
+        self._mgr.close()
+      except OSError as e:   # a failed async save surfaces here, e.g. a full disk
+        raise CheckpointError(f'{self.directory}: saving a checkpoint failed: {e}') from e
 
   def reached_preemption(self, step: int) -> bool:
     """JAX's multi-host preemption sync point (False on one process)."""

@@ -1,20 +1,46 @@
 """Shared config defaults and validation for ``configs/*.py``.
 
-A config has five groups: ``data`` (dataset, domains, modalities, batch), ``model`` (encoders,
-heads), ``method`` (which objective: MBCD, its ablations, ERM/EMA), ``optim`` and ``train``.
-``validate`` turns every mistake a user can make on the command line into a one-line
-``ValueError`` naming the field.
+A config has ``seed`` and five groups: ``data`` (dataset, domains, modalities, batch, the
+synthetic benchmark's knobs), ``model`` (encoders, heads), ``method`` (which objective: MBCD,
+its ablations, ERM/EMA), ``optim`` and ``train``. ``base_config`` declares every key a run
+reads, with its unit or meaning; ``DATASETS`` holds what each dataset's protocol fixes;
+``validate`` is the one place that checks a config, turning every mistake a user can make on
+the command line into a one-line ``ValueError`` naming the field.
 """
+import dataclasses
+
 import ml_collections
 from ml_collections import config_dict
 
 from mbcd_jax import MODALITIES
 from mbcd_jax import methods
+# The split readers own each dataset's domain and class names; they import nothing heavy.
+from mbcd_jax.data import epic as epic_data
+from mbcd_jax.data import hac as hac_data
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+  """What a dataset fixes for the multi-source DG protocol.
+
+  Attributes:
+    domains: every domain, in label-index order of the prepared store.
+    num_classes: actions to classify.
+    target_test_split_only: the target domain's test split is the test set (EPIC, MM-SADA
+      splits); otherwise the whole target domain is (HAC, as SimMMDG and the port), unless
+      ``data.hac_test_split_only``.
+  """
+  domains: tuple[str, ...]
+  num_classes: int
+  target_test_split_only: bool
+
 
 DATASETS = {
-    'hac': dict(domains=('human', 'animal', 'cartoon'), num_classes=7),
-    'epic': dict(domains=('D1', 'D2', 'D3'), num_classes=8),
+    'hac': Protocol(hac_data.DOMAINS, len(hac_data.CLASSES), target_test_split_only=False),
+    'epic': Protocol(epic_data.DOMAINS, len(epic_data.CLASSES), target_test_split_only=True),
 }
+NAN_POLICIES = ('stop', 'skip')
+FEATURE_NORMS = ('parameter_free', 'learnable')
 
 
 def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
@@ -37,23 +63,50 @@ def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
   ))
 
 
+def synthetic_config() -> ml_collections.ConfigDict:
+  """``config.data.synthetic``: the embedded benchmark's knobs (mbcd_jax/synthetic.py), read
+  only when ``data.source='synthetic'``."""
+  return ml_collections.ConfigDict(dict(
+      train_per_domain=160,    # examples in each domain's train split
+      test_per_domain=48,      # examples in each domain's test split
+      video_shape=(8, 32, 32),   # T, H, W (frames, px)
+      flow_shape=(4, 32, 32),    # T, H, W
+      audio_shape=(64, 64),      # F, S (frequency bins, time steps)
+      amp=0.6,                 # weak modalities' class-signal amplitude (noise std = 1)
+      dominant='video',        # the fast-learning modality
+      dominance=2.0,           # amplitude ratio dominant / weak (1.0 = balanced control)
+      dominant_specific=0.5,   # share of the dominant modality's signal that is domain-specific
+      weak_specific=0.1,       # the same share for the other modalities
+      visibility=0.7,          # P(a weak modality shows its class in an example)
+      shift=1.0,               # domain-shift strength in every modality
+      shift_video=1.0, shift_flow=1.0, shift_audio=1.0,   # per-modality multipliers of shift
+      noise=1.0,               # noise std
+      world_seed=0,            # fixes the benchmark itself (config.seed varies training)
+  ))
+
+
 def base_config() -> ml_collections.ConfigDict:
-  """The paper's recipe (method.md §6) with the real encoders; dataset fields are filled by
-  ``configs/hac.py`` / ``configs/epic.py``."""
+  """Every key a run reads, with the paper's recipe and the real encoders' defaults.
+
+  ``configs/hac.py`` / ``configs/epic.py`` fill the dataset fields (``dataset_config``) and the
+  encoders; nothing else may be read with ``.get`` or added later.
+  """
   c = ml_collections.ConfigDict()
-  c.seed = 0
+  c.seed = 0                      # training seed: init, dropout, AMD draws, data order
   c.data = ml_collections.ConfigDict(dict(
-      dataset='hac',              # 'hac' | 'epic' : the protocol (domains, classes)
+      dataset='hac',              # 'hac' | 'epic' : the protocol (domains, classes, test set)
       source='synthetic',         # 'synthetic' (embedded, no download) | 'prepared' (data.dir)
       dir=config_dict.placeholder(str),   # prepared clip store (python -m mbcd_jax.data.prepare)
-      domains=('human', 'animal', 'cartoon'),
+      domains=DATASETS['hac'].domains,
       sources=('animal', 'cartoon'),      # training domains
       target='human',                     # unseen test domain
-      modalities=('video', 'flow', 'audio'),
-      num_classes=7,
-      hac_test_split_only=False,  # HAC target: whole domain (SimMMDG/port) vs its test split
-      batch_size=16,              # global batch, split over all devices and hosts
-      eval_batch_size=32,
+      modalities=MODALITIES,      # any non-empty subset, each with a model.encoders entry
+      num_classes=DATASETS['hac'].num_classes,
+      # HAC only: test on the target's test split instead of the whole target domain
+      # (SimMMDG / port). EPIC always tests on the target's test split.
+      hac_test_split_only=False,
+      batch_size=16,              # global train batch (examples), split over devices and hosts
+      eval_batch_size=32,         # global eval batch (examples)
       num_workers=0,              # grain worker processes (0 = in-process)
       read_threads=2,             # threads per process running the per-example transform
       # Prepared data only: the clip recipe (mbcd_jax/data/transforms.py), the paper's values.
@@ -73,25 +126,30 @@ def base_config() -> ml_collections.ConfigDict:
           freq_mask=9,                # train: consecutive frequency rows set to 0
           hac_audio_fps=24.0,         # HAC: frames/s placing the audio window on the RGB frames
       )),
+      synthetic=synthetic_config(),
   ))
   c.model = ml_collections.ConfigDict(dict(
-      encoders=ml_collections.ConfigDict(),   # modality -> {name, **kwargs, pretrained}
+      # modality -> {name (mbcd_jax/encoders registry), the encoder's kwargs, pretrained (path
+      # of converted weights, '' = random init)}; filled by the config files.
+      encoders=ml_collections.ConfigDict(),
       freeze_trunk=True,          # paper: only the last stage (layer4) and the heads train
       # Seed of the random trunk init when no pretrained weights are loaded; -1: from
       # config.seed. A fixed value gives every training seed the same frozen trunk, as the
       # paper's seeds share one pretrained checkpoint (only the trained part varies).
       trunk_seed=-1,
-      feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable'
-      head_hidden=512,
-      head_dropout=0.5,
+      feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable' LayerNorm
+      head_hidden=512,            # hidden units of every classifier head's MLP
+      head_dropout=0.5,           # dropout probability in the heads (train only)
   ))
   c.method = method_config('mbcd')
   c.optim = ml_collections.ConfigDict(dict(
-      lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))   # torch Adam, coupled L2
+      lr=1e-4,                    # constant learning rate (the port has no schedule)
+      weight_decay=1e-4,          # L2 coupled to the gradient, as torch.optim.Adam
+      b1=0.9, b2=0.999, eps=1e-8))   # Adam moments
   c.train = ml_collections.ConfigDict(dict(
-      epochs=20,
+      epochs=20,                  # passes over the source domains' train splits
       log_every=10,               # steps between train-metric log lines
-      eval_every_epochs=1,
+      eval_every_epochs=1,        # epochs between val + test evaluations
       progress=True,              # tqdm progress bar with rate and ETA
       # Checkpoints (mbcd_jax/checkpoint.py) under <workdir>/checkpoints, also at every epoch end.
       checkpoint_every_steps=200,  # optimizer steps between mid-epoch checkpoints (0: epoch ends only)
@@ -121,53 +179,160 @@ def dataset_config(dataset: str, sources: tuple, target: str) -> ml_collections.
   c = base_config()
   c.data.dataset = dataset
   c.data.source = 'prepared'
-  c.data.domains = DATASETS[dataset]['domains']
-  c.data.num_classes = DATASETS[dataset]['num_classes']
+  c.data.domains = DATASETS[dataset].domains
+  c.data.num_classes = DATASETS[dataset].num_classes
   c.data.sources = tuple(sources)
   c.data.target = target
   return c
 
 
-def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
-  """Checks a config; returns the resolved method. Raises a one-line ValueError on a mistake."""
+def target_test_split_only(data_config) -> bool:
+  """Whether the test set is the target domain's test split (else the whole target domain)."""
+  return DATASETS[data_config.dataset].target_test_split_only or bool(
+      data_config.hac_test_split_only)
+
+
+def _names(value) -> tuple:
+  return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _check(ok: bool, message: str):
+  if not ok:
+    raise ValueError(message)
+
+
+def _check_range(config, key: str, lo=None, hi=None, *, lo_open=False, hi_open=False,
+                 integer=False):
+  """``config.<key>`` within [lo, hi] (open ends as asked), one line naming the key if not."""
+  value = config
+  for part in key.split('.'):
+    value = value[part]
+  kind = int if integer else (int, float)
+  ok = isinstance(value, kind) and not isinstance(value, bool)
+  if ok and lo is not None:
+    ok = value > lo if lo_open else value >= lo
+  if ok and hi is not None:
+    ok = value < hi if hi_open else value <= hi
+  if not ok:
+    left = '' if lo is None else ('(' if lo_open else '[') + f'{lo}, '
+    right = '' if hi is None else f'{hi}' + (')' if hi_open else ']')
+    bound = f'in {left or "(-inf, "}{right or "inf)"}'
+    raise ValueError(f'config.{key} must be {"an integer" if integer else "a number"} {bound}, '
+                     f'got {value!r}')
+
+
+def _validate_data(config):
   d = config.data
-  if d.dataset not in DATASETS:
-    raise ValueError(f'config.data.dataset: unknown dataset {d.dataset!r}; known: '
-                     f'{", ".join(DATASETS)}')
-  if d.source not in ('synthetic', 'prepared'):
-    raise ValueError(f"config.data.source must be 'synthetic' or 'prepared', got {d.source!r}")
-  domains = tuple(d.domains)
-  sources = (d.sources,) if isinstance(d.sources, str) else tuple(d.sources)
+  _check(d.dataset in DATASETS, f'config.data.dataset: unknown dataset {d.dataset!r}; known: '
+                                f'{", ".join(DATASETS)}')
+  _check(d.source in ('synthetic', 'prepared'),
+         f"config.data.source must be 'synthetic' or 'prepared', got {d.source!r}")
+  protocol = DATASETS[d.dataset]
+  domains, sources = tuple(d.domains), _names(d.sources)
   for name in sources + (d.target,):
-    if name not in domains:
-      raise ValueError(f'config.data: unknown domain {name!r}; the {d.dataset} domains are '
-                       f'{", ".join(domains)}')
-  if not sources:
-    raise ValueError('config.data.sources: at least one source domain is required')
-  if d.target in sources:
-    raise ValueError(f'config.data: target domain {d.target!r} is also a source domain')
-  mods = (d.modalities,) if isinstance(d.modalities, str) else tuple(d.modalities)
-  if not mods:
-    raise ValueError('config.data.modalities: at least one modality is required')
+    _check(name in domains, f'config.data: unknown domain {name!r}; the {d.dataset} domains '
+                            f'are {", ".join(domains)}')
+  _check(bool(sources), 'config.data.sources: at least one source domain is required')
+  _check(d.target not in sources,
+         f'config.data: target domain {d.target!r} is also a source domain')
+  if d.source == 'prepared':
+    # The prepared store's labels and domain indices follow the dataset's own lists.
+    _check(domains == protocol.domains, f'config.data.domains must be the {d.dataset} domains '
+                                        f'{protocol.domains} for prepared data, got {domains}')
+    _check(d.num_classes == protocol.num_classes,
+           f'config.data.num_classes must be {protocol.num_classes} for prepared {d.dataset} '
+           f'data, got {d.num_classes}')
+  _check(not (d.hac_test_split_only and d.dataset != 'hac'),
+         f'config.data.hac_test_split_only applies to HAC only; the {d.dataset} test set is '
+         'always the target domain\'s test split')
+  mods = _names(d.modalities)
+  _check(bool(mods), 'config.data.modalities: at least one modality is required')
   for m in mods:
-    if m not in MODALITIES:
-      raise ValueError(f'config.data.modalities: unknown modality {m!r}; known: '
-                       f'{", ".join(MODALITIES)}')
-    if m not in config.model.encoders:
-      raise ValueError(f'config.model.encoders has no encoder for modality {m!r}')
-  if len(set(mods)) != len(mods):
-    raise ValueError(f'config.data.modalities has duplicates: {mods}')
-  if d.batch_size <= 0 or d.eval_batch_size <= 0:
-    raise ValueError('config.data.batch_size and eval_batch_size must be positive')
-  if config.model.feature_norm not in ('parameter_free', 'learnable'):
-    raise ValueError(f"config.model.feature_norm must be 'parameter_free' or 'learnable', got "
-                     f'{config.model.feature_norm!r}')
-  if config.train.epochs <= 0:
-    raise ValueError(f'config.train.epochs must be positive, got {config.train.epochs}')
-  spec = methods.resolve(config.method)
-  if spec.amd != 'off' and len(mods) < 2:
-    raise ValueError('config.method.amd needs at least two modalities')
+    _check(m in MODALITIES, f'config.data.modalities: unknown modality {m!r}; known: '
+                            f'{", ".join(MODALITIES)}')
+    _check(m in config.model.encoders,
+           f'config.model.encoders has no encoder for modality {m!r}')
+  _check(len(set(mods)) == len(mods), f'config.data.modalities has duplicates: {mods}')
+  _check_range(config, 'data.num_classes', 2, integer=True)
+  _check_range(config, 'data.batch_size', 1, integer=True)
+  _check_range(config, 'data.eval_batch_size', 1, integer=True)
+  _check_range(config, 'data.num_workers', 0, integer=True)
+  if d.source == 'synthetic':
+    _check(d.synthetic.dominant in MODALITIES,
+           f'config.data.synthetic.dominant: unknown modality {d.synthetic.dominant!r}; '
+           f'known: {", ".join(MODALITIES)}')
+    for key in ('train_per_domain', 'test_per_domain'):
+      _check_range(config, f'data.synthetic.{key}', 1, integer=True)
+    for key in ('dominant_specific', 'weak_specific', 'visibility'):
+      _check_range(config, f'data.synthetic.{key}', 0.0, 1.0)
+
+
+def _validate_model(config):
+  from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top  (flax: only when checking)
+  known = encoders.names()
+  for m in _names(config.data.modalities):
+    name = config.model.encoders[m].get('name')
+    _check(name in known, f'config.model.encoders.{m}.name: unknown encoder {name!r}; known: '
+                          f'{", ".join(known)}')
+  _check(config.model.feature_norm in FEATURE_NORMS,
+         f"config.model.feature_norm must be 'parameter_free' or 'learnable', got "
+         f'{config.model.feature_norm!r}')
+  _check_range(config, 'model.trunk_seed', -1, integer=True)
+  _check_range(config, 'model.head_hidden', 1, integer=True)
+  _check_range(config, 'model.head_dropout', 0.0, 1.0, hi_open=True)
+
+
+def _validate_optim(config):
+  _check_range(config, 'optim.lr', 0.0, lo_open=True)
+  _check_range(config, 'optim.weight_decay', 0.0)
+  _check_range(config, 'optim.b1', 0.0, 1.0, hi_open=True)
+  _check_range(config, 'optim.b2', 0.0, 1.0, hi_open=True)
+  _check_range(config, 'optim.eps', 0.0, lo_open=True)
+
+
+def _validate_train(config):
+  from mbcd_jax import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only here)
+  t = config.train
+  _check_range(config, 'train.epochs', 1, integer=True)
+  _check_range(config, 'train.log_every', 1, integer=True)
+  _check_range(config, 'train.eval_every_epochs', 1, integer=True)
+  _check_range(config, 'train.checkpoint_every_steps', 0, integer=True)
+  _check_range(config, 'train.keep_checkpoints', 1, integer=True)
+  _check(t.resume_mode in checkpoint.RESUME_MODES,
+         f'config.train.resume_mode must be one of {checkpoint.RESUME_MODES}, got '
+         f'{t.resume_mode!r}')
+  _check(t.nan_policy in NAN_POLICIES,
+         f"config.train.nan_policy must be 'stop' or 'skip', got {t.nan_policy!r}")
+
+
+def _validate_method(config) -> methods.MethodSpec:
+  spec = methods.resolve(config.method)   # names, modes, ema_beta, temperature
+  _check_range(config, 'method.alpha', 0.0)
+  _check_range(config, 'method.amd_base', 0.0, 1.0)
+  _check_range(config, 'method.amd_fixed_p', 0.0, 1.0)
+  _check_range(config, 'method.lambda_mm', 0.0)
+  _check_range(config, 'method.lambda_um', 0.0)
+  _check(spec.amd == 'off' or len(_names(config.data.modalities)) >= 2,
+         'config.method.amd needs at least two modalities')
   return spec
+
+
+def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
+  """Checks every field a user can set; returns the resolved method.
+
+  The one place for config checks: the library's modules trust a validated config. The batch
+  sizes' divisibility by the device count needs the mesh and is checked by
+  ``sharding.check_batch_size`` when the run is built.
+
+  Raises:
+    ValueError: one line naming the field at fault.
+  """
+  _check_range(config, 'seed', integer=True)
+  _validate_data(config)
+  _validate_model(config)
+  _validate_optim(config)
+  _validate_train(config)
+  return _validate_method(config)
 
 
 def normalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

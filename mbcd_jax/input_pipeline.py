@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 import grain
 import numpy as np
 
-from mbcd_jax import synthetic
+from mbcd_jax import config_lib, synthetic
 from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
 
@@ -202,7 +202,7 @@ def _finish_shared_memory_unlinks() -> None:
 
 def synthetic_spec(config) -> synthetic.SyntheticSpec:
   """``config.data`` (+ ``config.data.synthetic`` knobs) -> SyntheticSpec."""
-  knobs = config.data.get('synthetic')
+  knobs = config.data.synthetic
   knobs = knobs.to_dict() if knobs is not None else {}
   for k in ('video_shape', 'flow_shape', 'audio_shape'):
     if k in knobs:
@@ -224,7 +224,7 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
   train = split == 'train'
   if d.source == 'synthetic':
     if split == 'test':
-      domains, sub = (d.target,), 'test' if d.hac_test_split_only else 'all'
+      domains, sub = (d.target,), 'test' if config_lib.target_test_split_only(d) else 'all'
     else:
       domains, sub = tuple(d.sources), 'train' if train else 'test'
     source = synthetic.SyntheticSource(synthetic_spec(config), domains, sub, d.modalities)

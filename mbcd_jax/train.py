@@ -82,9 +82,6 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   tx = step_lib.make_optimizer(config.optim)
   example = {k: v[:1] for k, v in loaders['train'].dataset(0)[0].items()}
   init = _make_init(config, model, spec, tx, mesh, example)
-  if config.train.nan_policy not in ('stop', 'skip'):
-    raise ValueError("config.train.nan_policy must be 'stop' or 'skip', got "
-                     f'{config.train.nan_policy!r}')
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
   def guarded_step(state, batch, rng):
@@ -360,9 +357,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   """
   run = build(config)
   config, tc, is_main = run.config, run.config.train, jax.process_index() == 0
-  if tc.resume_mode not in ckpt_lib.RESUME_MODES:
-    raise ValueError(f'config.train.resume_mode must be one of {ckpt_lib.RESUME_MODES}, got '
-                     f'{tc.resume_mode!r}')
   _log_setup(run)
   ckpt = open_checkpointer(config, workdir)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))

@@ -1,5 +1,7 @@
 """Checkpoints: round trip, keep-last-K + best, atomicity under a kill, disk full, and every bad
 input as a one-line CheckpointError naming the file (mbcd_jax/checkpoint.py)."""
+import builtins
+import errno
 import json
 import os
 import subprocess
@@ -35,7 +37,11 @@ def _abstract(state):
 
 
 def _equal(a, b):
-  return all(jax.tree.leaves(jax.tree.map(lambda x, y: np.array_equal(x, y), a, b)))
+  """Same tree structure (a missing teacher or key is a difference) and equal leaves."""
+  if jax.tree.structure(a) != jax.tree.structure(b):
+    return False
+  return all(np.array_equal(x, y) and np.asarray(x).dtype == np.asarray(y).dtype
+             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
 def test_round_trip_and_meta(tmp_path):
@@ -219,23 +225,77 @@ def _tmpfs(path, size):
   return r.returncode == 0
 
 
-def test_disk_full_keeps_previous_checkpoint(tmp_path):
+def _save_past_a_full_disk(workdir: str, close=True):
+  """Saves step 1 (small), then step 2 (8 MB) that cannot be written.
+
+  Returns:
+    step 2's CheckpointError, or (error, checkpointer) if not ``close``.
+  """
+  ck = ckpt_lib.Checkpointer(workdir)
+  ck.save(1, {'w': jnp.arange(16, dtype=jnp.float32)}, {})
+  ck.wait()
+  noise = np.random.default_rng(0).standard_normal(2 * 1024 * 1024, np.float32)
+  with pytest.raises(ckpt_lib.CheckpointError) as e:
+    ck.save(2, {'w': jnp.asarray(noise)}, {})
+    ck.wait()
+  if not close:
+    return e.value, ck
+  try:
+    ck.close()
+  except (ckpt_lib.CheckpointError, OSError):
+    pass   # the same failed save, reported again (see test_close_after_a_failed_save_...)
+  return e.value
+
+
+def _assert_only_step_1_intact(workdir: str):
+  ck = ckpt_lib.Checkpointer(workdir)
+  try:
+    assert ck.latest_step() == 1 and ck.all_steps() == [1]
+    state, _ = ck.restore(1, {'w': jax.ShapeDtypeStruct((16,), jnp.float32)})
+    assert np.array_equal(state['w'], np.arange(16))
+  finally:
+    ck.close()
+
+
+def test_disk_full_keeps_previous_checkpoint_enospc(tmp_path, monkeypatch):
+  # Every file opened for writing under checkpoints/2* fails with ENOSPC, as on a full disk
+  # (orbax writes the checkpoint's metadata files through Python's open). Runs everywhere.
+  _fail_writes_under(monkeypatch, os.path.join(str(tmp_path), ckpt_lib.SUBDIR, '2'))
+  err = _save_past_a_full_disk(str(tmp_path))
+  monkeypatch.undo()
+  assert '\n' not in str(err) and 'intact' in str(err)
+  assert 'No space left on device' in str(err)
+  _assert_only_step_1_intact(str(tmp_path))
+
+
+def _fail_writes_under(monkeypatch, prefix: str):
+  real_open = builtins.open
+
+  def full_open(file, mode='r', *args, **kwargs):
+    if (not isinstance(file, int) and any(c in mode for c in 'wax+')
+        and os.fspath(file).startswith(prefix)):
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(file))
+    return real_open(file, mode, *args, **kwargs)
+
+  monkeypatch.setattr(builtins, 'open', full_open)
+
+
+def test_close_after_a_failed_save_raises_one_line_checkpoint_error(tmp_path, monkeypatch):
+  _fail_writes_under(monkeypatch, os.path.join(str(tmp_path), ckpt_lib.SUBDIR, '2'))
+  _, ck = _save_past_a_full_disk(str(tmp_path), close=False)
+  with pytest.raises(ckpt_lib.CheckpointError):
+    ck.close()
+
+
+def test_disk_full_keeps_previous_checkpoint_tmpfs(tmp_path):
+  # A real 4 MB disk: the tensor data itself (written by TensorStore, not Python) overflows.
   disk = tmp_path / 'disk'
   if not _tmpfs(disk, '4m'):
-    pytest.skip('needs a 4 MB tmpfs (root) to fill a real disk')
+    pytest.skip('cannot mount a 4 MB tmpfs (needs root); '
+                'test_disk_full_keeps_previous_checkpoint_enospc covers the same path')
   try:
-    ck = ckpt_lib.Checkpointer(str(disk))
-    small = {'w': jnp.arange(16, dtype=jnp.float32)}
-    ck.save(1, small, {})
-    ck.wait()
-    noise = np.random.default_rng(0).standard_normal(2 * 1024 * 1024, np.float32)
-    with pytest.raises(ckpt_lib.CheckpointError) as e:   # 8 MB of noise on a 4 MB disk
-      ck.save(2, {'w': jnp.asarray(noise)}, {})
-      ck.wait()
-    assert '\n' not in str(e.value) and 'intact' in str(e.value)
-    ck2 = ckpt_lib.Checkpointer(str(disk))
-    assert ck2.latest_step() == 1
-    state, _ = ck2.restore(1, {'w': jax.ShapeDtypeStruct((16,), jnp.float32)})
-    assert np.array_equal(state['w'], np.arange(16))
+    err = _save_past_a_full_disk(str(disk))
+    assert '\n' not in str(err) and 'intact' in str(err)
+    _assert_only_step_1_intact(str(disk))
   finally:
     subprocess.run(['umount', '-l', str(disk)], check=False)

@@ -1,28 +1,50 @@
-"""Configs and the command line: paper recipe, overrides, one-line errors, an end-to-end run."""
-import importlib.util
+"""Configs and the command line: paper recipe, every key settable, one validate() with one-line
+errors naming the field, the configs package, an end-to-end run."""
 import json
 import os
 import subprocess
 import sys
 
+import ml_collections
 import pytest
+from absl import flags
+from ml_collections import config_flags
 
 from conftest import ROOT
-from mbcd_jax import config_lib
+from configs import epic, hac
+from mbcd_jax import checkpoint, config_lib
+
+CONFIGS = {'hac.py': hac, 'epic.py': epic}
 
 
 def _load(name):
-  path = os.path.join(ROOT, 'configs', name)
-  spec = importlib.util.spec_from_file_location(name[:-3], path)
-  mod = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(mod)
-  return mod
+  return CONFIGS[name]
 
 
 def _cli(*args, timeout=300):
   env = {**os.environ, 'JAX_PLATFORMS': 'cpu'}
   return subprocess.run([sys.executable, '-m', 'mbcd_jax.main', *args], cwd=ROOT, env=env,
                         capture_output=True, text=True, timeout=timeout)
+
+
+def _leaves(c: ml_collections.ConfigDict, prefix=''):
+  """(dotted key, value, declared type) of every leaf of a ConfigDict."""
+  for k in c.keys():
+    v = c[k]
+    if isinstance(v, ml_collections.ConfigDict):
+      yield from _leaves(v, f'{prefix}{k}.')
+    else:
+      yield f'{prefix}{k}', v, c.get_type(k)
+
+
+def _parse(argv):
+  """absl's parser on a fresh flag set, as ``mbcd_jax.main`` does: -> the overridden config."""
+  fv, argv = flags.FlagValues(), ['prog', *argv]
+  # sys_argv: the overrides it sees are this argv's, not pytest's.
+  config_flags.DEFINE_config_file('config', None, 'config file', flag_values=fv,
+                                  lock_config=True, sys_argv=argv)
+  fv(argv)
+  return fv.config
 
 
 @pytest.mark.parametrize('name,domains,classes', [('hac.py', ('human', 'animal', 'cartoon'), 7),
@@ -40,6 +62,104 @@ def test_paper_recipe(name, domains, classes):
   assert spec.ema and spec.distill
 
 
+def _other_value(value, kind):
+  """A valid value of the field's type that differs from ``value``, as a command-line string
+  and as the expected parsed value."""
+  if kind is bool:
+    return str(not value), (not value)
+  if kind is int:
+    return str(value + 3), value + 3
+  if kind is float:
+    return repr(value * 2 + 0.25), value * 2 + 0.25
+  if kind is str:
+    return 'zz', 'zz'
+  if kind is tuple:
+    new = tuple(value) + (value[-1],) if value else ('zz',)
+    return repr(new), new
+  raise AssertionError(f'no test value for type {kind}')
+
+
+def test_every_base_config_key_is_settable_from_the_command_line():
+  # Every leaf of the base config (and of the synthetic variant's encoders), overridden at once
+  # on configs/hac.py:synthetic, arrives with its new value.
+  base = list(_leaves(config_lib.base_config()))
+  assert len(base) > 50 and all(k != 'model.encoders' for k, *_ in base)
+  keys = base + [(k, v, t) for k, v, t in _leaves(hac.get_config('synthetic'))
+                 if k.startswith('model.encoders.')]
+  expected, argv = {}, [f'--config={os.path.join(ROOT, "configs", "hac.py")}:synthetic']
+  for key, value, kind in keys:
+    if key.startswith('data.synthetic.') or key.startswith('model.encoders.'):
+      value = hac.get_config('synthetic')
+      for part in key.split('.'):
+        value = value[part]
+    text, expected[key] = _other_value(value, kind)
+    argv.append(f'--config.{key}={text}')
+  config = _parse(argv)
+  for key, want in expected.items():
+    got = config
+    for part in key.split('.'):
+      got = got[part]
+    assert got == want, key
+
+
+@pytest.mark.parametrize('override', ['--config.data.clips=1', '--config.nme=1',
+                                      '--config.train.nan_policyy=skip',
+                                      '--config.data.synthetic.shiftt=0'])
+def test_unknown_keys_are_refused_by_the_command_line(override):
+  with pytest.raises((AttributeError, KeyError, flags.Error)):
+    _parse([f'--config={os.path.join(ROOT, "configs", "hac.py")}:synthetic', override])
+
+
+def test_absl_loads_a_config_that_imports_a_sibling():
+  # configs/epic.py imports configs/hac.py as a plain module; absl loads the file by path.
+  c = _parse([f'--config={os.path.join(ROOT, "configs", "epic.py")}:synthetic',
+              '--config.data.target=D2', '--config.data.sources=D1,D3'])
+  assert c.data.dataset == 'epic' and c.model.encoders.video.name == 'frame_cnn'
+  assert tuple(config_lib.normalize(c).data.sources) == ('D1', 'D3')
+
+
+def test_resume_modes_are_the_checkpointers():
+  c = hac.get_config('synthetic')
+  for mode in checkpoint.RESUME_MODES:
+    c.train.resume_mode = mode
+    config_lib.validate(config_lib.normalize(c))
+
+
+def test_test_set_rule_is_a_property_of_the_dataset():
+  h, e = hac.get_config('synthetic'), epic.get_config('synthetic')
+  assert not h.data.hac_test_split_only and not e.data.hac_test_split_only
+  assert not config_lib.target_test_split_only(h.data)   # HAC: the whole target domain
+  assert config_lib.target_test_split_only(e.data)       # EPIC: the target's test split
+  h.data.hac_test_split_only = True
+  assert config_lib.target_test_split_only(h.data)
+
+
+def _test_examples(config) -> int:
+  from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  return input_pipeline.make_loader(config_lib.normalize(config), 'test').num_examples
+
+
+def test_hac_test_set_is_the_whole_target_domain_unless_asked():
+  c = hac.get_config('smoke')
+  s = c.data.synthetic
+  assert _test_examples(c) == s.train_per_domain + s.test_per_domain
+  c.data.hac_test_split_only = True
+  assert _test_examples(c) == s.test_per_domain
+
+
+def test_epic_test_set_is_the_target_test_split():
+  c = epic.get_config('smoke')
+  assert _test_examples(c) == c.data.synthetic.test_per_domain
+
+
+def test_one_definition_of_domains_and_modalities():
+  from mbcd_jax import MODALITIES  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.data import epic as epic_data, hac as hac_data  # pylint: disable=g-import-not-at-top
+  assert config_lib.DATASETS['hac'].domains is hac_data.DOMAINS
+  assert config_lib.DATASETS['epic'].domains is epic_data.DOMAINS
+  assert config_lib.base_config().data.modalities == MODALITIES
+
+
 def test_unknown_config_argument():
   with pytest.raises(ValueError, match='unknown argument'):
     _load('hac.py').get_config('synthetc')
@@ -52,11 +172,52 @@ def test_unknown_config_argument():
     ('method.consistency', 'third_order', "unknown mode 'third_order'"),
     ('data.target', 'animal', 'also a source domain'),
     ('method.ema_beta', 1.5, 'ema_beta'),
+    ('train.nan_policy', 'ignore', 'config.train.nan_policy'),
+    ('train.resume_mode', 'maybe', 'config.train.resume_mode'),
+    ('train.keep_checkpoints', 0, 'config.train.keep_checkpoints'),
+    ('train.epochs', 0, 'config.train.epochs'),
+    ('train.log_every', 0, 'config.train.log_every'),
+    ('train.checkpoint_every_steps', -1, 'config.train.checkpoint_every_steps'),
+    ('data.batch_size', 0, 'config.data.batch_size'),
+    ('data.eval_batch_size', -8, 'config.data.eval_batch_size'),
+    ('data.num_workers', -1, 'config.data.num_workers'),
+    ('data.source', 'web', 'config.data.source'),
+    ('data.dataset', 'kinetics', "unknown dataset 'kinetics'"),
+    ('model.head_dropout', 1.0, 'config.model.head_dropout'),
+    ('model.head_hidden', 0, 'config.model.head_hidden'),
+    ('model.feature_norm', 'batch', 'config.model.feature_norm'),
+    ('model.trunk_seed', -2, 'config.model.trunk_seed'),
+    ('optim.lr', 0.0, 'config.optim.lr'),
+    ('optim.b2', 1.0, 'config.optim.b2'),
+    ('optim.weight_decay', -1e-4, 'config.optim.weight_decay'),
+    ('method.alpha', -1e-4, 'config.method.alpha'),
+    ('method.amd_fixed_p', 1.5, 'config.method.amd_fixed_p'),
+    ('method.lambda_um', -1.0, 'config.method.lambda_um'),
 ])
 def test_validate_names_the_bad_field(field, value, match):
   c = _load('hac.py').get_config('synthetic')
   group, key = field.split('.')
   c[group][key] = value
+  with pytest.raises(ValueError, match=match):
+    config_lib.validate(config_lib.normalize(c))
+
+
+@pytest.mark.parametrize('name,edit,match', [
+    ('hac.py', lambda c: c.model.encoders.video.update(name='resnet9000'),
+     'config.model.encoders.video.name'),
+    ('hac.py', lambda c: c.data.synthetic.update(dominant='smell'),
+     'config.data.synthetic.dominant'),
+    ('hac.py', lambda c: c.data.synthetic.update(visibility=1.5),
+     'config.data.synthetic.visibility'),
+    ('epic.py', lambda c: c.data.update(hac_test_split_only=True), 'applies to HAC only'),
+    ('epic.py', lambda c: c.data.update(source='prepared', num_classes=7),
+     'config.data.num_classes must be 8'),
+    ('hac.py', lambda c: c.data.update(source='prepared', domains=('animal', 'cartoon', 'human')),
+     'config.data.domains'),
+])
+def test_validate_names_the_bad_nested_field(name, edit, match):
+  c = _load(name).get_config('synthetic')
+  edit(c)
   with pytest.raises(ValueError, match=match):
     config_lib.validate(config_lib.normalize(c))
 
@@ -77,14 +238,15 @@ def test_comma_separated_overrides_become_tuples():
   config_lib.validate(c)
 
 
-@pytest.mark.parametrize('override,match', [
-    ('--config.method.nme=erm', 'unknown config key'),
-    ('--config.train.epochs=abc', 'epochs'),
-    ('--config.data.target=robot', "unknown domain 'robot'"),
-    ('--config.method.amd=sometimes', "unknown mode 'sometimes'"),
+@pytest.mark.parametrize('config,override,match', [
+    ('hac.py:smoke', '--config.method.nme=erm', 'unknown config key'),
+    ('hac.py:smoke', '--config.train.epochs=abc', 'epochs'),
+    ('hac.py:smoke', '--config.data.target=robot', "unknown domain 'robot'"),
+    ('hac.py:smoke', '--config.method.amd=sometimes', "unknown mode 'sometimes'"),
+    ('epic.py:smoke', '--config.data.target=D9', "unknown domain 'D9'"),
 ])
-def test_cli_errors_are_one_line(tmp_path, override, match):
-  res = _cli('--config=configs/hac.py:smoke', f'--workdir={tmp_path}', override, timeout=120)
+def test_cli_errors_are_one_line(tmp_path, config, override, match):
+  res = _cli(f'--config=configs/{config}', f'--workdir={tmp_path}', override, timeout=120)
   assert res.returncode == 2, res.stderr[-2000:]
   err = [l for l in res.stderr.splitlines() if l.startswith('mbcd_jax: error')]
   assert len(err) == 1 and match in err[0], res.stderr[-2000:]

@@ -41,6 +41,13 @@ def _flat(tree):
   return jnp.concatenate([x.ravel() for x in jax.tree.leaves(tree)])
 
 
+def _assert_trees_close(a, b, **tol):
+  """Same structure (keys, nesting, shapes), then the same values."""
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert [x.shape for x in jax.tree.leaves(a)] == [x.shape for x in jax.tree.leaves(b)]
+  np.testing.assert_allclose(_flat(a), _flat(b), **tol)
+
+
 @pytest.fixture(scope='module')
 def setup():
   old = jax.config.jax_enable_x64
@@ -80,10 +87,34 @@ def test_first_order_equals_hand_written_update(setup):
   (loss, _), grad = jax.value_and_grad(_loss('inner_first_order', alpha, setup),
                                        has_aux=True)(params)
   np.testing.assert_allclose(loss, hand_loss, rtol=1e-12)
-  np.testing.assert_allclose(_flat(grad), _flat(hand_grad), rtol=1e-9, atol=1e-12)
+  _assert_trees_close(grad, hand_grad, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize('mode', ['grad_dot', 'inner_second_order', 'inner_first_order'])
+def _parts(setup):
+  """The objective's two terms written out independently of step.loss_fn:
+  ``ce_uni(p) = sum_k CE_k(p)`` and ``ce_mm(enc, p) = CE_mm`` with encoder params ``enc`` and
+  every other parameter (norms, fused head) from ``p``."""
+  model, _, frozen, feats, labels = setup
+
+  def ce_uni(p):
+    h = model.encode_all(p['encoders'], p['norms'], frozen, feats)
+    z = model.uni_logits(p['uni_heads'], h, train=False)
+    return sum(losses.cross_entropy(z[m], labels) for m in model.modalities)
+
+  def ce_mm(enc, p):
+    h = model.encode_all(enc, p['norms'], frozen, feats)
+    return losses.cross_entropy(model.fused_logits(p['fused_head'], h, train=False), labels)
+
+  return ce_uni, ce_mm
+
+
+def _directional_fd(fn, params, v, eps=1e-6):
+  plus = fn(jax.tree.map(lambda p, d: p + eps * d, params, v))
+  minus = fn(jax.tree.map(lambda p, d: p - eps * d, params, v))
+  return (plus - minus) / (2 * eps)
+
+
+@pytest.mark.parametrize('mode', ['grad_dot', 'inner_second_order'])
 def test_gradient_matches_finite_differences(setup, mode):
   _, params, *_ = setup
   f = _loss(mode, 0.05, setup)
@@ -92,17 +123,45 @@ def test_gradient_matches_finite_differences(setup, mode):
   rng = np.random.default_rng(0)
   for _ in range(3):
     v = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape)), params)
-    eps = 1e-6
-    plus = value(jax.tree.map(lambda p, d: p + eps * d, params, v))
-    minus = value(jax.tree.map(lambda p, d: p - eps * d, params, v))
-    fd = (plus - minus) / (2 * eps)
-    analytic = jnp.vdot(_flat(grad), _flat(v))
-    if mode == 'inner_first_order':
-      # The first-order objective's gradient is *not* the gradient of its value (the inner
-      # gradient is held constant): it must differ from finite differences by O(alpha).
-      assert abs(fd - analytic) > 1e-8
-    else:
-      np.testing.assert_allclose(analytic, fd, rtol=1e-5, atol=1e-8)
+    fd = _directional_fd(value, params, v)
+    np.testing.assert_allclose(jnp.vdot(_flat(grad), _flat(v)), fd, rtol=1e-5, atol=1e-8)
+
+
+def test_first_order_gradient_is_the_frozen_inner_gradient_formula(setup):
+  """The first-order objective's gradient is not the derivative of its value: it is the
+  derivative with the inner gradient g = grad_enc sum_k CE_k held at its value at theta, and
+  it misses exactly the second-order term -alpha <D_v g, grad_enc CE_mm(theta')>."""
+  _, params, *_ = setup
+  alpha = 0.05
+  ce_uni, ce_mm = _parts(setup)
+  inner = lambda p: jax.grad(ce_uni)(p)['encoders']
+  g0 = inner(params)
+  theta_prime = jax.tree.map(lambda t, g: t - alpha * g, params['encoders'], g0)
+  gmm_at_prime = jax.grad(ce_mm)(theta_prime, params)
+  # The objective's value with the inner gradient frozen at g0 (a different function of p).
+  frozen_inner = jax.jit(lambda p: ce_mm(
+      jax.tree.map(lambda t, g: t - alpha * g, p['encoders'], g0), p) + ce_uni(p))
+  exact_value = jax.jit(lambda p: ce_mm(
+      jax.tree.map(lambda t, g: t - alpha * g, p['encoders'], inner(p)), p) + ce_uni(p))
+  inner_jvp = jax.jit(lambda p, v: jax.jvp(inner, (p,), (v,))[1])
+  (loss, _), grad = jax.value_and_grad(_loss('inner_first_order', alpha, setup),
+                                       has_aux=True)(params)
+  np.testing.assert_allclose(loss, exact_value(params), rtol=1e-12)
+  rng = np.random.default_rng(0)
+  for _ in range(2):
+    v = jax.tree.map(lambda x: jnp.asarray(rng.standard_normal(x.shape)), params)
+    analytic = float(jnp.vdot(_flat(grad), _flat(v)))
+    # 1. Equal to the frozen-inner-gradient formula, to finite-difference accuracy.
+    np.testing.assert_allclose(analytic, _directional_fd(frozen_inner, params, v), rtol=1e-6,
+                               atol=1e-9)
+    # 2. The true derivative differs by the dropped Hessian term, computed independently as a
+    #    JVP of the inner gradient along v.
+    dg = inner_jvp(params, v)
+    assert jax.tree.structure(dg) == jax.tree.structure(gmm_at_prime)
+    missing = -alpha * float(jnp.vdot(_flat(dg), _flat(gmm_at_prime)))
+    fd = float(_directional_fd(exact_value, params, v))
+    assert abs(missing) > 1e-4 * abs(fd)   # the term is not negligible at this alpha
+    np.testing.assert_allclose(fd - analytic, missing, rtol=1e-4, atol=1e-9)
 
 
 def test_grad_dot_penalty_value(setup):
@@ -121,6 +180,7 @@ def test_grad_dot_penalty_value(setup):
 
   # Independent path: plain jax.grad of each loss (no shared VJP).
   gu, gm = jax.grad(ce_uni)(params['encoders']), jax.grad(ce_mm)(params['encoders'])
+  assert jax.tree.structure(gu) == jax.tree.structure(gm)
   expected = -alpha * jnp.vdot(_flat(gu), _flat(gm))
   np.testing.assert_allclose(metrics['grad_dot_penalty'], expected, rtol=1e-10)
   assert abs(float(expected)) > 0
@@ -130,6 +190,7 @@ def _diffs(setup, alpha, a, b):
   _, params, *_ = setup
   (la, _), ga = jax.value_and_grad(_loss(a, alpha, setup), has_aux=True)(params)
   (lb, _), gb = jax.value_and_grad(_loss(b, alpha, setup), has_aux=True)(params)
+  assert jax.tree.structure(ga) == jax.tree.structure(gb)
   return float(abs(la - lb)), float(jnp.linalg.norm(_flat(ga) - _flat(gb)))
 
 
@@ -157,7 +218,7 @@ def test_all_modes_coincide_as_alpha_vanishes(setup):
   for mode in MODES[:3]:
     loss, grad = jax.value_and_grad(lambda p: _loss(mode, 1e-9, setup)(p)[0])(params)
     np.testing.assert_allclose(loss, ref_loss, rtol=1e-7)
-    np.testing.assert_allclose(_flat(grad), _flat(ref_grad), rtol=1e-6, atol=1e-9)
+    _assert_trees_close(grad, ref_grad, rtol=1e-6, atol=1e-9)
   # ...and a finite alpha does change the objective (the tests above are not vacuous).
   far = _loss('inner_first_order', 0.05, setup)(params)[0]
   assert abs(float(far - ref_loss)) > 1e-6

@@ -17,7 +17,30 @@ def test_cross_entropy_hand_value():
   np.testing.assert_allclose(losses.cross_entropy(logits, labels), expected, rtol=1e-6)
 
 
-def test_kl_matches_torch_batchmean_formula():
+def test_kl_matches_torch_batchmean():
+  torch = pytest.importorskip('torch', reason='the KL reference is torch.nn.functional.kl_div '
+                              '(requirements-dev.txt)')
+  f = torch.nn.functional
+  rng = np.random.default_rng(0)
+  p = rng.dirichlet(np.ones(5), size=4)          # teacher probabilities [B, C]
+  p[0] = [1.0, 0.0, 0.0, 0.0, 0.0]               # a saturated (one-hot) teacher row
+  s = 3.0 * rng.standard_normal((4, 5))          # student logits [B, C]
+  for temperature in (1.0, 2.0):
+    logq = f.log_softmax(torch.tensor(s / temperature), dim=-1)
+    want = f.kl_div(logq, torch.tensor(p), reduction='batchmean', log_target=False).item()
+    # The same value with the teacher given as log-probabilities (rows without zeros).
+    want_log = f.kl_div(logq[1:], torch.tensor(np.log(p[1:])), reduction='batchmean',
+                        log_target=True).item()
+    got = losses.kl_divergence(jnp.asarray(p, jnp.float32), jnp.asarray(s, jnp.float32),
+                               temperature)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        losses.kl_divergence(jnp.asarray(p[1:], jnp.float32), jnp.asarray(s[1:], jnp.float32),
+                             temperature), want_log, rtol=1e-5, atol=1e-6)
+    assert want > 0.1   # not a trivially small value
+
+
+def test_kl_hand_values():
   p = jnp.array([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
   s = jnp.array([[1.0, 0.0, 0.0], [0.0, 1.0, 3.0]])
   q = np.exp(s) / np.exp(s).sum(1, keepdims=True)
@@ -84,6 +107,7 @@ def test_ema_update_hand_value():
   teacher = {'a': jnp.array([1.0, 2.0]), 'b': {'c': jnp.array(3.0)}}
   student = {'a': jnp.array([3.0, 0.0]), 'b': {'c': jnp.array(-1.0)}}
   new = ema.update(teacher, student, 0.9)
+  assert jax.tree.structure(new) == jax.tree.structure(teacher)
   np.testing.assert_allclose(new['a'], [0.9 * 1 + 0.1 * 3, 0.9 * 2], rtol=1e-6)
   np.testing.assert_allclose(new['b']['c'], 0.9 * 3 - 0.1, rtol=1e-6)
   assert ema.init(student) is student

@@ -155,10 +155,17 @@ def test_clip_config_from_config():
 
 
 def test_normalisation_values():
+  # ImageNet statistics on the 0-255 scale (mmaction2's img_norm_cfg), written out here rather
+  # than read from the module, so a wrong constant there fails.
+  mean, std = np.array([123.675, 116.28, 103.53]), np.array([58.395, 57.12, 57.375])
   v = np.arange(256, dtype=np.uint8).reshape(1, 16, 16, 1).repeat(3, -1)
-  np.testing.assert_allclose(transforms.normalize(v, transforms._RGB_LUT),
-                             (v.astype(np.float32) - transforms.RGB_MEAN) / transforms.RGB_STD,
-                             rtol=0, atol=1e-6)
+  rgb = transforms.normalize_rgb(v)
+  assert rgb.dtype == np.float32 and rgb.shape == v.shape
+  np.testing.assert_allclose(rgb, (v.astype(np.float64) - mean) / std, rtol=0, atol=1e-5)
+  # Hand values: channel 0 of pixel 0 and channel 2 of pixel 255.
+  np.testing.assert_allclose(rgb[0, 0, 0, 0], -123.675 / 58.395, rtol=1e-6)
+  np.testing.assert_allclose(rgb[0, 15, 15, 2], (255 - 103.53) / 57.375, rtol=1e-6)
   f = v[..., :2]
-  np.testing.assert_array_equal(transforms.normalize(f, transforms._FLOW_LUT),
-                                (f.astype(np.float32) - 128) / 128)
+  flow = transforms.normalize_flow(f)
+  np.testing.assert_allclose(flow, (f.astype(np.float64) - 128.0) / 128.0, rtol=0, atol=1e-7)
+  assert flow[0, 8, 0, 0] == 0.0 and flow[0, 0, 0, 1] == -1.0   # 128: no motion; 0: -1
