@@ -163,7 +163,7 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Any],
   spec = KINDS[kind] if kind in KINDS else _check_kind(kind)
   trunk_shapes, stage_shapes = variable_shapes(kind, **encoder_kwargs)
   out = {'trunk': {}, 'stage': {}}
-  unexpected, misshaped, dropped, seen = [], [], [], set()
+  unexpected, misshaped, dropped, seen, hints = [], [], [], set(), set()
   for raw_key, value in state_dict.items():
     key = _strip(raw_key, spec['strip'])
     if key.endswith('num_batches_tracked') or key.startswith(spec['drop']):
@@ -182,6 +182,10 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Any],
     if tuple(arr.shape) != want:
       misshaped.append(f'{raw_key}: checkpoint {tuple(np.shape(value))} -> Flax {arr.shape}, '
                        f'model wants {want} at {"/".join(fkey)}')
+      if 'lateral' in key and arr.ndim == 5:  # the (k, 1, 1) fast->slow convs
+        hints.add(f'the checkpoint\'s lateral convs have fusion_kernel={arr.shape[0]}'
+                  + (' (mmaction2\'s 8x8x1 config: resample_rate=4, speed_ratio=4, '
+                     'fusion_kernel=7)' if arr.shape[0] == 7 else ''))
       continue
     out[part][fkey] = arr
   missing = [f'{part}:{"/".join(k)}' for part, shapes in (('trunk', trunk_shapes),
@@ -193,7 +197,8 @@ def convert_state_dict(kind: str, state_dict: Mapping[str, Any],
         f'\n  {len(missing)} missing Flax variables:{_fmt(missing)}'
         f'\n  {len(unexpected)} unexpected checkpoint keys:{_fmt(unexpected)}'
         f'\n  {len(misshaped)} mis-shaped:{_fmt(misshaped)}'
-        f'\n  ({len(dropped)} head / counter keys were ignored)')
+        f'\n  ({len(dropped)} head / counter keys were ignored)'
+        + ''.join(f'\n  hint: {h}' for h in sorted(hints)))
   unflat = flax.traverse_util.unflatten_dict
   return unflat(out['trunk']), unflat(out['stage'])
 

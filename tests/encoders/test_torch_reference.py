@@ -7,15 +7,25 @@ Flax-vs-PyTorch tests use -- has the same state_dict keys and shapes and compute
 function as the original, configured as ``slowfast_r101_8x8x1_256e_kinetics400_rgb`` and
 ``slowonly_r50_8x8x1_256e_kinetics400_flow``.
 """
+import warnings
+
 import pytest
 
 torch = pytest.importorskip('torch')
 import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MM = ref.import_mmaction_backbones()
-pytestmark = pytest.mark.skipif(
-    MM is None, reason='mmaction2 backbones not importable (optional: mmaction2==1.2.0, '
-    'mmengine, mmcv-lite<2.2, see tests/encoders/make_golden.py); test_golden.py covers them')
+SKIP_REASON = ('test_torch_reference.py skipped: mmaction2 backbones not importable (optional: '
+               'mmaction2==1.2.0, mmengine, mmcv-lite<2.2; see tests/encoders/make_golden.py); '
+               'test_golden.py checks against recorded outputs of the real networks instead')
+
+
+@pytest.fixture(autouse=True)
+def _needs_mmaction():
+  if MM is None:
+    # A warning too, so that the reason shows in a plain `pytest -q` run's summary.
+    warnings.warn(SKIP_REASON)
+    pytest.skip(SKIP_REASON)
 
 
 def _mm_slowfast(depth, slow_base):
