@@ -27,9 +27,12 @@ import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-impor
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 
+PAPER_SHAPES = {'slowfast_r101': (1, 3, 32, 224, 224), 'slowonly_r50_flow': (1, 2, 8, 224, 224),
+                'vggsound_r18': (1, 1, 257, 1004)}
 CASES = {  # kind -> (torch net factory, PyTorch-layout input shape)
     'slowfast_r101': (lambda: ref.ResNet3dSlowFast(depth=101), (1, 3, 16, 64, 64)),
-    'slowonly_r50_flow': (lambda: ref.ResNet3dSlowOnly(depth=50, in_channels=2), (1, 2, 8, 64, 64)),
+    'slowonly_r50_flow': (lambda: ref.ResNet3dSlowOnly(depth=50, in_channels=2),
+                          (1, 2, 8, 64, 64)),
     'vggsound_r18': (lambda: ref.AVENet(), (1, 1, 129, 201)),
 }
 
@@ -65,10 +68,12 @@ def _err(a, ref_):
 def main():
   p = argparse.ArgumentParser()
   p.add_argument('--kinds', default=','.join(CASES))
+  p.add_argument('--paper_shapes', action='store_true', help='the paper\'s input sizes (slow)')
   args = p.parse_args()
   print(f'torch {torch.__version__}, jax {jax.__version__}, backend {jax.default_backend()}')
   for kind in args.kinds.split(','):
     make, shape = CASES[kind]
+    shape = PAPER_SHAPES[kind] if args.paper_shapes else shape
     net = ref.randomize_(make(), seed=0)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     sd = {k: v.numpy() for k, v in net.state_dict().items()}
