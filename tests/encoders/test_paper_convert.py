@@ -67,7 +67,8 @@ def test_msgpack_round_trip_and_kind_check(tmp_path):
   assert jax.tree.structure((trunk, stage)) == jax.tree.structure((t2, s2))
   with pytest.raises(convert.ConversionError, match="holds 'vggsound_r18' weights"):
     paper.load_pretrained('slowonly_r50_flow', path)
-  with pytest.raises(convert.ConversionError, match='does not match'):
+  with pytest.raises(convert.ConversionError,
+                     match=r'width: file 64, encoder 32.*encoders\.audio\.width=64$'):
     paper.load_pretrained('vggsound_r18', path, width=32)
 
 
@@ -86,3 +87,24 @@ def test_cli_converts_a_torch_checkpoint(tmp_path):
   t2, _ = paper.load_pretrained('vggsound_r18', str(src))
   np.testing.assert_array_equal(np.asarray(t2['params']['conv1']['kernel']),
                                 np.asarray(trunk['params']['conv1']['kernel']))
+
+
+def test_8x8_checkpoint_into_4x16_settings_names_the_fusion_kernel():
+  """The lateral convs are the only variables that tell the two SlowFast configs apart."""
+  small = dict(depth=50, slow_base_channels=16)
+  trunk, stage = convert.variable_shapes('slowfast_r101', **small)  # 8x8: fusion_kernel=7
+  sd = {}
+  for (coll, *path, leaf), shape in {**trunk, **stage}.items():
+    if leaf == 'kernel':
+      shape = (shape[-1], shape[-2]) + shape[:-2]
+    torch_leaf = {'kernel': 'weight', 'scale': 'weight', 'bias': 'bias',
+                  'mean': 'running_mean', 'var': 'running_var'}[leaf]
+    sd['backbone.' + '.'.join(path) + '.' + torch_leaf] = np.zeros(shape, np.float32)
+  assert sd['backbone.slow_path.conv1_lateral.conv.weight'].shape[2] == 7
+  convert.convert_state_dict('slowfast_r101', sd, **small)  # fits the default settings
+  with pytest.raises(convert.ConversionError) as e:
+    convert.convert_state_dict('slowfast_r101', sd, fusion_kernel=5, **small)
+  msg = str(e.value)
+  assert '4 mis-shaped' in msg and 'layer3_lateral' in msg
+  assert ("hint: the checkpoint's lateral convs have fusion_kernel=7 (mmaction2's 8x8x1 "
+          'config: resample_rate=4, speed_ratio=4, fusion_kernel=7)') in msg
