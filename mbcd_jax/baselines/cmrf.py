@@ -88,6 +88,10 @@ def modality_weight(m: str, cfg: Config) -> float:
 def init(rng: jax.Array, dims: Mapping[str, int], cfg: Config = Config()
          ) -> tuple[PyTree, PyTree]:
   """The projectors: ``(params, batch_stats)``, each ``{'proj': {m: ...}}``."""
+  return jax.jit(lambda r: _init(r, dict(dims), cfg))(rng)   # one compile, not eager inits
+
+
+def _init(rng, dims, cfg):
   params, stats = {'proj': {}}, {'proj': {}}
   for i, (m, d) in enumerate(dims.items()):
     v = moosa.ProjectHead(cfg.proj_hidden, cfg.proj_out).init(
