@@ -22,12 +22,13 @@ SMA (``sma_init``/``sma_update``): the teacher copies the student after every st
 covers every entry of the student's state dicts -- trained last stages and heads, the frozen
 weights (a no-op) and BatchNorm running statistics -- and the projectors and fused head.
 
-Where the code differs from the paper (we follow the code): the paper speaks of an EMA-like
-averaged teacher and of flattening via mixed teacher representations; the code uses a uniform
-average from a fixed step, a fixed 1/2 weight on audio in the uni-modal CE and distillation,
-and never uses the per-projection classifiers it creates (``*_proj_m_cls``: no gradient, no
-effect). On HAC its heads keep 8 outputs for 7 classes. It logs the student's accuracy
-(model selection on it), the SMA teacher's, and both with uni-modal and fused logits averaged.
+Where the code is more specific than the paper (we follow the code): the paper assigns
+distinct weights to the modalities according to their generalization ability; the code fixes
+them (1/2 for audio, 1 otherwise) in both the uni-modal CE and the distillation. The teacher is
+a uniform average from a fixed step (not an EMA). The per-projection classifiers the code
+creates (``*_proj_m_cls``) never enter a loss (no gradient, no effect) and are left out here.
+On HAC its heads keep 8 outputs for 7 classes. It logs the student's accuracy (model
+selection uses it), the SMA teacher's, and both with uni-modal and fused logits averaged.
 
 Inputs the train step must provide (see ``loss_terms``):
   * ``feats``: modality -> ``[B, D_m]`` student embeddings (authors: pooled last-stage output

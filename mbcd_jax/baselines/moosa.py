@@ -23,10 +23,11 @@ order their code computes it (``fused`` is the fused head, ``m`` ranges over mod
 6. Feature-splitting distance (SimMMDG's): ``-MSE(first half, second half)`` per modality,
    averaged over modalities, times ``explore_coeff``.
 
-Where the code and the paper differ (we follow the code): the paper presents jigsaw,
-translation and entropy weighting/minimisation; the released training script also keeps
-SimMMDG's SupCon (5) and feature-splitting (6) terms with SimMMDG's coefficients. The entropy
-weights are not stop-gradient'ed. Translation targets are not detached.
+Where the code goes beyond the paper (we follow the code): the paper's method is the two
+pretext tasks (jigsaw, translation) and entropy weighting; the released training script also
+keeps SimMMDG's SupCon (5) and feature-splitting (6) terms with SimMMDG's coefficients, and
+entropy minimisation (3). The entropy weights are not stop-gradient'ed and the translation
+targets are not detached.
 
 Closed-set: the authors' script trains on the source classes minus one held-out class and
 scores unknown-class detection; multi-modal DG papers train it on all classes and report top-1
