@@ -140,6 +140,19 @@ def base_config() -> ml_collections.ConfigDict:
       feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable' LayerNorm
       head_hidden=512,            # hidden units of every classifier head's MLP
       head_dropout=0.5,           # dropout probability in the heads (train only)
+      # BatchNorm semantics (mbcd_jax/models.py). 'port': as the reference's model.train(True),
+      # every encoder BN (frozen layers too) normalises with batch statistics in training and
+      # updates its running statistics (momentum 0.1, unbiased variance) once per student
+      # pass; the EMA teacher averages them with the weights; evaluation runs on each
+      # network's own running statistics. 'frozen': running statistics only, never updated
+      # (faster: one trunk pass for student and teacher), to be measured against 'port'.
+      bn_mode='port',
+      dsu=True,                   # DSU feature-statistics noise (mbcd_jax/dsu.py), as the port
+      dsu_p=0.5,                  # probability of DSU per call (trunk / last stage output)
+      # 'pretrained': the audio encoder's last stage (layer4) starts from the checkpoint (MBCD
+      # reference); 'random': from random init while the trunk is loaded (SimMMDG-style
+      # baselines, whose audio tail never receives the checkpoint).
+      audio_tail_init='pretrained',
   ))
   c.method = method_config('mbcd')
   c.optim = ml_collections.ConfigDict(dict(
@@ -280,6 +293,15 @@ def _validate_model(config):
   _check_range(config, 'model.trunk_seed', -1, integer=True)
   _check_range(config, 'model.head_hidden', 1, integer=True)
   _check_range(config, 'model.head_dropout', 0.0, 1.0, hi_open=True)
+  from mbcd_jax import models  # pylint: disable=g-import-not-at-top  (flax: only when checking)
+  _check(config.model.bn_mode in models.BN_MODES,
+         f'config.model.bn_mode must be one of {models.BN_MODES}, got {config.model.bn_mode!r}')
+  _check(isinstance(config.model.dsu, bool),
+         f'config.model.dsu must be True or False, got {config.model.dsu!r}')
+  _check_range(config, 'model.dsu_p', 0.0, 1.0)
+  _check(config.model.audio_tail_init in models.AUDIO_TAIL_INITS,
+         f'config.model.audio_tail_init must be one of {models.AUDIO_TAIL_INITS}, got '
+         f'{config.model.audio_tail_init!r}')
 
 
 def _validate_optim(config):
