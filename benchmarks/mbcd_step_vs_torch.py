@@ -36,6 +36,7 @@ alike. Ratio = torch ms / JAX ms (> 1: JAX faster).
 """
 import argparse
 import copy
+import dataclasses
 import functools
 import os
 import sys
@@ -78,14 +79,23 @@ class TorchEncoder(torch.nn.Module):
       return n.layer3(n.layer2(n.layer1(n.maxpool(F.relu(n.bn1(n.conv1(x)))))))
     return n.layer3(n.layer2(n.layer1(n.maxpool(n.conv1(x)))))
 
-  def forward(self, f):
+  def layer4(self, f):
+    """Trunk output -> layer4 output before pooling ((slow, fast) for SlowFast)."""
     n = self.net
     if self.kind == 'slowfast_r101':
-      ys, yf = n.slow_path.layer4(f[0]), n.fast_path.layer4(f[1])
-      return torch.cat((yf.mean(dim=(2, 3, 4)), ys.mean(dim=(2, 3, 4))), 1)
+      return n.slow_path.layer4(f[0]), n.fast_path.layer4(f[1])
     if self.kind == 'vggsound_r18':
-      return n.audnet.layer4(f).mean(dim=(2, 3))
-    return n.layer4(f).mean(dim=(2, 3, 4))
+      return n.audnet.layer4(f)
+    return n.layer4(f)
+
+  def pool(self, y):
+    """Global average pool; SlowFast's feature is cat(fast, slow) as mmaction's SlowFastHead."""
+    if self.kind == 'slowfast_r101':
+      return torch.cat((y[1].mean(dim=(2, 3, 4)), y[0].mean(dim=(2, 3, 4))), 1)
+    return y.mean(dim=tuple(range(2, y.ndim)))
+
+  def forward(self, f):
+    return self.pool(self.layer4(f))
 
 
 def make_encoders(video_depth, width_div, audio_width):
@@ -218,6 +228,174 @@ class TorchMBCD:
           for tp, sp in zip(t_mod.parameters(), s_mod.parameters()):
             tp.mul_(self.beta).add_(sp, alpha=1 - self.beta)
     return loss.detach()
+
+
+# ------------------------------------------------------------------ the port's semantics (PyTorch)
+DSU_P = 0.5      # the port's DSU probability per site
+DSU_EPS = 1e-6   # inside every square root of the port's DSU
+
+
+@dataclasses.dataclass
+class SharedDraws:
+  """The random draws of one step, given to both frameworks so that they can be compared.
+
+  Attributes:
+    dsu: modality -> site ('trunk' | 'layer4') -> (gate u in [0, 1), [(eps_mu, eps_sigma), ...])
+      with one ``[B, C]`` pair per tensor of the site (SlowFast: slow, then fast). The site is
+      perturbed iff ``u <= DSU_P`` (the port skips it when ``random.random() > p``).
+    amd: modality -> ``[B]`` uniforms; sample i keeps modality m iff ``u < 1 - p_m``.
+  """
+  dsu: dict
+  amd: dict
+
+
+def dsu_channels(encs, batch):
+  """modality -> site -> channel counts of that site's tensors, from an eval-mode dry run (which
+  updates no BN statistics). ``batch``: modality -> torch input."""
+  out = {}
+  with torch.no_grad():
+    for m, enc in encs.items():
+      was = enc.training
+      enc.eval()
+      f = enc.trunk(batch[m][:1])
+      y = enc.layer4(f)
+      enc.train(was)
+      chans = lambda t: [x.shape[1] for x in (t if isinstance(t, tuple) else (t,))]
+      out[m] = {'trunk': chans(f), 'layer4': chans(y)}
+  return out
+
+
+def make_draws(seed, channels, batch_size, gates=None):
+  """NumPy draws for one step (float64). ``gates``: optional modality -> site -> u, to pin
+  which DSU sites fire (default: drawn uniformly)."""
+  rng = np.random.default_rng(seed)
+  dsu, amd = {}, {}
+  for m, sites in channels.items():
+    dsu[m] = {}
+    for site, chans in sites.items():
+      u = float(rng.uniform()) if gates is None else float(gates[m][site])
+      eps = [(rng.standard_normal((batch_size, c)), rng.standard_normal((batch_size, c)))
+             for c in chans]
+      dsu[m][site] = (u, eps)
+    amd[m] = rng.uniform(size=(batch_size,))
+  return SharedDraws(dsu=dsu, amd=amd)
+
+
+def dsu_torch(x, u, eps, p=DSU_P):
+  """The port's DSU on one site: per-sample, per-channel feature statistics re-drawn around
+  their batch spread. ``x``: a tensor ``[B, C, ...]`` or a tuple of them (one gate for all);
+  gradients flow through every statistic, as in the port."""
+  if u > p:
+    return x
+  outs = []
+  for t, (e_mu, e_sig) in zip(x if isinstance(x, tuple) else (x,), eps):
+    dims = tuple(range(2, t.ndim))
+    shape = t.shape[:2] + (1,) * len(dims)
+    mean = t.mean(dim=dims)
+    std = (t.var(dim=dims) + DSU_EPS).sqrt()
+    spread = lambda s: (s.var(dim=0, keepdim=True) + DSU_EPS).sqrt()
+    beta = mean + torch.as_tensor(e_mu, dtype=t.dtype) * spread(mean)
+    gamma = std + torch.as_tensor(e_sig, dtype=t.dtype) * spread(std)
+    outs.append((t - mean.reshape(shape)) / std.reshape(shape) * gamma.reshape(shape)
+                + beta.reshape(shape))
+  return tuple(outs) if isinstance(x, tuple) else outs[0]
+
+
+class TorchPortMBCD:
+  """One MBCD step with the public port's network semantics, in eager PyTorch.
+
+  * Encoders in train mode throughout, frozen trunk included: every BatchNorm normalises with
+    the batch statistics and updates its running statistics (momentum 0.1, unbiased variance).
+    The trunk runs in both student passes (twice per step, so its statistics are updated
+    twice) and layer4 runs twice (at theta on the DSU-perturbed trunk output, at theta' on the
+    clean one), as the port's learn2learn clone shares the BN buffers with the student.
+  * DSU on the trunk output and on the layer4 output of the first (uni-modal) pass only, with
+    the draws of ``SharedDraws``.
+  * AMD from the first pass's confidences, masks from the shared uniforms.
+  * The teacher: a copy of the encoders and the fused head in eval mode (its own running
+    statistics), EMA over the encoders' whole state dict (frozen weights and BN statistics
+    included) and the fused head, after the optimizer step.
+  Heads have no dropout (its draws are not shared). ``dtype``: torch.float64 or float32.
+  """
+
+  def __init__(self, encs, dims, *, hidden, alpha=1e-4, beta=0.999, lr=1e-4, weight_decay=1e-4,
+               dsu=True, amd=True, dtype=torch.float64, seed=0):
+    torch.manual_seed(seed)
+    self.mods = list(encs)
+    self.encs = {m: e.to(dtype).train() for m, e in encs.items()}
+    self.uni = {m: Head(dims[m], hidden, NUM_CLASSES, 0.0).to(dtype) for m in self.mods}
+    self.fused = Head(sum(dims.values()), hidden, NUM_CLASSES, 0.0).to(dtype)
+    self.stage = {}
+    for m, e in self.encs.items():
+      for k, p in e.named_parameters():
+        p.requires_grad_('layer4' in k)
+      self.stage[m] = {k: p for k, p in e.named_parameters() if 'layer4' in k}
+    self.trainable = ([p for d in self.stage.values() for p in d.values()] +
+                      [p for h in self.uni.values() for p in h.parameters()] +
+                      list(self.fused.parameters()))
+    self.opt = torch.optim.Adam(self.trainable, lr=lr, weight_decay=weight_decay)
+    self.t_encs = {m: copy.deepcopy(e).eval() for m, e in self.encs.items()}
+    self.t_fused = copy.deepcopy(self.fused).eval()
+    self.alpha, self.beta, self.dsu, self.amd = alpha, beta, dsu, amd
+
+  def step(self, batch, labels, draws):
+    """``batch``: modality -> torch input; ``draws``: SharedDraws. Returns scalar floats."""
+    mods, ln = self.mods, lambda x: F.layer_norm(x, (x.shape[-1],))
+    # 1. Uni-modal pass at theta (BN update 1 of trunk and layer4), DSU around layer4.
+    z = {}
+    for m in mods:
+      with torch.no_grad():
+        f = self.encs[m].trunk(batch[m])
+      if self.dsu:
+        f = dsu_torch(f, *draws.dsu[m]['trunk'])
+      y = self.encs[m].layer4(f)
+      if self.dsu:
+        y = dsu_torch(y, *draws.dsu[m]['layer4'])
+      z[m] = self.uni[m](ln(self.encs[m].pool(y)))
+    ces = {m: F.cross_entropy(z[m], labels) for m in mods}
+    # 2. First-order inner step on each modality's layer4, from its own CE.
+    prime = {}
+    for m in mods:
+      names = list(self.stage[m])
+      g = torch.autograd.grad(ces[m], [self.stage[m][k] for k in names], retain_graph=True)
+      prime[m] = {k: self.stage[m][k] - self.alpha * gk for k, gk in zip(names, g)}
+    keep = {}
+    if self.amd:
+      with torch.no_grad():
+        s = {m: F.softmax(z[m], -1).max(-1).values.sum() for m in mods}
+        for k in mods:
+          r = sum(s[k] / s[j] for j in mods if j != k) / (len(mods) - 1)
+          if r > 1:
+            p = torch.tanh(r - 1)
+            keep[k] = (torch.as_tensor(draws.amd[k], dtype=z[k].dtype) < 1 - p).to(z[k].dtype)
+    # 3. Fused pass at theta' (BN update 2 of trunk and layer4), no DSU.
+    parts = []
+    for m in mods:
+      with torch.no_grad():
+        f = self.encs[m].trunk(batch[m])
+      h = ln(torch.func.functional_call(self.encs[m], prime[m], (f,), strict=False))
+      parts.append(h * keep[m][:, None] if m in keep else h)
+    z_mm = self.fused(torch.cat(parts, -1))
+    ce_mm = F.cross_entropy(z_mm, labels)
+    # 4. Teacher: eval mode, its own statistics.
+    with torch.no_grad():
+      t_h = [ln(self.t_encs[m](self.t_encs[m].trunk(batch[m]))) for m in mods]
+      p_t = F.softmax(self.t_fused(torch.cat(t_h, -1)), -1).clamp_min(1e-12)
+    kl = lambda zs: F.kl_div(F.log_softmax(zs, -1), p_t, reduction='batchmean')
+    kls = {'kl_mm': kl(z_mm), **{f'kl_um/{m}': kl(z[m]) for m in mods}}
+    loss = ce_mm + sum(ces.values()) + sum(kls.values())
+    self.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    self.opt.step()
+    # 6. EMA over the whole state dicts (the port's state_dict loop).
+    with torch.no_grad():
+      for t_mod, s_mod in [(self.t_encs[m], self.encs[m]) for m in mods] + [
+          (self.t_fused, self.fused)]:
+        s_sd = s_mod.state_dict()
+        t_mod.load_state_dict({k: v * self.beta + s_sd[k] * (1 - self.beta)
+                               for k, v in t_mod.state_dict().items()})
+    out = {'loss': loss, 'ce_fused': ce_mm, **{f'ce_uni/{m}': ces[m] for m in mods}, **kls}
+    return {k: float(v) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------ the JAX step
