@@ -35,12 +35,14 @@ the frameworks' calls alternate round by round so that load from other processes
 alike. Ratio = torch ms / JAX ms (> 1: JAX faster).
 """
 import argparse
+import contextlib
 import copy
 import dataclasses
 import functools
 import os
 import sys
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -438,6 +440,251 @@ def build_jax(setup, torch_nets, torch_impl, *, hidden, dropout, method, example
   step = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx),
                  donate_argnums=(0,))
   return step, state
+
+
+# ------------------------------------------------------------------ JAX with the port's semantics
+def to_flax(kind, kw, state_dict):
+  """PyTorch state dict (float32 or float64) -> ``(trunk_vars, stage_vars)`` in float64, exactly
+  to ~1e-14: the converter only renames and transposes but works in float32, so each value is
+  split into a float32 head and a float32 remainder, converted separately and summed."""
+  hi = {k: np.asarray(v, np.float64).astype(np.float32) for k, v in state_dict.items()}
+  lo = {k: (np.asarray(v, np.float64) - hi[k]).astype(np.float32)
+        for k, v in state_dict.items()}
+  a, b = convert.convert_state_dict(kind, hi, **kw), convert.convert_state_dict(kind, lo, **kw)
+  return jax.tree.map(lambda x, y: np.asarray(x, np.float64) + np.asarray(y, np.float64), a, b)
+
+
+def head_np(w1, b1, w2, b2):
+  """Torch Linear weights of a head -> our Head's params (float64 numpy)."""
+  # Copies: a float64 tensor's .numpy() shares its memory, which the optimizer updates in place.
+  t = lambda x: np.array(x.detach().double().numpy() if isinstance(x, torch.Tensor) else x,
+                         np.float64)
+  return {'Dense_0': {'kernel': t(w1).T, 'bias': t(b1)},
+          'Dense_1': {'kernel': t(w2).T, 'bias': t(b2)}}
+
+
+def torch_head_np(head):
+  return head_np(head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias)
+
+
+def build_jax_port(setup, student_sds, uni_heads, fused_head, *, hidden, dsu, amd, dtype,
+                   example):
+  """Our model / method / optimizer and a step-0 state with the given PyTorch weights.
+
+  Args:
+    setup: modality -> (encoder kind, kwargs); its order is the model's modality order (= the
+      fused head's input order).
+    student_sds: modality -> the PyTorch encoder's state dict.
+    uni_heads / fused_head: modality -> / one ``head_np`` dict.
+    dtype: jnp.float64 (needs x64) or jnp.float32.
+    example: modality -> example input (channels-last).
+  Returns:
+    (model, spec, tx, state).
+  """
+  mods = tuple(setup)
+  mc = ml_collections.ConfigDict(dict(
+      encoders={m: dict(name=kind, **kw) for m, (kind, kw) in setup.items()},
+      head_hidden=hidden, head_dropout=0.0, freeze_trunk=True, feature_norm='parameter_free',
+      bn_mode='port', dsu=dsu, dsu_p=DSU_P))
+  model = models.build_model(mc, mods, NUM_CLASSES)
+  spec = methods.resolve(ml_collections.ConfigDict(dict(
+      name='mbcd' if amd else 'mbcd_no_amd', amd=None, consistency=None, ema=None,
+      distill=None, unimodal_ce=None, amd_base=0.0, amd_fixed_p=0.5, alpha=1e-4,
+      ema_beta=0.999, lambda_mm=1.0, lambda_um=1.0, temperature=1.0)))
+  tx = step_lib.make_optimizer(ml_collections.ConfigDict(dict(
+      lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8)))
+  params, frozen = model.init(jax.random.key(0), {m: v[:2] for m, v in example.items()})
+  params = jax.tree.map(lambda x: x, params)
+  frozen = jax.tree.map(lambda x: x, frozen)
+  for m, (kind, kw) in setup.items():
+    trunk_vars, stage_vars = to_flax(kind, kw, student_sds[m])
+    stage_vars = dict(stage_vars)
+    params['encoders'][m]['stage'] = stage_vars.pop('params')
+    frozen['encoders'][m] = {'trunk': trunk_vars, 'stage': stage_vars}
+    params['uni_heads'][m] = uni_heads[m]
+  params['fused_head'] = fused_head
+  cast = lambda t: jax.tree.map(lambda x: jnp.asarray(x, dtype), t)
+  state = step_lib.make_state(model, spec, tx, cast(params), cast(frozen))
+  return model, spec, tx, state
+
+
+@contextlib.contextmanager
+def jax_replay(draws, modalities):
+  """Makes our step draw ``draws`` (SharedDraws): DSU's coin and noise (``dsu.apply``, called
+  per modality in model order, trunk site then layer4 site, while the step is traced) and the
+  AMD masks (``amd.sample_keep``). The DSU arithmetic stays ours (``dsu.perturb_map``).
+  Yields a list that counts the DSU calls traced."""
+  from mbcd_jax import amd as amd_lib  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import dsu as dsu_lib  # pylint: disable=g-import-not-at-top
+  sites = [(m, s) for m in modalities for s in ('trunk', 'layer4')]
+  calls = []
+  perturb = dsu_lib.perturb_map
+
+  def apply(rng, feats, p):
+    del rng
+    m, site = sites[len(calls) % len(sites)]
+    calls.append((m, site))
+    u, eps = draws.dsu[m][site]
+    if u > p:
+      return feats
+    leaves, treedef = jax.tree.flatten(feats)
+    assert len(leaves) == len(eps), (m, site, len(leaves), len(eps))
+    out = []
+    for x, (e_mu, e_sig) in zip(leaves, eps):
+      assert e_mu.shape == (x.shape[0], x.shape[-1]), (m, site, x.shape, e_mu.shape)
+      out.append(perturb(x, jnp.asarray(e_mu, x.dtype), jnp.asarray(e_sig, x.dtype)))
+    return jax.tree.unflatten(treedef, out)
+
+  def sample_keep(rng, probs, batch_size, order):
+    del rng, batch_size
+    return {m: (jnp.asarray(draws.amd[m], probs[m].dtype) < 1 - probs[m]).astype(probs[m].dtype)
+            for m in order}
+
+  with mock.patch.object(dsu_lib, 'apply', apply), \
+      mock.patch.object(amd_lib, 'sample_keep', sample_keep):
+    yield calls
+
+
+def jax_port_step(model, spec, tx, state, batch, draws):
+  """One jitted step of our train_step with ``draws`` replayed (traced afresh for them)."""
+  fn = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx))
+  with jax_replay(draws, model.modalities) as calls:
+    state, metrics = fn(state, batch, jax.random.key(0))
+    jax.block_until_ready(metrics['loss'])
+  if model.dsu:
+    assert len(calls) == 2 * len(model.modalities), f'DSU traced {len(calls)} times: {calls}'
+  return state, {k: float(v) for k, v in metrics.items()}
+
+
+def _flat(tree, prefix):
+  return {prefix + '/' + '/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v, np.float64)
+          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+
+
+def torch_view(setup, student_sds, teacher_sds, uni_heads, fused_head, teacher_fused_head):
+  """PyTorch states in our layout: name -> float64 array. Names start with the comparison group
+  ('<m> student|teacher trunk|layer4 params|BN stats', '<m> uni head', '[teacher ]fused head')."""
+  out = {}
+  for m, (kind, kw) in setup.items():
+    for who, sds in (('student', student_sds), ('teacher', teacher_sds)):
+      trunk_vars, stage_vars = to_flax(kind, kw, sds[m])
+      for part, v in (('trunk', trunk_vars), ('layer4', stage_vars)):
+        out.update(_flat(v.get('params', {}), f'{m} {who} {part} params'))
+        out.update(_flat(v.get('batch_stats', {}), f'{m} {who} {part} BN stats'))
+    out.update(_flat(uni_heads[m], f'{m} uni head'))
+  out.update(_flat(fused_head, 'fused head'))
+  out.update(_flat(teacher_fused_head, 'teacher fused head'))
+  return out
+
+
+def jax_view(state, modalities):
+  """Our TrainState in ``torch_view``'s names."""
+  out = {}
+  for m in modalities:
+    for who, params, frozen, stats in (
+        ('student', state.params, state.frozen, state.batch_stats),
+        ('teacher', state.teacher, state.teacher_frozen, state.teacher_batch_stats)):
+      out.update(_flat(frozen['encoders'][m]['trunk'].get('params', {}),
+                       f'{m} {who} trunk params'))
+      out.update(_flat(params['encoders'][m]['stage'], f'{m} {who} layer4 params'))
+      out.update(_flat(stats['encoders'][m]['trunk'], f'{m} {who} trunk BN stats'))
+      out.update(_flat(stats['encoders'][m]['stage'], f'{m} {who} layer4 BN stats'))
+    out.update(_flat(state.params['uni_heads'][m], f'{m} uni head'))
+  out.update(_flat(state.params['fused_head'], 'fused head'))
+  out.update(_flat(state.teacher['fused_head'], 'teacher fused head'))
+  return out
+
+
+def view_diffs(a, b):
+  """Max abs difference per group (the name up to the first '/'); the key sets must match."""
+  if set(a) != set(b):
+    raise AssertionError(f'state layouts differ: only in first {sorted(set(a) - set(b))[:5]}, '
+                         f'only in second {sorted(set(b) - set(a))[:5]}')
+  out = {}
+  for k in a:
+    g = k.split('/')[0]
+    out[g] = max(out.get(g, 0.0), float(np.abs(a[k] - b[k]).max()))
+  return out
+
+
+PORT_GATES = (  # DSU gates of steps 1 and 2 (u <= 0.5 fires): every site, then a mix
+    {m: {'trunk': 0.25, 'layer4': 0.25} for m in ('video', 'flow', 'audio')},
+    {'video': {'trunk': 0.75, 'layer4': 0.25}, 'flow': {'trunk': 0.25, 'layer4': 0.75},
+     'audio': {'trunk': 0.25, 'layer4': 0.25}},
+)
+# Tolerances of the two-step agreement: float64 differences are rounding (~1e-13 seen); float32
+# ones are rounding amplified by Adam's first steps, whose update is ~lr * sign(g) for tiny
+# gradients (a rounding-level gradient difference can move a parameter by up to 2 lr).
+PORT_TOL = {'float64': dict(loss=1e-9, state=1e-9), 'float32': dict(loss=2e-4, state=5e-4)}
+
+
+def _state_dict_np(module):
+  return {k: v.detach().double().numpy().copy() for k, v in module.state_dict().items()}
+
+
+def port_parity(nets, batch, labels, *, dtype='float64', hidden=512, dsu=True, amd=True,
+                gates=PORT_GATES, seed=1000):
+  """Two steps of TorchPortMBCD and of our train_step with the port's semantics.
+
+  Args:
+    nets: modality -> (encoder kind, flax kwargs, PyTorch net), in model order.
+    batch: modality -> PyTorch input ``[B, C, ...]``; labels: ``[B]`` int64.
+    dtype: 'float64' (JAX in x64 mode, PyTorch double) or 'float32'.
+  Returns:
+    [per step: (loss terms torch, loss terms jax, {group: max |torch - jax|})].
+  """
+  tdt, jdt = getattr(torch, dtype), getattr(jnp, dtype)
+  setup = {m: (kind, kw) for m, (kind, kw, _) in nets.items()}
+  encs = {m: TorchEncoder(kind, copy.deepcopy(net).to(tdt)) for m, (kind, _, net) in nets.items()}
+  batch = {m: x.to(tdt) for m, x in batch.items()}
+  channels = dsu_channels(encs, batch)
+  with torch.no_grad():
+    dims = {m: e.eval()(e.trunk(batch[m][:2])).shape[-1] for m, e in encs.items()}
+  impl = TorchPortMBCD(encs, dims, hidden=hidden, dsu=dsu, amd=amd, dtype=tdt)
+  jb = {m: jnp.asarray(np.moveaxis(x.numpy(), 1, -1), jdt) for m, x in batch.items()}
+  model, spec, tx, state = build_jax_port(
+      setup, {m: _state_dict_np(e.net) for m, e in encs.items()},
+      {m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused), hidden=hidden,
+      dsu=dsu, amd=amd, dtype=jdt, example=jb)
+  jb['label'] = jnp.asarray(labels.numpy(), jnp.int32)
+  out = []
+  for step in range(2):
+    draws = make_draws(seed + step, channels, labels.shape[0], gates=gates[step])
+    lt = impl.step(batch, labels, draws)
+    state, lj = jax_port_step(model, spec, tx, state, jb, draws)
+    tv = torch_view(setup, {m: _state_dict_np(e.net) for m, e in impl.encs.items()},
+                    {m: _state_dict_np(e.net) for m, e in impl.t_encs.items()},
+                    {m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused),
+                    torch_head_np(impl.t_fused))
+    out.append((lt, lj, view_diffs(tv, jax_view(state, model.modalities))))
+  return out
+
+
+def assert_port_parity(rows, dtype):
+  """Raises AssertionError unless every loss term and state group agrees within PORT_TOL."""
+  tol = PORT_TOL[dtype]
+  for i, (lt, lj, diffs) in enumerate(rows):
+    for k, v in lt.items():
+      assert np.isfinite(v) and abs(v - lj[k]) <= tol['loss'] * max(1.0, abs(v)), \
+          f'{dtype} step {i + 1}: {k} torch {v!r} jax {lj[k]!r}'
+    bad = {g: d for g, d in diffs.items() if not d <= tol['state']}
+    assert not bad, f'{dtype} step {i + 1}: state differs: {bad}'
+
+
+def port_parity_table(rows_by_dtype):
+  """Markdown table of max |torch - jax| per quantity, for each dtype and step."""
+  cols = [(dt, i) for dt, rows in rows_by_dtype.items() for i in range(len(rows))]
+  first = next(iter(rows_by_dtype.values()))[0]
+  keys = [f'loss: {k}' for k in first[0]] + list(first[2])
+  lines = ['| quantity | ' + ' | '.join(f'{dt} step {i + 1}' for dt, i in cols) + ' |',
+           '|---|' + '---|' * len(cols)]
+  for k in keys:
+    vals = []
+    for dt, i in cols:
+      lt, lj, diffs = rows_by_dtype[dt][i]
+      vals.append(abs(lt[k[6:]] - lj[k[6:]]) if k.startswith('loss: ') else diffs[k])
+    lines.append(f'| {k} | ' + ' | '.join(f'{v:.1e}' for v in vals) + ' |')
+  return '\n'.join(lines)
 
 
 def make_setup(mods, encs, batch, dropout=0.5, amd=True, trunk_once=False, hidden=512,
