@@ -140,10 +140,11 @@ def build(config: ml_collections.ConfigDict, mesh=None):
     state = random_init(rng)
     if not pretrained:
       return state
-    params, frozen = models.load_pretrained(model, config.model, state.params, state.frozen)
-    state = state.replace(params=params, frozen=frozen, opt_state=tx.init(params),
-                          teacher=params if spec.ema else None)
-    return jax.device_put(state, repl)
+    params, frozen = models.load_pretrained(model, config.model,
+                                            *step_lib.student_variables(state))
+    # A fresh step-0 state: BN statistics where the BN mode keeps them, the optimizer state
+    # for the loaded parameters, the teacher a copy of the whole loaded student.
+    return jax.device_put(step_lib.make_state(model, spec, tx, params, frozen), repl)
 
   if config.train.nan_policy not in ('stop', 'skip'):
     raise ValueError("config.train.nan_policy must be 'stop' or 'skip', got "
