@@ -42,6 +42,7 @@ import functools
 import os
 import sys
 import time
+from typing import Callable
 from unittest import mock
 
 import jax
@@ -443,19 +444,43 @@ def build_jax(setup, torch_nets, torch_impl, *, hidden, dropout, method, example
 
 
 # ------------------------------------------------------------------ JAX with the port's semantics
-def to_flax(kind, kw, state_dict):
-  """PyTorch state dict (float32 or float64) -> ``(trunk_vars, stage_vars)`` in float64, exactly
-  to ~1e-14: the converter only renames and transposes but works in float32, so each value is
-  split into a float32 head and a float32 remainder, converted separately and summed."""
-  hi = {k: np.asarray(v, np.float64).astype(np.float32) for k, v in state_dict.items()}
-  lo = {k: (np.asarray(v, np.float64) - hi[k]).astype(np.float32)
+@dataclasses.dataclass
+class ParityEncoder:
+  """One modality's encoder in both frameworks, for ``port_parity``.
+
+  Attributes:
+    name, kwargs: our encoder (``mbcd_jax.encoders.build(name, kwargs)``).
+    torch: the PyTorch module: ``trunk(x)``, ``layer4(f)`` (unpooled; the parameters to train
+      have 'layer4' in their names), ``pool(y)``, ``forward(f) = pool(layer4(f))``.
+    to_flax: PyTorch state dict (name -> float64 numpy) -> ``(trunk_vars, stage_vars)``.
+  """
+  name: str
+  kwargs: dict
+  torch: torch.nn.Module
+  to_flax: Callable
+
+
+def paper_to_flax(kind, kw, state_dict):
+  """A TorchEncoder's state dict -> our variables, in float64 and exact to ~1e-14: the
+  converter only renames and transposes but works in float32, so each value is split into a
+  float32 head and a float32 remainder, converted separately and summed."""
+  sd = {k[len('net.'):] if k.startswith('net.') else k: np.asarray(v, np.float64)
         for k, v in state_dict.items()}
+  hi = {k: v.astype(np.float32) for k, v in sd.items()}
+  lo = {k: (v - hi[k]).astype(np.float32) for k, v in sd.items()}
+  kw = {k: v for k, v in kw.items() if k != 'dtype'}
   a, b = convert.convert_state_dict(kind, hi, **kw), convert.convert_state_dict(kind, lo, **kw)
   return jax.tree.map(lambda x, y: np.asarray(x, np.float64) + np.asarray(y, np.float64), a, b)
 
 
+def paper_encoder(kind, kw, net):
+  """ParityEncoder for a paper encoder (``tests/encoders/torch_reference.py`` net)."""
+  return ParityEncoder(kind, dict(kw), TorchEncoder(kind, net),
+                       functools.partial(paper_to_flax, kind, kw))
+
+
 def head_np(w1, b1, w2, b2):
-  """Torch Linear weights of a head -> our Head's params (float64 numpy)."""
+  """Torch Linear weights of a head -> our Head's params (float64 numpy copies)."""
   # Copies: a float64 tensor's .numpy() shares its memory, which the optimizer updates in place.
   t = lambda x: np.array(x.detach().double().numpy() if isinstance(x, torch.Tensor) else x,
                          np.float64)
@@ -467,53 +492,51 @@ def torch_head_np(head):
   return head_np(head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias)
 
 
-def build_jax_port(setup, student_sds, uni_heads, fused_head, *, hidden, dsu, amd, dtype,
-                   example):
-  """Our model / method / optimizer and a step-0 state with the given PyTorch weights.
+def _state_dict_np(module):
+  return {k: np.array(v.detach().double().numpy(), np.float64)
+          for k, v in module.state_dict().items()}
+
+
+def build_jax_port(encoders, uni_heads, fused_head, *, hidden, dsu, amd, dtype):
+  """Our model / method / optimizer and a step-0 state with the PyTorch modules' weights.
 
   Args:
-    setup: modality -> (encoder kind, kwargs); its order is the model's modality order (= the
-      fused head's input order).
-    student_sds: modality -> the PyTorch encoder's state dict.
+    encoders: modality -> ParityEncoder, in model order (= the fused head's input order).
     uni_heads / fused_head: modality -> / one ``head_np`` dict.
-    dtype: jnp.float64 (needs x64) or jnp.float32.
-    example: modality -> example input (channels-last).
+    dtype: 'float64' (needs x64) or 'float32': computation and variables.
   Returns:
     (model, spec, tx, state).
   """
-  mods = tuple(setup)
   mc = ml_collections.ConfigDict(dict(
-      encoders={m: dict(name=kind, **kw) for m, (kind, kw) in setup.items()},
+      encoders={m: dict(name=e.name, **e.kwargs) for m, e in encoders.items()},
       head_hidden=hidden, head_dropout=0.0, freeze_trunk=True, feature_norm='parameter_free',
       bn_mode='port', dsu=dsu, dsu_p=DSU_P))
-  model = models.build_model(mc, mods, NUM_CLASSES)
+  model = models.build_model(mc, tuple(encoders), NUM_CLASSES)
   spec = methods.resolve(ml_collections.ConfigDict(dict(
       name='mbcd' if amd else 'mbcd_no_amd', amd=None, consistency=None, ema=None,
       distill=None, unimodal_ce=None, amd_base=0.0, amd_fixed_p=0.5, alpha=1e-4,
       ema_beta=0.999, lambda_mm=1.0, lambda_um=1.0, temperature=1.0)))
   tx = step_lib.make_optimizer(ml_collections.ConfigDict(dict(
       lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8)))
-  params, frozen = model.init(jax.random.key(0), {m: v[:2] for m, v in example.items()})
-  params = jax.tree.map(lambda x: x, params)
-  frozen = jax.tree.map(lambda x: x, frozen)
-  for m, (kind, kw) in setup.items():
-    trunk_vars, stage_vars = to_flax(kind, kw, student_sds[m])
+  # The variables' layout of MultiModalModel.init, filled with the PyTorch weights.
+  params = {'encoders': {}, 'norms': {}, 'uni_heads': dict(uni_heads), 'fused_head': fused_head}
+  frozen = {'encoders': {}}
+  for m, e in encoders.items():
+    trunk_vars, stage_vars = e.to_flax(_state_dict_np(e.torch))
     stage_vars = dict(stage_vars)
-    params['encoders'][m]['stage'] = stage_vars.pop('params')
-    frozen['encoders'][m] = {'trunk': trunk_vars, 'stage': stage_vars}
-    params['uni_heads'][m] = uni_heads[m]
-  params['fused_head'] = fused_head
+    params['encoders'][m] = {'stage': stage_vars.pop('params')}
+    frozen['encoders'][m] = {'trunk': dict(trunk_vars), 'stage': stage_vars}
   cast = lambda t: jax.tree.map(lambda x: jnp.asarray(x, dtype), t)
   state = step_lib.make_state(model, spec, tx, cast(params), cast(frozen))
   return model, spec, tx, state
 
 
 @contextlib.contextmanager
-def jax_replay(draws, modalities):
-  """Makes our step draw ``draws`` (SharedDraws): DSU's coin and noise (``dsu.apply``, called
-  per modality in model order, trunk site then layer4 site, while the step is traced) and the
-  AMD masks (``amd.sample_keep``). The DSU arithmetic stays ours (``dsu.perturb_map``).
-  Yields a list that counts the DSU calls traced."""
+def jax_replay(dsu_draws, amd_draws, modalities):
+  """Makes our step use the given draws (arrays or tracers, a SharedDraws' ``dsu`` / ``amd``):
+  DSU's coin and noise (``dsu.apply``, called per modality in model order, trunk site then
+  layer4 site, while the step is traced) and the AMD masks (``amd.sample_keep``). The DSU
+  arithmetic stays ours (``dsu.perturb_map``). Yields the list of DSU sites traced."""
   from mbcd_jax import amd as amd_lib  # pylint: disable=g-import-not-at-top
   from mbcd_jax import dsu as dsu_lib  # pylint: disable=g-import-not-at-top
   sites = [(m, s) for m in modalities for s in ('trunk', 'layer4')]
@@ -524,20 +547,19 @@ def jax_replay(draws, modalities):
     del rng
     m, site = sites[len(calls) % len(sites)]
     calls.append((m, site))
-    u, eps = draws.dsu[m][site]
-    if u > p:
-      return feats
+    u, eps = dsu_draws[m][site]
     leaves, treedef = jax.tree.flatten(feats)
     assert len(leaves) == len(eps), (m, site, len(leaves), len(eps))
     out = []
     for x, (e_mu, e_sig) in zip(leaves, eps):
       assert e_mu.shape == (x.shape[0], x.shape[-1]), (m, site, x.shape, e_mu.shape)
-      out.append(perturb(x, jnp.asarray(e_mu, x.dtype), jnp.asarray(e_sig, x.dtype)))
+      y = perturb(x, jnp.asarray(e_mu, x.dtype), jnp.asarray(e_sig, x.dtype))
+      out.append(jnp.where(u <= p, y, x))   # the port skips the site when u > p
     return jax.tree.unflatten(treedef, out)
 
   def sample_keep(rng, probs, batch_size, order):
     del rng, batch_size
-    return {m: (jnp.asarray(draws.amd[m], probs[m].dtype) < 1 - probs[m]).astype(probs[m].dtype)
+    return {m: (jnp.asarray(amd_draws[m], probs[m].dtype) < 1 - probs[m]).astype(probs[m].dtype)
             for m in order}
 
   with mock.patch.object(dsu_lib, 'apply', apply), \
@@ -545,29 +567,32 @@ def jax_replay(draws, modalities):
     yield calls
 
 
-def jax_port_step(model, spec, tx, state, batch, draws):
-  """One jitted step of our train_step with ``draws`` replayed (traced afresh for them)."""
-  fn = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx))
-  with jax_replay(draws, model.modalities) as calls:
-    state, metrics = fn(state, batch, jax.random.key(0))
-    jax.block_until_ready(metrics['loss'])
-  if model.dsu:
-    assert len(calls) == 2 * len(model.modalities), f'DSU traced {len(calls)} times: {calls}'
-  return state, {k: float(v) for k, v in metrics.items()}
+def jax_port_step_fn(model, spec, tx):
+  """Our train_step, jitted, taking the draws as arguments: ``(state, batch, draws.dsu,
+  draws.amd) -> (state, metrics)``."""
+
+  def fn(state, batch, dsu_draws, amd_draws):
+    with jax_replay(dsu_draws, amd_draws, model.modalities) as calls:
+      out = step_lib.train_step(state, batch, jax.random.key(0), model=model, spec=spec, tx=tx)
+    want = 2 * len(model.modalities) if model.dsu else 0
+    assert len(calls) == want, f'DSU traced at {calls}, expected {want} sites'
+    return out
+
+  return jax.jit(fn)
 
 
 def _flat(tree, prefix):
-  return {prefix + '/' + '/'.join(str(getattr(k, 'key', k)) for k in path): np.asarray(v, np.float64)
-          for path, v in jax.tree_util.tree_leaves_with_path(tree)}
+  return {prefix + '/' + '/'.join(str(getattr(k, 'key', k)) for k in path):
+          np.asarray(v, np.float64) for path, v in jax.tree_util.tree_leaves_with_path(tree)}
 
 
-def torch_view(setup, student_sds, teacher_sds, uni_heads, fused_head, teacher_fused_head):
+def torch_view(encoders, student_sds, teacher_sds, uni_heads, fused_head, teacher_fused_head):
   """PyTorch states in our layout: name -> float64 array. Names start with the comparison group
   ('<m> student|teacher trunk|layer4 params|BN stats', '<m> uni head', '[teacher ]fused head')."""
   out = {}
-  for m, (kind, kw) in setup.items():
+  for m, e in encoders.items():
     for who, sds in (('student', student_sds), ('teacher', teacher_sds)):
-      trunk_vars, stage_vars = to_flax(kind, kw, sds[m])
+      trunk_vars, stage_vars = e.to_flax(sds[m])
       for part, v in (('trunk', trunk_vars), ('layer4', stage_vars)):
         out.update(_flat(v.get('params', {}), f'{m} {who} {part} params'))
         out.update(_flat(v.get('batch_stats', {}), f'{m} {who} {part} BN stats'))
@@ -612,52 +637,74 @@ PORT_GATES = (  # DSU gates of steps 1 and 2 (u <= 0.5 fires): every site, then 
     {'video': {'trunk': 0.75, 'layer4': 0.25}, 'flow': {'trunk': 0.25, 'layer4': 0.75},
      'audio': {'trunk': 0.25, 'layer4': 0.25}},
 )
-# Tolerances of the two-step agreement: float64 differences are rounding (~1e-13 seen); float32
-# ones are rounding amplified by Adam's first steps, whose update is ~lr * sign(g) for tiny
-# gradients (a rounding-level gradient difference can move a parameter by up to 2 lr).
+# Tolerances of the two-step agreement. float64: rounding. float32: rounding amplified by
+# Adam's first steps, whose update is ~lr * sign(g) for tiny gradients (a rounding-level
+# gradient difference can move such a parameter by up to 2 lr = 2e-4).
 PORT_TOL = {'float64': dict(loss=1e-9, state=1e-9), 'float32': dict(loss=2e-4, state=5e-4)}
 
 
-def _state_dict_np(module):
-  return {k: v.detach().double().numpy().copy() for k, v in module.state_dict().items()}
-
-
-def port_parity(nets, batch, labels, *, dtype='float64', hidden=512, dsu=True, amd=True,
-                gates=PORT_GATES, seed=1000):
-  """Two steps of TorchPortMBCD and of our train_step with the port's semantics.
-
-  Args:
-    nets: modality -> (encoder kind, flax kwargs, PyTorch net), in model order.
-    batch: modality -> PyTorch input ``[B, C, ...]``; labels: ``[B]`` int64.
-    dtype: 'float64' (JAX in x64 mode, PyTorch double) or 'float32'.
-  Returns:
-    [per step: (loss terms torch, loss terms jax, {group: max |torch - jax|})].
-  """
-  tdt, jdt = getattr(torch, dtype), getattr(jnp, dtype)
-  setup = {m: (kind, kw) for m, (kind, kw, _) in nets.items()}
-  encs = {m: TorchEncoder(kind, copy.deepcopy(net).to(tdt)) for m, (kind, _, net) in nets.items()}
+def torch_port_run(encoders, batch, labels, *, dtype='float64', hidden=512, dsu=True, amd=True,
+                   gates=PORT_GATES, seed=1000, variant=None):
+  """Two steps of TorchPortMBCD. ``variant``: optional ``fn(impl)`` applied before the steps
+  (negative controls). Returns (initial heads (uni, fused), per step: (loss terms, state view))."""
+  tdt = getattr(torch, dtype)
+  encs = {m: copy.deepcopy(e.torch).to(tdt) for m, e in encoders.items()}
   batch = {m: x.to(tdt) for m, x in batch.items()}
   channels = dsu_channels(encs, batch)
   with torch.no_grad():
     dims = {m: e.eval()(e.trunk(batch[m][:2])).shape[-1] for m, e in encs.items()}
   impl = TorchPortMBCD(encs, dims, hidden=hidden, dsu=dsu, amd=amd, dtype=tdt)
-  jb = {m: jnp.asarray(np.moveaxis(x.numpy(), 1, -1), jdt) for m, x in batch.items()}
-  model, spec, tx, state = build_jax_port(
-      setup, {m: _state_dict_np(e.net) for m, e in encs.items()},
-      {m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused), hidden=hidden,
-      dsu=dsu, amd=amd, dtype=jdt, example=jb)
-  jb['label'] = jnp.asarray(labels.numpy(), jnp.int32)
+  heads = ({m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused))
+  if variant is not None:
+    variant(impl)
   out = []
-  for step in range(2):
-    draws = make_draws(seed + step, channels, labels.shape[0], gates=gates[step])
+  for i in range(2):
+    draws = make_draws(seed + i, channels, labels.shape[0], gates=gates[i])
     lt = impl.step(batch, labels, draws)
-    state, lj = jax_port_step(model, spec, tx, state, jb, draws)
-    tv = torch_view(setup, {m: _state_dict_np(e.net) for m, e in impl.encs.items()},
-                    {m: _state_dict_np(e.net) for m, e in impl.t_encs.items()},
-                    {m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused),
-                    torch_head_np(impl.t_fused))
-    out.append((lt, lj, view_diffs(tv, jax_view(state, model.modalities))))
+    out.append((lt, torch_view(
+        encoders, {m: _state_dict_np(e) for m, e in impl.encs.items()},
+        {m: _state_dict_np(e) for m, e in impl.t_encs.items()},
+        {m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused),
+        torch_head_np(impl.t_fused))))
+  return heads, out, channels
+
+
+def jax_port_run(encoders, heads, channels, batch, labels, *, dtype='float64', hidden=512,
+                 dsu=True, amd=True, gates=PORT_GATES, seed=1000):
+  """Two steps of our train_step with the port's semantics and the same draws as
+  ``torch_port_run``. Call under ``jax.enable_x64(True)`` for float64.
+  Returns per step: (metrics, state view)."""
+  encoders = {m: dataclasses.replace(   # the paper encoders compute in their dtype kwarg
+      e, kwargs=dict(e.kwargs, dtype=dtype) if e.name in convert.KINDS else e.kwargs)
+              for m, e in encoders.items()}
+  model, spec, tx, state = build_jax_port(encoders, heads[0], heads[1], hidden=hidden, dsu=dsu,
+                                          amd=amd, dtype=dtype)
+  jb = {m: jnp.asarray(np.moveaxis(x.double().numpy(), 1, -1), dtype) for m, x in batch.items()}
+  jb['label'] = jnp.asarray(labels.numpy(), jnp.int32)
+  step = jax_port_step_fn(model, spec, tx)
+  out = []
+  for i in range(2):
+    draws = make_draws(seed + i, channels, labels.shape[0], gates=gates[i])
+    state, metrics = step(state, jb, draws.dsu, draws.amd)
+    out.append(({k: float(v) for k, v in metrics.items()}, jax_view(state, model.modalities)))
   return out
+
+
+def port_parity(encoders, batch, labels, *, dtype='float64', **kwargs):
+  """Two steps of TorchPortMBCD and of our train_step with the port's semantics, from the same
+  weights, batch and draws. Call under ``jax.enable_x64(True)`` for float64.
+
+  Args:
+    encoders: modality -> ParityEncoder, in model order (the torch modules are copied).
+    batch: modality -> PyTorch input ``[B, C, ...]``; labels: ``[B]`` int64.
+    dtype: 'float64' (PyTorch double, JAX x64) or 'float32'.
+    **kwargs: hidden, dsu, amd, gates, seed (as ``torch_port_run``).
+  Returns:
+    [per step: (loss terms torch, metrics jax, {group: max |torch - jax|})].
+  """
+  heads, t_rows, channels = torch_port_run(encoders, batch, labels, dtype=dtype, **kwargs)
+  j_rows = jax_port_run(encoders, heads, channels, batch, labels, dtype=dtype, **kwargs)
+  return [(lt, lj, view_diffs(tv, jv)) for (lt, tv), (lj, jv) in zip(t_rows, j_rows)]
 
 
 def assert_port_parity(rows, dtype):

@@ -357,58 +357,38 @@ def port_fused_order(mods):
 
 
 # ------------------------------------------------------------------ comparison
-GATES = (  # which DSU sites fire (u <= 0.5) in steps 1 and 2: all, then a mix
-    {m: {'trunk': 0.25, 'layer4': 0.25} for m in PORT_ORDER},
-    {'video': {'trunk': 0.75, 'layer4': 0.25}, 'flow': {'trunk': 0.25, 'layer4': 0.75},
-     'audio': {'trunk': 0.25, 'layer4': 0.25}},
-)
+def _port_head(head):
+  return bench.head_np(head.enc_net[0].weight, head.enc_net[0].bias, head.enc_net[3].weight,
+                       head.enc_net[3].bias)
 
 
-def _sd(module):
-  return {k: v.detach().double().numpy().copy() for k, v in module.state_dict().items()
-          if not k.endswith('num_batches_tracked')}
+def compare(port, args, dtype, with_jax=True):
+  """Two steps of the port, of TorchPortMBCD and (``with_jax``) of our JAX train_step, from
+  the same weights, batch and draws.
 
-
-def _group(name):
-  """State-dict key -> (part, kind) with part 'trunk' | 'layer4', kind 'params' | 'BN stats'."""
-  kind = 'BN stats' if name.endswith(('running_mean', 'running_var')) else 'params'
-  return ('layer4' if 'layer4.' in name else 'trunk'), kind
-
-
-def state_diffs(a, b, prefix):
-  """Max abs difference per (part, kind) group between two backbone state dicts."""
-  out = {}
-  for k, va in a.items():
-    part, kind = _group(k)
-    key = f'{prefix} {part} {kind}'
-    out[key] = max(out.get(key, 0.0), float(np.abs(va - b[k]).max()))
-  return out
-
-
-def _head_sd(lin1, lin2):
-  return {'fc1.w': lin1.weight, 'fc1.b': lin1.bias, 'fc2.w': lin2.weight, 'fc2.b': lin2.bias}
-
-
-def _max_diff(a, b):
-  return max(float((a[k].detach().double() - b[k].detach().double()).abs().max()) for k in a)
-
-
-def compare(port, args, dtype):
-  """Two steps of the port and of our implementations. Returns (rows, columns)."""
+  Returns:
+    {'step 1' | 'step 2': {quantity: (|port - torch-ref|, |port - jax| or None)},
+     'port moved': {quantity: (max |state after 2 steps - initial|, None)}}, port losses.
+  """
   mods = tuple(args.mods.split('+'))
-  order = port_fused_order(mods)
+  order = port_fused_order(mods)   # = our model's modality order, so the fused heads match
   nets = stand_in_nets(order, args.video_depth, args.width_div, args.audio_width)
+  tdt = getattr(torch, dtype)
   g = torch.Generator().manual_seed(100)
-  batch = {m: torch.randn((args.batch,) + bench.INPUT_SHAPES[m], generator=g).to(dtype)
+  batch = {m: torch.randn((args.batch,) + bench.INPUT_SHAPES[m], generator=g).to(tdt)
            for m in order}
   labels = torch.randint(0, bench.NUM_CLASSES, (args.batch,), generator=g)
   torch.manual_seed(0)
-  run = PortRun(port, {m: n for m, (_, _, n) in nets.items()}, mods, hidden=512, dtype=dtype)
-  encs = {m: bench.TorchEncoder(kind, copy.deepcopy(n).to(dtype))
-          for m, (kind, _, n) in nets.items()}
+  run = PortRun(port, {m: n for m, (_, _, n) in nets.items()}, mods, hidden=512, dtype=tdt)
+  encoders = {m: bench.paper_encoder(kind, dict(kw, dtype=dtype), copy.deepcopy(n).to(tdt))
+              for m, (kind, kw, n) in nets.items()}
+  encs = {m: e.torch for m, e in encoders.items()}
   channels = bench.dsu_channels(encs, batch)
   dims = {m: run.ns[f'{PORT_PREFIX[m]}_norm'].layernorm.normalized_shape[0] for m in order}
-  impl = bench.TorchPortMBCD(encs, dims, hidden=512, dtype=dtype)
+  impl = bench.TorchPortMBCD(encs, dims, hidden=512, dtype=tdt)
+  port_heads = lambda: ({m: _port_head(run.ns[f'{PORT_PREFIX[m]}_cls']) for m in order},
+                        _port_head(run.ns['mm_cls']), _port_head(run.ns['mm_cls_ema']))
+  uni0, fused0, _ = port_heads()
   with torch.no_grad():   # our heads start as the port's
     for ours, theirs in [(impl.uni[m], run.ns[f'{PORT_PREFIX[m]}_cls']) for m in order] + [
         (impl.fused, run.ns['mm_cls']), (impl.t_fused, run.ns['mm_cls_ema'])]:
@@ -416,34 +396,42 @@ def compare(port, args, dtype):
       ours.fc1.bias.copy_(theirs.enc_net[0].bias)
       ours.fc2.weight.copy_(theirs.enc_net[3].weight)
       ours.fc2.bias.copy_(theirs.enc_net[3].bias)
-  start = {m: (_sd(run.backbone(m)), _sd(run.backbone(m, teacher=True))) for m in order}
-  rows = {}
-  for step in range(2):
-    draws = bench.make_draws(1000 + step, channels, args.batch, gates=GATES[step])
+  if with_jax:
+    model, spec, tx, state = bench.build_jax_port(encoders, uni0, fused0, hidden=512, dsu=True,
+                                                  amd=True, dtype=dtype)
+    jstep = bench.jax_port_step_fn(model, spec, tx)
+    jb = {m: bench.jnp.asarray(np.moveaxis(x.numpy(), 1, -1), dtype) for m, x in batch.items()}
+    jb['label'] = bench.jnp.asarray(labels.numpy(), bench.jnp.int32)
+
+  def port_view():
+    sds = {m: bench._state_dict_np(run.backbone(m)) for m in order}   # pylint: disable=protected-access
+    t_sds = {m: bench._state_dict_np(run.backbone(m, teacher=True)) for m in order}  # pylint: disable=protected-access
+    return bench.torch_view(encoders, sds, t_sds, *port_heads())
+
+  start = port_view()
+  rows, losses = {}, {}
+  for i in range(2):
+    draws = bench.make_draws(1000 + i, channels, args.batch, gates=bench.PORT_GATES[i])
     lp = run.step(batch, labels, draws)
     lr = impl.step(batch, labels, draws)
-    col = {}
-    for k in lp:
-      col[f'loss: {k}'] = abs(lp[k] - lr[k])
-    for m in order:
-      col.update(state_diffs(_sd(run.backbone(m)), _sd(impl.encs[m].net), f'{m} student'))
-      col.update(state_diffs(_sd(run.backbone(m, teacher=True)), _sd(impl.t_encs[m].net),
-                             f'{m} teacher'))
-      h = run.ns[f'{PORT_PREFIX[m]}_cls'].enc_net
-      col[f'{m} uni head'] = _max_diff(_head_sd(h[0], h[3]),
-                                       _head_sd(impl.uni[m].fc1, impl.uni[m].fc2))
-    for name, theirs, ours in (('fused head', run.ns['mm_cls'], impl.fused),
-                               ('teacher fused head', run.ns['mm_cls_ema'], impl.t_fused)):
-      col[name] = _max_diff(_head_sd(theirs.enc_net[0], theirs.enc_net[3]),
-                            _head_sd(ours.fc1, ours.fc2))
-    rows[f'step {step + 1}'] = (col, lp)
-  # How far the port's own state moved in the two steps (the scale the differences compare to).
-  moved = {}
-  for m in order:
-    moved.update(state_diffs(_sd(run.backbone(m)), start[m][0], f'{m} student'))
-    moved.update(state_diffs(_sd(run.backbone(m, teacher=True)), start[m][1], f'{m} teacher'))
-  rows['port moved'] = (moved, {})
-  return rows
+    pv = port_view()
+    rv = bench.torch_view(
+        encoders, {m: bench._state_dict_np(e) for m, e in impl.encs.items()},  # pylint: disable=protected-access
+        {m: bench._state_dict_np(e) for m, e in impl.t_encs.items()},  # pylint: disable=protected-access
+        {m: bench.torch_head_np(impl.uni[m]) for m in order}, bench.torch_head_np(impl.fused),
+        bench.torch_head_np(impl.t_fused))
+    d_ref = bench.view_diffs(pv, rv)
+    d_jax, lj = {}, {}
+    if with_jax:
+      state, metrics = jstep(state, jb, draws.dsu, draws.amd)
+      lj = {k: float(v) for k, v in metrics.items()}
+      d_jax = bench.view_diffs(pv, bench.jax_view(state, model.modalities))
+    col = {f'loss: {k}': (abs(v - lr[k]), abs(v - lj[k]) if lj else None) for k, v in lp.items()}
+    col.update({k: (d, d_jax.get(k)) for k, d in d_ref.items()})
+    rows[f'step {i + 1}'] = col
+    losses[f'step {i + 1}'] = lp['loss']
+  rows['port moved'] = {k: (d, None) for k, d in bench.view_diffs(port_view(), start).items()}
+  return rows, losses
 
 
 def main():
@@ -456,19 +444,26 @@ def main():
   parser.add_argument('--width_div', type=int, default=8)
   parser.add_argument('--audio_width', type=int, default=8)
   parser.add_argument('--dtypes', default='float64,float32')
+  parser.add_argument('--no_jax', action='store_true')
   args = parser.parse_args()
+  torch.set_num_threads(os.cpu_count())
   port = Port(args.port_dir, args.l2l_dir)
+  print(f'{args.mods}, batch {args.batch}, SlowFast-R{args.video_depth} / SlowOnly-R50 at base '
+        f'{64 // args.width_div}, ResNet-18 width {args.audio_width}, heads 512 (dropout 0), '
+        'DSU and AMD on; max |port - ours|', flush=True)
   for dt in args.dtypes.split(','):
-    rows = compare(port, args, getattr(torch, dt))
-    keys = list(rows['step 1'][0])
-    print(f'\n{dt}: max |port - torch-ref| ({args.mods}, batch {args.batch})')
-    print('| quantity | ' + ' | '.join(rows) + ' |')
-    print('|---|' + '---|' * len(rows))
-    for k in keys:
-      print(f'| {k} | ' + ' | '.join(
-          f'{rows[s][0][k]:.1e}' if k in rows[s][0] else '' for s in rows) + ' |')
-    print('port loss: ' + ', '.join(f'{s} {rows[s][1]["loss"]:.6f}' for s in rows
-                                    if rows[s][1]))
+    with bench.jax.enable_x64(dt == 'float64'):
+      rows, losses = compare(port, args, dt, with_jax=not args.no_jax)
+    steps = [s for s in rows if s.startswith('step')]
+    print(f'\n{dt}: port loss ' + ', '.join(f'{s} {losses[s]:.6f}' for s in steps))
+    print('| quantity | ' + ' | '.join(f'{s} torch-ref | {s} jax' for s in steps)
+          + ' | port moved |')
+    print('|---|' + '---|---|' * len(steps) + '---|')
+    fmt = lambda v: '' if v is None else f'{v:.1e}'
+    for k in rows['step 1']:
+      cells = [fmt(c) for s in steps for c in rows[s][k]]
+      print(f'| {k} | ' + ' | '.join(cells) + f' | {fmt(rows["port moved"].get(k, (None,))[0])} |',
+            flush=True)
 
 
 if __name__ == '__main__':
