@@ -1,6 +1,7 @@
 """The whole MBCD training step: our JAX step (jit) vs a PyTorch eager re-implementation.
 
     JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py [--reps 3] [--setups ...]
+    JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py --no_check --no_timing  # port check
 
 (~4 min for the check + F+A, ~3.5 min for V+F+A alone on 2 loaded cores.)
 
@@ -29,6 +30,22 @@ EMA update):
 Before timing, a correctness check on the V+F+A set-up: head dropout 0, AMD off, same weights
 and batch: JAX's and PyTorch's losses agree at step 1 and again at step 2 (after one Adam update
 and one EMA update), i.e. the two implement the same step.
+
+Then the port-semantics check (``--port_check float64,float32``; ``--no_timing`` to stop after
+it): ``TorchPortMBCD`` runs the public port's network semantics -- every encoder in train mode
+(BN on batch statistics, running statistics updated as PyTorch does, twice per step: the port
+re-runs the frozen trunk and layer4 for the theta' pass), DSU on the first pass's trunk and
+layer4 outputs, AMD, EMA over the encoders' whole state dict (frozen weights and BN statistics)
+and the fused head -- and ``mbcd_jax.step.train_step`` runs with ``bn_mode='port'``,
+``dsu=True``. The random draws are shared: NumPy draws the DSU coins and noise and the AMD
+uniforms (``SharedDraws``); PyTorch consumes them directly, our step through ``jax_replay``
+(which patches ``dsu.apply`` / ``amd.sample_keep`` while tracing, keeping our DSU arithmetic).
+Two steps from the same weights and batch, in float64 (JAX x64, torch double) and float32;
+prints max |torch - jax| of every loss term, the trunk / layer4 parameters, the trunk / layer4
+BN running statistics, the heads, and the teacher's whole state, and asserts them within
+``PORT_TOL``. ``TorchPortMBCD`` itself is checked against the port's own code by
+``benchmarks/port_harness.py``; ``tests/test_port_semantics_torch.py`` runs the same comparison
+on tiny encoders.
 
 Each time is the median of ``--reps`` calls after two warm-up calls (JAX compiles in the first);
 the frameworks' calls alternate round by round so that load from other processes hits all
@@ -793,6 +810,21 @@ def bench(mods, encs, batch, reps):
   return ms, compile_s, first
 
 
+def port_check(args, dtypes, mods=('video', 'flow', 'audio')):
+  """port_parity on the paper's encoders (reduced) for each dtype -> {dtype: rows}."""
+  encs = make_encoders(args.video_depth, args.port_width_div, args.port_audio_width)
+  encoders = {m: paper_encoder(encs[m][0], encs[m][1], ref.randomize_(encs[m][2](), seed=i))
+              for i, m in enumerate(mods)}
+  g = torch.Generator().manual_seed(100)
+  batch = {m: torch.randn((args.batch,) + INPUT_SHAPES[m], generator=g) for m in mods}
+  labels = torch.randint(0, NUM_CLASSES, (args.batch,), generator=g)
+  out = {}
+  for dt in dtypes:
+    with jax.enable_x64(dt == 'float64'):
+      out[dt] = port_parity(encoders, batch, labels, dtype=dt)
+  return out
+
+
 def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--reps', type=int, default=5)
@@ -803,6 +835,12 @@ def main():
   parser.add_argument('--audio_width', type=int, default=16, help='ResNet-18 width (paper: 64)')
   parser.add_argument('--setups', default='flow+audio,video+audio,video+flow+audio')
   parser.add_argument('--no_check', action='store_true')
+  parser.add_argument('--port_check', default='float64,float32',
+                      help="dtypes of the port-semantics two-step check ('' to skip)")
+  parser.add_argument('--port_width_div', type=int, default=8,
+                      help='width_div of the port-semantics check (smaller: faster)')
+  parser.add_argument('--port_audio_width', type=int, default=8)
+  parser.add_argument('--no_timing', action='store_true')
   args = parser.parse_args()
   threads = os.cpu_count()
   torch.set_num_threads(threads)
@@ -816,6 +854,17 @@ def main():
     out = check(encs, args.batch)
     print('check (V+F+A, dropout 0, AMD off): loss step 1 torch %.6f jax %.6f; '
           'step 2 torch %.6f jax %.6f' % (*out[0], *out[1]), flush=True)
+  if args.port_check:
+    rows = port_check(args, args.port_check.split(','))
+    print('\nport semantics (V+F+A, BN train mode, DSU, AMD, head dropout 0; SlowFast-R'
+          f'{args.video_depth} / SlowOnly-R50 at base {64 // args.port_width_div}, ResNet-18 '
+          f'width {args.port_audio_width}): max |torch - jax| over two steps')
+    print(port_parity_table(rows), flush=True)
+    for dt, r in rows.items():
+      assert_port_parity(r, dt)
+    print('port semantics: torch and JAX agree within', PORT_TOL, flush=True)
+  if args.no_timing:
+    return
   print('\n| set-up | JAX ms | torch (port) ms | ratio | torch (trunk once) ms | ratio | '
         'JAX compile s |')
   print('|' + '---|' * 7)
