@@ -415,7 +415,7 @@ class TorchPortMBCD:
         t_mod.load_state_dict({k: v * self.beta + s_sd[k] * (1 - self.beta)
                                for k, v in t_mod.state_dict().items()})
     out = {'loss': loss, 'ce_fused': ce_mm, **{f'ce_uni/{m}': ces[m] for m in mods}, **kls}
-    return {k: float(v) for k, v in out.items()}
+    return {k: float(v.detach()) for k, v in out.items()}
 
 
 # ------------------------------------------------------------------ the JAX step
