@@ -1,11 +1,14 @@
 r"""Compiled train-step time of ERM, EMA and MBCD (each consistency mode), relative to ERM.
 
-  JAX_PLATFORMS=cpu python benchmarks/step_time.py [--reps 20] [--batch 16]
+  JAX_PLATFORMS=cpu python benchmarks/step_time.py [--reps 20] [--batch 16] [--setups a,b,c,d]
 
-Two encoder set-ups on the embedded benchmark's encoders and shapes (configs/hac.py:synthetic):
+Encoder set-ups on the embedded benchmark's encoders and shapes (configs/hac.py:synthetic):
   (a) everything trainable: every pass runs the whole encoder;
   (b) the paper's split: a frozen trunk (~80% of forward FLOPs) run once per step and shared by
-      the student's passes and the teacher, and a trainable last stage.
+      the student's passes and the teacher, and a trainable last stage;
+  (c) as (b) with a BatchNorm after every conv (encoders' bn=True), bn_mode='frozen';
+  (d) as (c) with bn_mode='port': BN on batch statistics in the student's passes, running
+      statistics updated, the teacher's own inference-mode trunk pass (one more trunk run).
 Prints the trunk's FLOP share (XLA cost analysis) and a table of median step times. Timings of
 the methods are interleaved round by round so that background load hits them alike.
 """
@@ -71,6 +74,7 @@ def main():
   ap = argparse.ArgumentParser()
   ap.add_argument('--reps', type=int, default=20)
   ap.add_argument('--batch', type=int, default=16)
+  ap.add_argument('--setups', default='a,b,c,d', help='comma-separated subset of a,b,c,d')
   args = ap.parse_args()
   c = _config()
   batch = _batch(c, args.batch)
@@ -78,11 +82,19 @@ def main():
         f'batch {args.batch}, shapes video {c.data.synthetic.video_shape}, flow '
         f'{c.data.synthetic.flow_shape}, audio {c.data.synthetic.audio_shape}')
   rows = []
-  for setup, freeze in (('(a) all trainable', False), ('(b) frozen trunk', True)):
+  setups = {'a': ('(a) all trainable', False, False, 'frozen'),
+            'b': ('(b) frozen trunk', True, False, 'frozen'),
+            'c': ('(c) frozen trunk, BN, bn_mode=frozen', True, True, 'frozen'),
+            'd': ('(d) frozen trunk, BN, bn_mode=port', True, True, 'port')}
+  for key in args.setups.split(','):
+    setup, freeze, bn, bn_mode = setups[key]
     with c.unlocked():
       c.model.freeze_trunk = freeze
+      c.model.bn_mode = bn_mode
+      for m in c.data.modalities:
+        c.model.encoders[m].bn = bn
     model = models.build_model(c.model, tuple(c.data.modalities), c.data.num_classes)
-    if freeze:
+    if freeze and not bn:
       print(f'trunk share of encoder forward FLOPs: {100 * trunk_share(model, batch):.1f}%')
     tx = step.make_optimizer(c.optim)
     fns = []

@@ -73,6 +73,35 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(tmp_path, reference):
   _assert_same_run(workdir, reference)
 
 
+# 'port' BN mode, BN in the synthetic encoders, DSU: the state gains the BN running statistics
+# and the teacher's copies of them and of the frozen variables.
+PORT_FLAGS = ('--config.train.epochs=2', '--config.train.checkpoint_every_steps=2',
+              '--config.model.bn_mode=port', '--config.model.dsu=True',
+              '--config.model.encoders.video.bn=True', '--config.model.encoders.flow.bn=True',
+              '--config.model.encoders.audio.bn=True')
+
+
+def test_port_bn_mode_kill_then_resume_is_bit_exact(tmp_path):
+  reference = str(tmp_path / 'port_reference')
+  r = _runs.run(reference, *PORT_FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  state = _runs.final_state(reference)
+  assert any('batch_stats' in k for k in state) and any('teacher_batch_stats' in k for k in state)
+  workdir = str(tmp_path / 'port_killed')
+  p = _runs.start(workdir, *PORT_FLAGS)
+  try:
+    _wait_for_checkpoint(p, workdir, at_least=2)
+    assert p.poll() is None, 'finished before the kill'
+    p.send_signal(signal.SIGKILL)
+  finally:
+    p.wait(timeout=60)
+  assert _runs.checkpoint_steps(workdir)[-1] < 8
+  r = _runs.run(workdir, *PORT_FLAGS)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'resumed from {workdir}/checkpoints/' in r.stderr
+  _assert_same_run(workdir, reference)
+
+
 def test_sigterm_checkpoints_exits_75_then_resumes_bit_exact(tmp_path, reference):
   workdir = str(tmp_path / 'preempted')
   p = _runs.start(workdir, *FLAGS)

@@ -99,3 +99,27 @@ def test_remat_gives_the_same_gradients():
     # Recomputation may reorder float sums: compare relative to the leaf's scale.
     assert float(jnp.abs(a - b).max()) <= 1e-5 * float(jnp.abs(a).max()) + 1e-7
   assert max(float(jnp.abs(a).max()) for a in jax.tree.leaves(g)) > 0
+
+
+@pytest.mark.parametrize('name', sorted(CASES))
+def test_training_mode_bn_moments_and_perturb_hook(name):
+  """'port' BN mode: every BN of trunk and stage (remat'd layer4 too) records its batch
+  moments, with the running statistics' tree structure; ``perturb`` sees the layer4 map(s)."""
+  from mbcd_jax import batchnorm  # pylint: disable=g-import-not-at-top
+  kw, shape, dim = CASES[name]
+  kw = dict(kw, remat=True)
+  enc, _, sv, tv, x = _init(name, kw, shape)
+  fmap, tmut = jax.jit(lambda v, x: enc.trunk.apply(v, x, mutable=[batchnorm.MOMENTS]))(tv, x)
+  assert jax.tree.structure(tmut[batchnorm.MOMENTS]) == jax.tree.structure(tv['batch_stats'])
+  seen = []
+
+  def zero(y):
+    seen.append(isinstance(y, tuple))
+    return jax.tree.map(jnp.zeros_like, y)
+  feat, smut = enc.stage.apply(sv, fmap, perturb=zero, mutable=[batchnorm.MOMENTS])
+  assert jax.tree.structure(smut[batchnorm.MOMENTS]) == jax.tree.structure(sv['batch_stats'])
+  np.testing.assert_array_equal(feat, np.zeros((shape[0], dim)))   # the pool comes after
+  assert seen == [name == 'slowfast_r101']     # SlowFast: the (slow, fast) pair
+  # Training mode normalises with batch statistics: the output differs from inference mode.
+  assert not np.allclose(enc.stage.apply(sv, fmap),
+                         enc.stage.apply(sv, fmap, mutable=[batchnorm.MOMENTS])[0])
