@@ -1,7 +1,7 @@
 """The whole MBCD training step: our JAX step (jit) vs a PyTorch eager re-implementation.
 
     JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py [--reps 3] [--setups ...]
-    JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py --no_check --no_timing  # port check
+    JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py --no_check --no_timing  # port
 
 (~4 min for the check + F+A, ~3.5 min for V+F+A alone on 2 loaded cores.)
 
@@ -509,7 +509,7 @@ def torch_head_np(head):
   return head_np(head.fc1.weight, head.fc1.bias, head.fc2.weight, head.fc2.bias)
 
 
-def _state_dict_np(module):
+def state_dict_np(module):
   return {k: np.array(v.detach().double().numpy(), np.float64)
           for k, v in module.state_dict().items()}
 
@@ -539,7 +539,7 @@ def build_jax_port(encoders, uni_heads, fused_head, *, hidden, dsu, amd, dtype):
   params = {'encoders': {}, 'norms': {}, 'uni_heads': dict(uni_heads), 'fused_head': fused_head}
   frozen = {'encoders': {}}
   for m, e in encoders.items():
-    trunk_vars, stage_vars = e.to_flax(_state_dict_np(e.torch))
+    trunk_vars, stage_vars = e.to_flax(state_dict_np(e.torch))
     stage_vars = dict(stage_vars)
     params['encoders'][m] = {'stage': stage_vars.pop('params')}
     frozen['encoders'][m] = {'trunk': dict(trunk_vars), 'stage': stage_vars}
@@ -679,8 +679,8 @@ def torch_port_run(encoders, batch, labels, *, dtype='float64', hidden=512, dsu=
     draws = make_draws(seed + i, channels, labels.shape[0], gates=gates[i])
     lt = impl.step(batch, labels, draws)
     out.append((lt, torch_view(
-        encoders, {m: _state_dict_np(e) for m, e in impl.encs.items()},
-        {m: _state_dict_np(e) for m, e in impl.t_encs.items()},
+        encoders, {m: state_dict_np(e) for m, e in impl.encs.items()},
+        {m: state_dict_np(e) for m, e in impl.t_encs.items()},
         {m: torch_head_np(impl.uni[m]) for m in encs}, torch_head_np(impl.fused),
         torch_head_np(impl.t_fused))))
   return heads, out, channels
