@@ -37,12 +37,12 @@ How the port's code runs here without its environment (mmcv, mmaction, CUDA, dat
 
 Result (the command above; port commit e98e837; V+F+A, batch 4, SlowFast-R50 / SlowOnly-R50 at
 base 8, ResNet-18 width 8, heads 512 with dropout 0, DSU on (step 1: every site fires, step 2: a
-mix), AMD on). Max |port - ours| over the three modalities; ``port moved``: max |state after the
-two steps - initial state| of the port, the scale the differences compare to. ``torch-ref`` is
-bit-identical to the port in float64 (same operations in the same order).
+mix), AMD on). Max |port - ours| after steps 1 and 2, over the three modalities; ``port moved``:
+max |state after the two steps - initial state| of the port, the scale the differences compare
+to. ``torch-ref`` is bit-identical to the port in float64 (same operations in the same order).
 
     float64 (port loss: step 1 8.156355, step 2 7.509364)
-    | quantity                | step 1 torch-ref | step 1 jax | step 2 torch-ref | step 2 jax | port moved |
+    | quantity                | 1: torch-ref | 1: jax | 2: torch-ref | 2: jax | port moved |
     | loss: loss              | 0 | 7e-14 | 0 | 3e-14 |       |
     | loss: ce_fused          | 0 | 6e-14 | 0 | 5e-14 |       |
     | loss: kl_mm             | 0 | 3e-15 | 0 | 9e-15 |       |
@@ -61,7 +61,7 @@ bit-identical to the port in float64 (same operations in the same order).
     | teacher fused head      | 0 | 4e-15 | 0 | 8e-15 | 3e-07 |
 
     float32 (port loss: step 1 8.156375, step 2 7.509371)
-    | quantity                | step 1 torch-ref | step 1 jax | step 2 torch-ref | step 2 jax | port moved |
+    | quantity                | 1: torch-ref | 1: jax | 2: torch-ref | 2: jax | port moved |
     | loss: loss              | 1e-06 | 2e-05 | 0 | 4e-05 |       |
     | loss: ce_fused          | 0     | 7e-06 | 0 | 3e-05 |       |
     | loss: kl_mm             | 0     | 2e-07 | 0 | 2e-07 |       |
