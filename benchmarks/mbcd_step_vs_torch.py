@@ -43,7 +43,12 @@ uniforms (``SharedDraws``); PyTorch consumes them directly, our step through ``j
 Two steps from the same weights and batch, in float64 (JAX x64, torch double) and float32;
 prints max |torch - jax| of every loss term, the trunk / layer4 parameters, the trunk / layer4
 BN running statistics, the heads, and the teacher's whole state, and asserts them within
-``PORT_TOL``. ``TorchPortMBCD`` itself is checked against the port's own code by
+``PORT_TOL`` (~13 min on 2 loaded cores, most of it XLA compiling the reduced paper encoders'
+step). Seen (V+F+A, SlowFast-R50 / SlowOnly-R50 at base 8, ResNet-18 width 8, batch 4):
+float64: loss terms <= 1.1e-13, parameters <= 5.2e-12, BN statistics <= 5.4e-13, teacher
+<= 1e-14; float32: loss terms <= 3.7e-4, parameters <= 4e-4 (Adam on rounding-level
+gradients, see PORT_TOL), BN statistics <= 3.1e-4. ``TorchPortMBCD`` itself is checked
+against the port's own code by
 ``benchmarks/port_harness.py``; ``tests/test_port_semantics_torch.py`` runs the same comparison
 on tiny encoders.
 
@@ -654,10 +659,11 @@ PORT_GATES = (  # DSU gates of steps 1 and 2 (u <= 0.5 fires): every site, then 
     {'video': {'trunk': 0.75, 'layer4': 0.25}, 'flow': {'trunk': 0.25, 'layer4': 0.75},
      'audio': {'trunk': 0.25, 'layer4': 0.25}},
 )
-# Tolerances of the two-step agreement. float64: rounding. float32: rounding amplified by
-# Adam's first steps, whose update is ~lr * sign(g) for tiny gradients (a rounding-level
-# gradient difference can move such a parameter by up to 2 lr = 2e-4).
-PORT_TOL = {'float64': dict(loss=1e-9, state=1e-9), 'float32': dict(loss=2e-4, state=5e-4)}
+# Tolerances of the two-step agreement. float64: rounding (1e-11 or less is seen). float32:
+# rounding amplified by Adam's first steps, whose update is ~lr * g / |g| even for a gradient
+# at rounding level: such a parameter can end up 2 lr = 2e-4 apart per step (4e-4 after two,
+# seen), and step 2's losses move accordingly (4e-4 seen). The float64 check is the strict one.
+PORT_TOL = {'float64': dict(loss=1e-9, state=1e-9), 'float32': dict(loss=1e-3, state=1e-3)}
 
 
 def torch_port_run(encoders, batch, labels, *, dtype='float64', hidden=512, dsu=True, amd=True,
