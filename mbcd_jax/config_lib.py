@@ -73,8 +73,8 @@ def base_config() -> ml_collections.ConfigDict:
       # network's own running statistics. 'frozen': running statistics only, never updated
       # (faster: one trunk pass for student and teacher), to be measured against 'port'.
       bn_mode='port',
-      dsu=True,                   # DSU feature-statistics noise (mbcd_jax/dsu.py), as the reference
-      dsu_p=0.5,                  # probability of applying DSU, per call (trunk / last stage output)
+      dsu=True,                   # DSU feature-statistics noise (mbcd_jax/dsu.py), as the port
+      dsu_p=0.5,                  # probability of DSU per call (trunk / last stage output)
       # 'pretrained': the audio encoder's last stage (layer4) starts from the checkpoint (MBCD
       # reference); 'random': from random init while the trunk is loaded (SimMMDG-style
       # baselines, whose audio tail never receives the checkpoint).

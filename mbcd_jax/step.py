@@ -305,8 +305,8 @@ def guard_nonfinite(old: TrainState, new: TrainState, metrics: dict, *,
 
   Composed after ``train_step`` inside the same jit (train.py), so ``train_step`` itself is
   unchanged. Adds ``metrics['nonfinite']`` (1.0 / 0.0). With ``skip=True`` a flagged step keeps
-  the old params, optimizer state, BN statistics and teacher; ``step`` still advances, so the data position and
-  the per-step randomness stay those of the uninterrupted schedule.
+  the old params, optimizer state, BN statistics and teacher; ``step`` still advances, so the
+  data position and the per-step randomness stay those of the uninterrupted schedule.
   """
   finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
   # catches a non-finite update (e.g. lr overflow) or running statistic
