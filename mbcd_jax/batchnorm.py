@@ -52,7 +52,7 @@ class BatchNorm(nn.Module):
     ra_var = self.variable('batch_stats', 'var', lambda: jnp.ones((c,), jnp.float32))
     if self.is_mutable_collection(MOMENTS) and not self.is_initializing():
       axes = tuple(range(x.ndim - 1))
-      xf = x.astype(jnp.float32)
+      xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
       mean = xf.mean(axes)
       var = jnp.square(xf - mean).mean(axes)   # biased: what the batch is normalised with
       n = x.size // c

@@ -29,14 +29,14 @@ def perturb_map(x: jax.Array, e_mu: jax.Array, e_sigma: jax.Array,
                 eps: float = EPS) -> jax.Array:
   """DSU(x) for given noise. x ``[B, *S, C]``; e_mu, e_sigma ``[B, C]``. Returns ``x``'s shape.
 
-  Computed in float32 and returned in ``x``'s dtype.
+  Computed in at least float32 (float64 stays float64) and returned in ``x``'s dtype.
   """
   b, c = x.shape[0], x.shape[-1]
   n = x.size // (b * c)
   if b < 2 or n < 2:
     raise ValueError(f'DSU needs at least 2 samples and 2 positions per channel (unbiased '
                      f'variances), got a feature map of shape {x.shape}')
-  xf = x.astype(jnp.float32)
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
   axes = tuple(range(1, x.ndim - 1))
   mu = xf.mean(axes)                                          # [B, C]
   sigma = jnp.sqrt(jnp.var(xf, axis=axes, ddof=1) + eps)      # [B, C]

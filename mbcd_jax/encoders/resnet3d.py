@@ -240,5 +240,6 @@ class ResNet3dPart(nn.Module):
 
 
 def global_avg_pool(x) -> jnp.ndarray:
-  """Mean over every axis but the first and last, in float32. ``[B, ..., C] -> [B, C]``."""
-  return x.astype(jnp.float32).mean(axis=tuple(range(1, x.ndim - 1)))
+  """Mean over every axis but the first and last, in at least float32 (float64 stays float64).
+  ``[B, ..., C] -> [B, C]``."""
+  return x.astype(jnp.promote_types(x.dtype, jnp.float32)).mean(axis=tuple(range(1, x.ndim - 1)))
