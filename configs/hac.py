@@ -16,12 +16,42 @@ from mbcd_jax import config_lib
 
 
 def paper_encoders() -> ml_collections.ConfigDict:
-  """The peers' Kinetics-400 / VGGSound encoders (method.md §6), pretrained weights converted
-  with ``python -m mbcd_jax.encoders.convert``."""
+  """The peers' Kinetics-400 / VGGSound encoders, pretrained weights converted with
+  ``python -m mbcd_jax.encoders.convert``. Every setting of each encoder is declared here so
+  that any of them can be set from the command line
+  (``--config.model.encoders.video.resample_rate=4``); the values are those of the released
+  checkpoints, and a converted file refuses to load into an encoder built with other values."""
   return ml_collections.ConfigDict(dict(
-      video=dict(name='slowfast_r101', pretrained=''),       # 32x224x224 RGB -> 2304-d
-      flow=dict(name='slowonly_r50_flow', pretrained=''),    # 8x224x224 flow -> 2048-d
-      audio=dict(name='vggsound_r18', pretrained=''),        # 257x1004 log-spec -> 512-d
+      # mmaction2 slowfast_r101_8x8x1_256e_kinetics400_rgb: 32x224x224 RGB -> 2304-d.
+      video=dict(
+          name='slowfast_r101',
+          pretrained='',           # converted .msgpack (or a .pth, converted on the fly)
+          depth=101,               # ResNet depth of both pathways
+          slow_base_channels=64,   # slow stem width (channels); fast = this / channel_ratio
+          resample_rate=4,         # tau: input frames per slow frame (8 slow of 32)
+          speed_ratio=4,           # alpha: fast frames per slow frame (fast stride tau/alpha)
+          channel_ratio=8,         # 1/beta: slow / fast channel ratio
+          fusion_kernel=7,         # lateral fast->slow conv kernel, in fast frames
+          remat=False,             # recompute layer4 blocks in the backward pass (memory)
+          dtype='float32',         # compute dtype: float32 | bfloat16 (params stay float32)
+      ),
+      # mmaction2 slowonly_r50_8x8x1_256e_kinetics400_flow: 8x224x224 (x, y) flow -> 2048-d.
+      flow=dict(
+          name='slowonly_r50_flow',
+          pretrained='',
+          depth=50,                # ResNet depth
+          base_channels=64,        # stem width (channels); feature = 32 x this
+          remat=False,
+          dtype='float32',
+      ),
+      # VGGSound vggsound_avgpool ResNet-18: 257x1004 log-spectrogram -> 512-d.
+      audio=dict(
+          name='vggsound_r18',
+          pretrained='',
+          width=64,                # layer1 width (channels); feature = 8 x this
+          remat=False,
+          dtype='float32',
+      ),
   ))
 
 

@@ -20,11 +20,17 @@ conv ``weight`` [O, I, *k] -> ``params/.../kernel`` [*k, I, O]; BN ``weight``/``
 Flax counterpart, any Flax variable left unfilled, and any shape mismatch is an error that
 lists the offending names.
 
-The output file is ``flax.serialization.msgpack_serialize({'kind', 'encoder_kwargs', 'trunk',
-'stage'})``; :func:`load_pretrained` reads it back (or converts a ``.pth`` on the fly when torch
-is installed). torch is imported only inside the functions that read ``.pth`` files.
+The output file is ``flax.serialization.msgpack_serialize({'format', 'kind', 'encoder_kwargs',
+'settings', 'trunk', 'stage'})``: ``encoder_kwargs`` as given on the command line, ``settings``
+every architecture setting of the encoder it was converted for (defaults filled in; JSON).
+:func:`load_pretrained` reads it back and refuses it for an encoder built with other settings:
+weights alone cannot tell a SlowFast 8x8 from a 4x16 apart in ``resample_rate`` /
+``speed_ratio``, which change what the network computes but no variable's shape. (A ``.pth``
+is converted on the fly when torch is installed.) torch is imported only inside the functions
+that read ``.pth`` files.
 """
 import argparse
+import inspect
 import json
 import os
 from typing import Any, Mapping
@@ -40,14 +46,15 @@ PyTree = Any
 FORMAT = 'mbcd_jax.encoders.pretrained/1'
 
 # Per kind: the dummy input used to trace variable shapes (shapes of the variables do not
-# depend on T/H/W), the key prefixes to strip and the non-backbone key prefixes to drop.
+# depend on T/H/W), the key prefixes to strip, the non-backbone key prefixes to drop, and the
+# modality the paper configs use the encoder for (named in the command-line fix of a refusal).
 KINDS = {
     'slowfast_r101': dict(input_shape=(1, 8, 32, 32, 3), strip=('module.', 'backbone.'),
-                          drop=('cls_head.', 'data_preprocessor.')),
+                          drop=('cls_head.', 'data_preprocessor.'), modality='video'),
     'slowonly_r50_flow': dict(input_shape=(1, 2, 32, 32, 2), strip=('module.', 'backbone.'),
-                              drop=('cls_head.', 'data_preprocessor.')),
+                              drop=('cls_head.', 'data_preprocessor.'), modality='flow'),
     'vggsound_r18': dict(input_shape=(1, 64, 64, 1), strip=('module.', 'audnet.'),
-                         drop=('fc.', 'fc_.', 'avgpool.')),
+                         drop=('fc.', 'fc_.', 'avgpool.'), modality='audio'),
 }
 
 
@@ -58,6 +65,42 @@ class ConversionError(ValueError):
 def _check_kind(kind: str):
   if kind not in KINDS:
     raise ValueError(f'unknown kind {kind!r}; known: {", ".join(KINDS)}')
+
+
+def settings(kind: str, **encoder_kwargs) -> dict[str, Any]:
+  """Every architecture setting of encoder ``kind`` built with ``encoder_kwargs``.
+
+  The factory's defaults filled in, compute-only settings (``paper.COMPUTE_ONLY``: ``dtype``,
+  ``remat``) left out, values made JSON-plain (tuples -> lists), e.g. ``settings(
+  'vggsound_r18') == {'width': 64}``.
+
+  Raises:
+    ValueError: a kwarg the factory does not take (named).
+  """
+  _check_kind(kind)
+  from mbcd_jax.encoders import paper  # pylint: disable=g-import-not-at-top  (imports this module)
+  params = inspect.signature(getattr(paper, kind)).parameters
+  unknown = sorted(set(encoder_kwargs) - set(params))
+  if unknown:
+    raise ValueError(f'encoder {kind!r} has no setting {", ".join(unknown)}; '
+                     f'its settings: {", ".join(params)}')
+  out = {k: encoder_kwargs.get(k, p.default) for k, p in params.items()
+         if k not in paper.COMPUTE_ONLY}
+  return json.loads(json.dumps(out))
+
+
+def _check_settings(path: str, kind: str, recorded: Mapping[str, Any], wanted: Mapping[str, Any],
+                    modality: str):
+  """Refuses a file converted with settings other than the encoder's (one line, with the fix)."""
+  diff = sorted(k for k in recorded if k in wanted and recorded[k] != wanted[k])
+  if not diff:
+    return
+  what = '; '.join(f'{k}: file {recorded[k]!r}, encoder {wanted[k]!r}' for k in diff)
+  fix = ' '.join(f'--config.model.encoders.{modality}.{k}={json.dumps(recorded[k])}'
+                 for k in diff)
+  raise ConversionError(f'{path} was converted for {kind!r} with other settings than the '
+                        f'encoder is built with ({what}); build the encoder as the file was '
+                        f'converted: {fix}')
 
 
 def variable_shapes(kind: str, **encoder_kwargs) -> tuple[dict, dict]:
@@ -178,7 +221,10 @@ def read_torch_checkpoint(path: str, trust_pickle: bool = False) -> dict[str, np
 
 def save(path: str, kind: str, trunk_vars: PyTree, stage_vars: PyTree,
          encoder_kwargs: Mapping[str, Any] | None = None) -> None:
-  blob = {'format': FORMAT, 'kind': kind, 'encoder_kwargs': json.dumps(dict(encoder_kwargs or {})),
+  """Writes converted variables and the settings (see :func:`settings`) they were made for."""
+  encoder_kwargs = dict(encoder_kwargs or {})
+  blob = {'format': FORMAT, 'kind': kind, 'encoder_kwargs': json.dumps(encoder_kwargs),
+          'settings': json.dumps(settings(kind, **encoder_kwargs)),
           'trunk': jax.tree.map(np.asarray, trunk_vars),
           'stage': jax.tree.map(np.asarray, stage_vars)}
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
@@ -186,7 +232,7 @@ def save(path: str, kind: str, trunk_vars: PyTree, stage_vars: PyTree,
     f.write(flax.serialization.msgpack_serialize(blob))
 
 
-def load_pretrained(kind: str, path: str, trust_pickle: bool = False,
+def load_pretrained(kind: str, path: str, trust_pickle: bool = False, modality: str | None = None,
                     **encoder_kwargs) -> tuple[PyTree, PyTree]:
   """Loads pretrained ``(trunk_vars, stage_vars)`` for encoder ``kind``.
 
@@ -195,6 +241,8 @@ def load_pretrained(kind: str, path: str, trust_pickle: bool = False,
     path: a file written by this module's CLI (msgpack), or a PyTorch checkpoint (``.pth``,
       ``.pt``, ``.tar``: converted on the fly, needs torch).
     trust_pickle: allow full unpickling of a ``.pth`` (mmaction2 checkpoints need it).
+    modality: config key named in the fix of a refused file (default: the kind's usual one,
+      ``video`` / ``flow`` / ``audio``).
     **encoder_kwargs: the architecture kwargs the encoder is built with (same as the config's
       encoder kwargs; ``dtype``/``remat`` are ignored for the check).
 
@@ -203,10 +251,13 @@ def load_pretrained(kind: str, path: str, trust_pickle: bool = False,
     ``jax.Array``, ready for ``enc.trunk.apply`` / ``enc.stage.apply``.
 
   Raises:
-    ConversionError: if the file was made for another kind or its variables do not match
-      the model built from ``encoder_kwargs`` (names every mismatch).
+    ConversionError: if the file was made for another kind, was converted with other
+      settings than ``encoder_kwargs`` give (one line naming each setting, both values and
+      the ``--config.model.encoders.<modality>.<key>=<value>`` flags that fix it), or its
+      variables do not match the model built from ``encoder_kwargs`` (names every mismatch).
   """
   _check_kind(kind)
+  wanted = settings(kind, **encoder_kwargs)
   if path.endswith(('.pth', '.pt', '.tar')):
     trunk, stage = convert_state_dict(kind, read_torch_checkpoint(path, trust_pickle),
                                       **encoder_kwargs)
@@ -217,6 +268,11 @@ def load_pretrained(kind: str, path: str, trust_pickle: bool = False,
       raise ConversionError(f'{path} is not an {FORMAT} file')
     if blob['kind'] != kind:
       raise ConversionError(f'{path} holds {blob["kind"]!r} weights, not {kind!r}')
+    if 'settings' in blob:
+      recorded = json.loads(blob['settings'])
+    else:  # written before settings were recorded: only the kwargs given then are known
+      recorded = {k: v for k, v in json.loads(blob['encoder_kwargs']).items() if k in wanted}
+    _check_settings(path, kind, recorded, wanted, modality or KINDS[kind]['modality'])
     trunk, stage = blob['trunk'], blob['stage']
     want_t, want_s = variable_shapes(kind, **encoder_kwargs)
     problems = []
@@ -249,7 +305,8 @@ def main(argv=None):
   save(args.out, args.kind, trunk, stage, kwargs)
   count = lambda t: sum(int(np.size(a)) for a in jax.tree.leaves(t))
   print(f'{args.kind}: wrote {args.out}: trunk {count(trunk):,} values, '
-        f'stage {count(stage):,} values (params + BN statistics)')
+        f'stage {count(stage):,} values (params + BN statistics); settings '
+        f'{json.dumps(settings(args.kind, **kwargs))}')
 
 
 if __name__ == '__main__':

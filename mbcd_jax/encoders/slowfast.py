@@ -7,8 +7,8 @@ average pool. The pooled feature is ``concat(fast, slow)`` -- 256 + 2048 = 2304 
 mmaction2's ``SlowFastHead`` (``torch.cat((x_fast, x_slow))``) and, after its swapped tuple
 unpacking, of the port's head as well.
 
-Paper shapes (method.md section 6): video ``[B, 32, 224, 224, 3]`` -> trunk
-``([B, 4, 14, 14, 1280], [B, 32, 14, 14, 128])`` -> stage ``[B, 2304]``;
+Paper shapes (8x8 config: tau = alpha = 4): video ``[B, 32, 224, 224, 3]`` -> trunk
+``([B, 8, 14, 14, 1280], [B, 32, 14, 14, 128])`` -> stage ``[B, 2304]``;
 flow ``[B, 8, 224, 224, 2]`` -> trunk ``[B, 8, 14, 14, 1024]`` -> stage ``[B, 2048]``.
 """
 from typing import Any
@@ -24,7 +24,7 @@ Dtype = Any
 
 def _pathways(depth, slow_base, channel_ratio, speed_ratio, fusion_kernel, stem, layers, pool,
               remat, dtype):
-  # Configuration of mmaction2's slowfast_r{50,101}_8x8x1 backbone.
+  # Configuration of mmaction2's slowfast_r{50,101}_8x8x1 backbone (see paper.slowfast_r101).
   slow = ResNet3dPart(depth, slow_base, stem=stem, layers=layers, conv1_kernel=(1, 7, 7),
                       inflate=(0, 0, 1, 1), lateral=stem or min(layers) < 4,
                       speed_ratio=speed_ratio, channel_ratio=channel_ratio,
@@ -53,10 +53,10 @@ class SlowFastTrunk(nn.Module):
   """
   depth: int = 101
   slow_base_channels: int = 64
-  resample_rate: int = 8
-  speed_ratio: int = 8
+  resample_rate: int = 4
+  speed_ratio: int = 4
   channel_ratio: int = 8
-  fusion_kernel: int = 5
+  fusion_kernel: int = 7
   dtype: Dtype = jnp.float32
 
   def setup(self):

@@ -67,7 +67,8 @@ def test_slowfast_trunk_output_at_paper_shape():
   x = jax.ShapeDtypeStruct((1, 32, 224, 224, 3), jnp.float32)
   tv = jax.eval_shape(enc.trunk.init, jax.random.key(0), x)
   slow, fast = jax.eval_shape(enc.trunk.apply, tv, x)
-  assert slow.shape == (1, 4, 14, 14, 1280) and fast.shape == (1, 32, 14, 14, 128)
+  # 8x8 config: 8 slow frames (every 4th), 32 fast frames.
+  assert slow.shape == (1, 8, 14, 14, 1280) and fast.shape == (1, 32, 14, 14, 128)
 
 
 @pytest.mark.parametrize('name', ['vggsound_r18', 'slowonly_r50_flow'])

@@ -105,7 +105,7 @@ def test_slowfast_r101_full_conversion():
   np.testing.assert_array_equal(stage['batch_stats']['fast_path']['layer4']['2']['conv3']['bn']
                                 ['var'], sd['backbone.fast_path.layer4.2.conv3.bn.running_var'])
   lat = trunk['params']['slow_path']['layer3_lateral']['conv']['kernel']
-  assert lat.shape == (5, 1, 1, 128, 256)
+  assert lat.shape == (7, 1, 1, 128, 256)  # the 8x8 config's fusion_kernel
   n_sd = sum(v.size for k, v in sd.items()
              if k.startswith('backbone.') and not k.endswith('num_batches_tracked'))
   n_flax = sum(a.size for a in jax.tree.leaves((trunk, stage)))

@@ -1,9 +1,11 @@
 """The test-side PyTorch definitions match the real mmaction2 backbones (when importable).
 
-mmaction2 is not a project dependency (its wheel needs ``mmengine`` + ``mmcv-lite`` and
-``pip install --no-deps mmaction2==1.2.0``); these tests skip without it. They pin that
-``torch_reference`` -- which the Flax-vs-PyTorch tests use -- has the same state_dict keys and
-shapes and computes the same function as the original.
+mmaction2 is not a project dependency (see ``make_golden.py`` for why and how to install it);
+without it these tests skip, saying so, and ``test_golden.py`` checks the Flax encoders against
+outputs of the real networks recorded once. They pin that ``torch_reference`` -- which the
+Flax-vs-PyTorch tests use -- has the same state_dict keys and shapes and computes the same
+function as the original, configured as ``slowfast_r101_8x8x1_256e_kinetics400_rgb`` and
+``slowonly_r50_8x8x1_256e_kinetics400_flow``.
 """
 import pytest
 
@@ -11,13 +13,16 @@ torch = pytest.importorskip('torch')
 import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 MM = ref.import_mmaction_backbones()
-pytestmark = pytest.mark.skipif(MM is None, reason='mmaction2 backbones not importable')
+pytestmark = pytest.mark.skipif(
+    MM is None, reason='mmaction2 backbones not importable (optional: mmaction2==1.2.0, '
+    'mmengine, mmcv-lite<2.2, see tests/encoders/make_golden.py); test_golden.py covers them')
 
 
 def _mm_slowfast(depth, slow_base):
-  return MM[0](resample_rate=8, speed_ratio=8, channel_ratio=8,
+  # The backbone dict of mmaction2's slowfast_r101_8x8x1_256e_kinetics400_rgb config.
+  return MM[0](resample_rate=4, speed_ratio=4, channel_ratio=8,
                slow_pathway=dict(type='resnet3d', depth=depth, pretrained=None, lateral=True,
-                                 base_channels=slow_base, conv1_kernel=(1, 7, 7),
+                                 fusion_kernel=7, base_channels=slow_base, conv1_kernel=(1, 7, 7),
                                  dilations=(1, 1, 1, 1), conv1_stride_t=1, pool1_stride_t=1,
                                  inflate=(0, 0, 1, 1), norm_eval=False),
                fast_pathway=dict(type='resnet3d', depth=depth, pretrained=None, lateral=False,

@@ -112,6 +112,9 @@ class ResNet3dPathway(nn.Module):
 
 
 class ResNet3dSlowOnly(ResNet3dPathway):
+  """mmaction2 ResNet3dSlowOnly as ``slowonly_r50_8x8x1_256e_kinetics400_flow`` builds it:
+  ``depth=50``, ``in_channels=2``, ``lateral=False``, ``conv1_kernel=(1, 7, 7)``,
+  ``conv1_stride_t=1``, ``pool1_stride_t=1``, ``inflate=(0, 0, 1, 1)``, ``with_pool2=False``."""
 
   def __init__(self, depth=50, in_channels=2, base_channels=64):
     super().__init__(depth=depth, in_channels=in_channels, base_channels=base_channels,
@@ -127,11 +130,20 @@ class ResNet3dSlowOnly(ResNet3dPathway):
 
 
 class ResNet3dSlowFast(nn.Module):
-  """mmaction2 ResNet3dSlowFast as configured by slowfast_r{50,101}_8x8x1 (``slow_base`` and
-  ``depth`` reducible for tests)."""
+  """mmaction2 ResNet3dSlowFast as ``slowfast_r101_8x8x1_256e_kinetics400_rgb`` builds it.
 
-  def __init__(self, depth=101, slow_base=64, resample_rate=8, speed_ratio=8, channel_ratio=8,
-               fusion_kernel=5):
+  Config values mirrored (defaults): ``resample_rate=4``, ``speed_ratio=4``,
+  ``channel_ratio=8``; slow pathway ``depth=101``, ``lateral=True``, ``fusion_kernel=7``,
+  ``conv1_kernel=(1, 7, 7)``, ``conv1_stride_t=1``, ``pool1_stride_t=1``,
+  ``inflate=(0, 0, 1, 1)``; fast pathway ``depth=101``, ``lateral=False``,
+  ``base_channels=8`` (``slow_base // channel_ratio``), ``conv1_kernel=(5, 7, 7)``,
+  ``conv1_stride_t=1``, ``pool1_stride_t=1``, ``inflate=(1, 1, 1, 1)`` (ResNet3d's default);
+  spatial strides (1, 2, 2, 2), temporal strides (1, 1, 1, 1), no dilation, lateral convs
+  without norm. ``depth`` and ``slow_base`` are reducible for tests.
+  """
+
+  def __init__(self, depth=101, slow_base=64, resample_rate=4, speed_ratio=4, channel_ratio=8,
+               fusion_kernel=7):
     super().__init__()
     self.resample_rate, self.speed_ratio = resample_rate, speed_ratio
     self.slow_path = ResNet3dPathway(depth, 3, slow_base, (1, 7, 7), inflate=(0, 0, 1, 1),
