@@ -141,8 +141,10 @@ def build(config: ml_collections.ConfigDict, mesh=None):
     if not pretrained:
       return state
     params, frozen = models.load_pretrained(model, config.model, state.params, state.frozen)
+    # The teacher gets its own buffers: the train step donates the state, and one buffer in
+    # two donated leaves is an error.
     state = state.replace(params=params, frozen=frozen, opt_state=tx.init(params),
-                          teacher=params if spec.ema else None)
+                          teacher=jax.tree.map(jnp.copy, params) if spec.ema else None)
     return jax.device_put(state, repl)
 
   if config.train.nan_policy not in ('stop', 'skip'):

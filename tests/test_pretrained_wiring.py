@@ -65,6 +65,10 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
   # The teacher starts as the loaded student; the heads keep their seed-0 initialisation.
   for a, b in zip(jax.tree.leaves(state2.teacher), jax.tree.leaves(state2.params)):
     np.testing.assert_array_equal(a, b)
+  # ... in buffers of its own: the train step donates the state, and a buffer shared by two
+  # donated leaves fails the step ("donate the same buffer twice").
+  pointers = lambda t: {x.unsafe_buffer_pointer() for x in jax.tree.leaves(t)}
+  assert not pointers(state2.teacher) & pointers(state2.params)
   np.testing.assert_array_equal(state2.params['fused_head']['Dense_0']['kernel'],
                                 state.params['fused_head']['Dense_0']['kernel'])
 
