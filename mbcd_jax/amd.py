@@ -9,7 +9,7 @@ port's ``modality_drop_base`` (0 by default, which gives the paper's tanh(max(r_
 Under data parallelism ``s_k`` sums over the global batch (the step is jitted over the whole
 sharded batch), so the probabilities do not depend on the number of devices.
 """
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -28,9 +28,14 @@ def confidence(logits: jax.Array, mask: jax.Array | None = None) -> jax.Array:
 
 
 def drop_probs(uni_logits: Mapping[str, jax.Array], mode: str, *, base: float = 0.0,
-               fixed_p: float = 0.5) -> dict:
-  """Per-modality drop probabilities p_k (scalars), for ``mode`` in ``MODES``."""
-  mods = list(uni_logits)
+               fixed_p: float = 0.5, order: Sequence[str] | None = None) -> dict:
+  """Per-modality drop probabilities p_k (scalars), for ``mode`` in ``MODES``.
+
+  ``order``: the modalities in the model's order (default: ``uni_logits``' key order, which
+  JAX's transformations sort); fixes the order of the sums, so the result does not depend on
+  how the logits were computed.
+  """
+  mods = list(order) if order is not None else list(uni_logits)
   if mode == 'off' or len(mods) < 2:
     return {m: jnp.zeros((), jnp.float32) for m in mods}
   if mode == 'fixed':
@@ -45,10 +50,16 @@ def drop_probs(uni_logits: Mapping[str, jax.Array], mode: str, *, base: float = 
   return probs
 
 
-def sample_keep(rng: jax.Array, probs: Mapping[str, jax.Array], batch_size: int) -> dict:
-  """Per-sample keep masks: modality -> ``[B]`` float 0/1, keep ~ Bernoulli(1 - p_k)."""
+def sample_keep(rng: jax.Array, probs: Mapping[str, jax.Array], batch_size: int,
+                order: Sequence[str]) -> dict:
+  """Per-sample keep masks: modality -> ``[B]`` float 0/1, keep ~ Bernoulli(1 - p_k).
+
+  Modality ``order[i]`` draws from ``fold_in(rng, i)``: pass the model's modality order, so
+  the masks do not depend on the key order of ``probs`` (JAX's transformations return dicts
+  with sorted keys, the model's own functions in modality order).
+  """
   out = {}
-  for i, (m, p) in enumerate(probs.items()):
-    out[m] = jax.random.bernoulli(jax.random.fold_in(rng, i), 1.0 - p,
+  for i, m in enumerate(order):
+    out[m] = jax.random.bernoulli(jax.random.fold_in(rng, i), 1.0 - probs[m],
                                   (batch_size,)).astype(jnp.float32)
   return out

@@ -66,6 +66,19 @@ def base_config() -> ml_collections.ConfigDict:
       feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable'
       head_hidden=512,
       head_dropout=0.5,
+      # BatchNorm semantics (mbcd_jax/models.py). 'port': as the reference's model.train(True),
+      # every encoder BN (frozen layers too) normalises with batch statistics in training and
+      # updates its running statistics (momentum 0.1, unbiased variance) once per student
+      # pass; the EMA teacher averages them with the weights; evaluation runs on each
+      # network's own running statistics. 'frozen': running statistics only, never updated
+      # (faster: one trunk pass for student and teacher), to be measured against 'port'.
+      bn_mode='port',
+      dsu=True,                   # DSU feature-statistics noise (mbcd_jax/dsu.py), as the reference
+      dsu_p=0.5,                  # probability of applying DSU, per call (trunk / last stage output)
+      # 'pretrained': the audio encoder's last stage (layer4) starts from the checkpoint (MBCD
+      # reference); 'random': from random init while the trunk is loaded (SimMMDG-style
+      # baselines, whose audio tail never receives the checkpoint).
+      audio_tail_init='pretrained',
   ))
   c.method = method_config('mbcd')
   c.optim = ml_collections.ConfigDict(dict(
@@ -144,6 +157,16 @@ def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
   if config.model.feature_norm not in ('parameter_free', 'learnable'):
     raise ValueError(f"config.model.feature_norm must be 'parameter_free' or 'learnable', got "
                      f'{config.model.feature_norm!r}')
+  from mbcd_jax import models  # pylint: disable=g-import-not-at-top  (heavy: flax, encoders)
+  m = config.model
+  if m.bn_mode not in models.BN_MODES:
+    raise ValueError(f'config.model.bn_mode must be one of {models.BN_MODES}, got '
+                     f'{m.bn_mode!r}')
+  if not 0.0 <= m.dsu_p <= 1.0:
+    raise ValueError(f'config.model.dsu_p must be in [0, 1], got {m.dsu_p}')
+  if m.audio_tail_init not in models.AUDIO_TAIL_INITS:
+    raise ValueError(f'config.model.audio_tail_init must be one of {models.AUDIO_TAIL_INITS}, '
+                     f'got {m.audio_tail_init!r}')
   if config.train.epochs <= 0:
     raise ValueError(f'config.train.epochs must be positive, got {config.train.epochs}')
   spec = methods.resolve(config.method)

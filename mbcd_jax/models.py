@@ -7,18 +7,33 @@ train step can take gradients, inner-loop updates and EMA averages of any subset
               'norms': {m: ...},                                  # learnable LayerNorm (optional)
               'uni_heads': {m: ...}, 'fused_head': ...}
     frozen = {'encoders': {m: {'trunk': variables, 'stage': non-param collections}}}
+    batch_stats = {'encoders': {m: {'trunk': ..., 'stage': ...}}}  # BN running statistics
 
 With ``freeze_trunk`` (the paper's set-up), the trunk lives in ``frozen`` and its output is
-computed once per step and shared by every student pass and the teacher.
+computed once per step and shared by the student's passes.
+
+BatchNorm modes (``bn_mode``, see ``mbcd_jax/batchnorm.py``):
+  'frozen'  every BN runs on its running statistics, which never change; they stay inside
+            ``frozen`` (``batch_stats`` is None) and student and teacher share the trunk.
+  'port'    as the reference's ``model.train(True)``: in training passes every BN (frozen
+            layers included) normalises with batch statistics and the running statistics are
+            updated (PyTorch's rule); they live outside ``frozen`` in ``batch_stats``, the
+            teacher holds its own, and inference uses each network's own running statistics.
+
+:class:`Weights` bundles what one network (student or teacher) reads; :meth:`predict` is the
+one inference forward pass (trunk -> encoders -> feature norm -> heads).
 """
 import dataclasses
 import zlib
 from typing import Any, Mapping
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import batchnorm
+from mbcd_jax import dsu as dsu_lib
 from mbcd_jax import encoders as encoders_lib
 
 PyTree = Any
@@ -44,6 +59,48 @@ def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
+BN_MODES = ('frozen', 'port')
+AUDIO_TAIL_INITS = ('pretrained', 'random')
+
+
+@flax.struct.dataclass
+class Weights:
+  """Everything one network's forward pass reads (the student's or the EMA teacher's).
+
+  Attributes:
+    params: the trainable parameters (layout in the module docstring).
+    frozen: the non-trained variables.
+    batch_stats: BN running statistics in the 'port' BN mode; None in the 'frozen' mode
+      (they are part of ``frozen`` there).
+  """
+  params: PyTree
+  frozen: PyTree
+  batch_stats: PyTree | None = None
+
+
+def split_batch_stats(frozen: PyTree) -> tuple[PyTree, PyTree]:
+  """``frozen`` with the BN running statistics inside -> ``(frozen without them, batch_stats)``."""
+  rest, stats = {'encoders': {}}, {'encoders': {}}
+  for m, parts in frozen['encoders'].items():
+    rest['encoders'][m] = {k: {c: v for c, v in part.items() if c != 'batch_stats'}
+                           for k, part in parts.items()}
+    stats['encoders'][m] = {k: part.get('batch_stats', {}) for k, part in parts.items()}
+  return rest, stats
+
+
+def merge_batch_stats(frozen: PyTree, batch_stats: PyTree | None) -> PyTree:
+  """Inverse of :func:`split_batch_stats` (``batch_stats=None``: ``frozen`` as it is)."""
+  if batch_stats is None:
+    return frozen
+  out = {'encoders': {}}
+  for m, parts in frozen['encoders'].items():
+    out['encoders'][m] = {}
+    for k, part in parts.items():
+      stats = batch_stats['encoders'][m][k]
+      out['encoders'][m][k] = {**part, **({'batch_stats': stats} if stats else {})}
+  return out
+
+
 @dataclasses.dataclass(frozen=True)
 class MultiModalModel:
   """Functional wrapper around the per-modality encoders and the heads.
@@ -56,6 +113,10 @@ class MultiModalModel:
     head_hidden, head_dropout: the heads' hidden width and dropout rate.
     freeze_trunk: whether the trunk is frozen (paper) or trained with the stage.
     learnable_norm: LayerNorm with a learnable scale/bias instead of the parameter-free one.
+    trunk_seed: >= 0: trunks drawn from this seed, not from the init rng.
+    bn_mode: 'frozen' | 'port' (module docstring).
+    dsu: DSU (``mbcd_jax/dsu.py``) on the trunk output and the last stage's output in
+      training passes that ask for it (the step's first pass), with probability ``dsu_p``.
   """
   modalities: tuple[str, ...]
   encoders: Mapping[str, encoders_lib.EncoderDef]
@@ -64,7 +125,10 @@ class MultiModalModel:
   head_dropout: float = 0.5
   freeze_trunk: bool = True
   learnable_norm: bool = False
-  trunk_seed: int = -1      # >= 0: trunks drawn from this seed, not the init rng
+  trunk_seed: int = -1
+  bn_mode: str = 'frozen'
+  dsu: bool = False
+  dsu_p: float = 0.5
 
   @property
   def head(self) -> Head:
@@ -105,35 +169,125 @@ class MultiModalModel:
     return params, frozen
 
   # ---------------------------------------------------------------- forward pieces
-  def trunk_features(self, frozen: PyTree, batch: Mapping[str, jax.Array]) -> dict:
-    """Runs the frozen trunks once. Returns modality -> trunk output (or the raw input when
-    the trunk is trainable, in which case every pass runs it itself)."""
-    out = {}
-    for m in self.modalities:
-      x = batch[m]
-      if self.freeze_trunk:
-        x = jax.lax.stop_gradient(self.encoders[m].trunk.apply(frozen['encoders'][m]['trunk'], x))
-      out[m] = x
-    return out
+  def _variables(self, m: str, part: str, frozen: PyTree, batch_stats: PyTree | None,
+                 params: PyTree | None = None) -> dict:
+    """Flax variables of modality ``m``'s ``part`` ('trunk' | 'stage')."""
+    v = dict(frozen['encoders'][m][part])
+    if batch_stats is not None and batch_stats['encoders'][m][part]:
+      v['batch_stats'] = batch_stats['encoders'][m][part]
+    if params is not None:
+      v['params'] = params
+    return v
 
-  def encode(self, m: str, enc_params: PyTree, norm_params: PyTree | None, frozen: PyTree,
-             feats: jax.Array) -> jax.Array:
-    """Trainable part of modality ``m``'s encoder + feature norm. Returns ``[B, D_m]``."""
+  def _apply(self, module: nn.Module, variables: dict, x, *, train: bool, **kwargs):
+    """``module.apply``; in a 'port' training pass with BN on batch statistics. Returns
+    ``(output, BN moments or None)``."""
+    if train and self.bn_mode == 'port':
+      y, mutated = module.apply(variables, x, mutable=[batchnorm.MOMENTS], **kwargs)
+      return y, mutated.get(batchnorm.MOMENTS, {})
+    return module.apply(variables, x, **kwargs), None
+
+  def trunk_features(self, frozen: PyTree, batch: Mapping[str, jax.Array],
+                     batch_stats: PyTree | None = None) -> dict:
+    """Runs the frozen trunks in inference mode. Returns modality -> trunk output (or the raw
+    input when the trunk is trainable, in which case every pass runs it itself)."""
+    return self._trunks(frozen, batch, batch_stats, train=False)[0]
+
+  def trunk_features_train(self, frozen: PyTree, batch: Mapping[str, jax.Array],
+                           batch_stats: PyTree | None = None) -> tuple[dict, dict]:
+    """The frozen trunks in training mode ('port': BN on batch statistics; 'frozen': as
+    :meth:`trunk_features`). Returns (modality -> output, modality -> BN moments or None)."""
+    return self._trunks(frozen, batch, batch_stats, train=True)
+
+  def _trunks(self, frozen, batch, batch_stats, *, train):
+    feats, moments = {}, {}
+    for m in self.modalities:
+      x, mom = batch[m], None
+      if self.freeze_trunk:
+        x, mom = self._apply(self.encoders[m].trunk,
+                             self._variables(m, 'trunk', frozen, batch_stats), x, train=train)
+        x = jax.lax.stop_gradient(x)
+      feats[m], moments[m] = x, mom
+    return feats, moments
+
+  def _encode(self, m, enc_params, norm_params, frozen, feats, batch_stats, *, train,
+              dsu_rng=None):
+    """Trainable part of modality ``m``'s encoder + feature norm -> (``[B, D_m]``, moments)."""
     enc = self.encoders[m]
-    fz = frozen['encoders'][m]
+    moments = {}
     if not self.freeze_trunk:
-      feats = enc.trunk.apply({**fz['trunk'], 'params': enc_params['trunk']}, feats)
-    h = enc.stage.apply({**fz['stage'], 'params': enc_params['stage']}, feats)
+      feats, moments['trunk'] = self._apply(
+          enc.trunk, self._variables(m, 'trunk', frozen, batch_stats, enc_params['trunk']),
+          feats, train=train)
+    kwargs = {}
+    if dsu_rng is not None:
+      r_trunk, r_stage = jax.random.split(dsu_rng)
+      feats = dsu_lib.apply(r_trunk, feats, self.dsu_p)
+      kwargs['perturb'] = lambda y: dsu_lib.apply(r_stage, y, self.dsu_p)
+    h, moments['stage'] = self._apply(
+        enc.stage, self._variables(m, 'stage', frozen, batch_stats, enc_params['stage']),
+        feats, train=train, **kwargs)
     h = layer_norm(h)
     if norm_params is not None:
       h = h * norm_params['scale'] + norm_params['bias']
-    return h
+    return h, moments
+
+  def encode(self, m: str, enc_params: PyTree, norm_params: PyTree | None, frozen: PyTree,
+             feats: jax.Array, batch_stats: PyTree | None = None) -> jax.Array:
+    """Trainable part of modality ``m``'s encoder + feature norm, inference mode.
+    Returns ``[B, D_m]``."""
+    return self._encode(m, enc_params, norm_params, frozen, feats, batch_stats,
+                        train=False)[0]
 
   def encode_all(self, enc_params: PyTree, norm_params: PyTree, frozen: PyTree,
-                 feats: Mapping[str, jax.Array]) -> dict:
+                 feats: Mapping[str, jax.Array], batch_stats: PyTree | None = None) -> dict:
     """``encode`` for every modality: modality -> ``[B, D_m]``."""
-    return {m: self.encode(m, enc_params[m], norm_params.get(m), frozen, feats[m])
+    return {m: self.encode(m, enc_params[m], norm_params.get(m), frozen, feats[m], batch_stats)
             for m in self.modalities}
+
+  def encode_all_train(self, enc_params: PyTree, norm_params: PyTree, frozen: PyTree,
+                       feats: Mapping[str, jax.Array], batch_stats: PyTree | None = None, *,
+                       dsu_rng: jax.Array | None = None) -> tuple[dict, dict]:
+    """A training pass of every modality's trainable part.
+
+    'port' BN mode: BN on batch statistics. ``dsu_rng`` (with ``self.dsu``): DSU on the trunk
+    output and on the last stage's output (independent draws per modality and site).
+
+    Returns:
+      (modality -> ``[B, D_m]``, modality -> {'stage': BN moments[, 'trunk': ...]}; the
+      moments are None in the 'frozen' BN mode).
+    """
+    h, moments = {}, {}
+    for i, m in enumerate(self.modalities):
+      r = jax.random.fold_in(dsu_rng, i) if (self.dsu and dsu_rng is not None) else None
+      h[m], moments[m] = self._encode(m, enc_params[m], norm_params.get(m), frozen, feats[m],
+                                      batch_stats, train=True, dsu_rng=r)
+    return h, moments
+
+  def predict(self, weights: Weights, batch: Mapping[str, jax.Array], *,
+              keep: Mapping[str, jax.Array] | None = None,
+              feats: Mapping[str, jax.Array] | None = None) -> dict:
+    """The inference forward pass: trunk -> encoders -> feature norm -> heads.
+
+    No dropout, no DSU, BN on ``weights``' running statistics. Used by the teacher in the
+    train step, by the eval step and by analysis code.
+
+    Args:
+      weights: the network (``step.weights(state, 'student' | 'teacher')``).
+      batch: modality -> ``[B, ...]`` inputs.
+      keep: optional modality -> ``[B]`` 0/1 masks on the fused head's inputs.
+      feats: trunk outputs to reuse instead of running the trunks (only valid when they were
+        computed from the same frozen variables, e.g. student and teacher in 'frozen' mode).
+    Returns:
+      {'fused': ``[B, C]``, <modality>: ``[B, C]`` uni-modal logits}.
+    """
+    if feats is None:
+      feats = self.trunk_features(weights.frozen, batch, weights.batch_stats)
+    p = weights.params
+    h = self.encode_all(p['encoders'], p['norms'], weights.frozen, feats, weights.batch_stats)
+    out = {'fused': self.fused_logits(p['fused_head'], h, keep, train=False)}
+    out.update(self.uni_logits(p['uni_heads'], h, train=False))
+    return out
 
   def uni_logits(self, head_params: PyTree, h: Mapping[str, jax.Array], *, train: bool,
                  rng: jax.Array | None = None) -> dict:
@@ -172,9 +326,21 @@ def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
   ``python -m mbcd_jax.encoders.convert``: the trunk variables and the stage's frozen
   collections (BN statistics) go to ``frozen``, the stage parameters to ``params``. Runs on the
   host, outside jit, so the weights never become compile-time constants.
+
+  ``config.model.audio_tail_init='random'`` keeps the audio stage (layer4: parameters and BN
+  statistics) at its random initialisation while the audio trunk is loaded: the SimMMDG-style
+  baselines' audio tail never receives the checkpoint (their loader matches none of its keys),
+  whereas the MBCD reference trains the pretrained layer4 ('pretrained', the default).
+
+  Args:
+    frozen: the non-trained variables *with* the BN statistics inside (``merge_batch_stats``).
   """
   params = jax.tree.map(lambda x: x, params)      # copies of the containers, not the arrays
   frozen = jax.tree.map(lambda x: x, frozen)
+  tail_init = model_config.get('audio_tail_init', 'pretrained')
+  if tail_init not in AUDIO_TAIL_INITS:
+    raise ValueError(f'config.model.audio_tail_init must be one of {AUDIO_TAIL_INITS}, got '
+                     f'{tail_init!r}')
   for m in model.modalities:
     ec = model_config.encoders[m]
     path = ec.get('pretrained') or ''
@@ -191,13 +357,18 @@ def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
       trunk_vars = dict(trunk_vars)
       params['encoders'][m]['trunk'] = trunk_vars.pop('params')
       frozen['encoders'][m]['trunk'] = trunk_vars
+    if m == 'audio' and tail_init == 'random':
+      continue
     params['encoders'][m]['stage'] = stage_params
     frozen['encoders'][m]['stage'] = stage_vars
   return params, frozen
 
 
 def build_model(model_config, modalities: tuple[str, ...], num_classes: int) -> MultiModalModel:
-  """Builds the model from ``config.model`` (see ``configs/common.py``)."""
+  """Builds the model from ``config.model`` (see ``mbcd_jax/config_lib.py``)."""
+  bn_mode = model_config.get('bn_mode', 'frozen')
+  if bn_mode not in BN_MODES:
+    raise ValueError(f'config.model.bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
   encs = {}
   for m in modalities:
     ec = model_config.encoders[m]
@@ -210,4 +381,6 @@ def build_model(model_config, modalities: tuple[str, ...], num_classes: int) -> 
       head_hidden=model_config.head_hidden, head_dropout=model_config.head_dropout,
       freeze_trunk=model_config.freeze_trunk,
       learnable_norm=model_config.feature_norm == 'learnable',
-      trunk_seed=int(model_config.get('trunk_seed', -1)))
+      trunk_seed=int(model_config.get('trunk_seed', -1)),
+      bn_mode=bn_mode, dsu=bool(model_config.get('dsu', False)),
+      dsu_p=float(model_config.get('dsu_p', 0.5)))

@@ -1,28 +1,40 @@
 """The pure train and eval steps: ``(state, batch, rng) -> (state, metrics)``.
 
 One MBCD step (method.md §5), with the work shared wherever the math allows:
-  0. frozen trunks, once for every pass below (student twice, teacher once);
-  1. uni-modal pass at theta: features h_k, logits z_k, CE_k — and, from one VJP of the same
-     forward pass, every modality's inner gradient grad_k CE_k;
+  0. the student's frozen trunks, once for both student passes below;
+  1. uni-modal pass at theta (with DSU when on): features h_k, logits z_k, CE_k — and, from
+     one VJP of the same forward pass, every modality's inner gradient grad_k CE_k;
   2. theta'_k = theta_k - alpha grad_k CE_k                                (consistency.py)
   3. fused pass at theta' with the AMD mask drawn from z_k's confidences   (amd.py)
-  4. teacher's fused prediction on unmasked features, no gradient          (distill.py)
+  4. teacher's fused prediction on unmasked inputs, inference mode, no gradient (distill.py)
   5. L = CE_mm + sum_k CE_k + lambda L_dis; Adam step on theta, phi
   6. EMA update of the teacher                                             (ema.py)
+
+Forward passes per step, by BatchNorm mode (``config.model.bn_mode``, models.py), for the
+inner-step consistency modes (``grad_dot`` and ``off`` have no theta' pass):
+  'frozen'  trunk: 1 (inference mode, shared by theta, theta' and the teacher, whose frozen
+            variables are the student's); trainable part: 3 (theta, theta', teacher).
+  'port'    trunk: 2 (the student's, in training mode, shared by theta and theta'; the
+            teacher's, in inference mode on its own averaged variables); trainable part: 3.
+            The reference re-runs the frozen trunk for the theta' pass on the same batch: the
+            output is the same, so it is computed once, but its BN running statistics are
+            updated once per student pass, as there. The trainable part's statistics are
+            updated by the theta pass, then by the theta' pass.
 """
 import functools
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 import flax
 import jax
 import jax.numpy as jnp
 import optax
 
-from mbcd_jax import amd, consistency, distill, ema, losses
+from mbcd_jax import amd, batchnorm, consistency, distill, ema, losses, models
 from mbcd_jax.methods import MethodSpec
 from mbcd_jax.models import MultiModalModel
 
 PyTree = Any
+_DSU_STREAM = 0x05D5   # fold_in constant: DSU's randomness, apart from dropout's and AMD's
 
 
 @flax.struct.dataclass
@@ -32,15 +44,36 @@ class TrainState:
   Attributes:
     step: int32 scalar, number of optimizer updates applied.
     params: trainable student parameters (see ``models.py``).
-    frozen: frozen trunk variables (never updated, shared by student and teacher).
+    frozen: the student's non-trained variables (frozen trunk; in the 'frozen' BN mode also
+      every BN running statistic).
     opt_state: optax state for ``params``.
     teacher: EMA of ``params``, or ``None`` for methods without a teacher.
+    batch_stats: 'port' BN mode: the student's BN running statistics, updated every step
+      (``models.py`` layout); else None.
+    teacher_frozen, teacher_batch_stats: 'port' BN mode with a teacher: the EMA of ``frozen``
+      and of ``batch_stats`` (the reference averages the encoders' whole state); else None
+      (the teacher reads the student's ``frozen``).
   """
   step: jax.Array
   params: PyTree
   frozen: PyTree
   opt_state: PyTree
   teacher: PyTree | None
+  batch_stats: PyTree | None = None
+  teacher_frozen: PyTree | None = None
+  teacher_batch_stats: PyTree | None = None
+
+
+def weights(state: TrainState, who: str = 'student') -> models.Weights:
+  """The variables of the student or of the EMA teacher, for ``MultiModalModel.predict``."""
+  if who == 'student':
+    return models.Weights(state.params, state.frozen, state.batch_stats)
+  if who != 'teacher':
+    raise ValueError(f"who must be 'student' or 'teacher', got {who!r}")
+  if state.teacher is None:
+    raise ValueError('this state has no EMA teacher (the method has none)')
+  frozen = state.frozen if state.teacher_frozen is None else state.teacher_frozen
+  return models.Weights(state.teacher, frozen, state.teacher_batch_stats)
 
 
 def make_optimizer(optim_config) -> optax.GradientTransformation:
@@ -52,32 +85,79 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
                  eps=optim_config.eps))
 
 
+def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTransformation,
+               params: PyTree, frozen: PyTree) -> TrainState:
+  """A step-0 state from the student's variables.
+
+  Args:
+    params: trainable parameters.
+    frozen: the non-trained variables with the BN statistics inside (as ``model.init`` and
+      ``models.load_pretrained`` give them); in the 'port' BN mode they are moved out to
+      ``batch_stats``. The teacher (if any) starts as a copy of the whole student, as the
+      reference's deepcopy.
+  """
+  batch_stats = None
+  if model.bn_mode == 'port':
+    frozen, batch_stats = models.split_batch_stats(frozen)
+  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
+                     opt_state=tx.init(params), teacher=None, batch_stats=batch_stats)
+  if spec.ema:
+    state = state.replace(teacher=ema.init(params))
+    if model.bn_mode == 'port':
+      state = state.replace(teacher_frozen=ema.init(frozen),
+                            teacher_batch_stats=ema.init(batch_stats))
+  return state
+
+
 def init_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTransformation,
                rng: jax.Array, example_batch: Mapping[str, jax.Array]) -> TrainState:
   """Initialises the student, the optimizer and (if the method has one) the teacher."""
   params, frozen = model.init(rng, example_batch)
-  return TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                    opt_state=tx.init(params), teacher=ema.init(params) if spec.ema else None)
+  return make_state(model, spec, tx, params, frozen)
+
+
+def student_variables(state: TrainState) -> tuple[PyTree, PyTree]:
+  """``(params, frozen with the BN statistics inside)``: the inverse of :func:`make_state`'s
+  split, e.g. to load pretrained weights into a fresh state."""
+  return state.params, models.merge_batch_stats(state.frozen, state.batch_stats)
+
+
+class _UniPass(NamedTuple):
+  """The uni-modal pass at theta (step 1)."""
+  h: dict              # modality -> [B, D_m] normalised features
+  z: dict              # modality -> [B, C] uni-modal logits
+  ces: dict            # modality -> CE_k
+  moments: dict        # modality -> BN moments of this pass ('port'), else None
+  encode_vjp: Any      # VJP of theta -> h, when the consistency mode needs gradients
+  grads: PyTree        # grad_theta_k CE_k for every k, idem
 
 
 def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
             labels: jax.Array, p_teacher: jax.Array | None, rng: jax.Array, *,
-            model: MultiModalModel, spec: MethodSpec) -> tuple[jax.Array, dict]:
-  """Eq. 9's objective for one batch. Returns (loss, scalar metrics).
+            model: MultiModalModel, spec: MethodSpec,
+            batch_stats: PyTree | None = None) -> tuple[jax.Array, tuple[dict, list]]:
+  """Eq. 9's objective for one batch.
 
   Args:
     params: trainable student parameters (differentiated).
     frozen: frozen variables.
-    feats: modality -> trunk output ``[B, ...]`` (constant: the trunk is frozen).
+    feats: modality -> trunk output ``[B, ...]`` (constant when the trunk is frozen).
     labels: ``[B]`` int32.
     p_teacher: ``[B, C]`` teacher probabilities for distillation, or None.
-    rng: dropout / AMD randomness for this step.
+    rng: dropout / AMD / DSU randomness for this step.
+    batch_stats: the student's BN running statistics ('port' BN mode; present for the
+      variables' sake, a training pass normalises with batch statistics).
+  Returns:
+    (loss, (scalar metrics, [BN moments of each student pass, in order] — empty in the
+    'frozen' BN mode)).
   """
   r_uni, r_fused, r_amd = jax.random.split(rng, 3)
+  r_dsu = jax.random.fold_in(rng, _DSU_STREAM) if model.dsu else None
   norms = params['norms']
 
-  def encode(enc_params):
-    return model.encode_all(enc_params, norms, frozen, feats)
+  def encode(enc_params, dsu_rng=None):
+    return model.encode_all_train(enc_params, norms, frozen, feats, batch_stats,
+                                  dsu_rng=dsu_rng)
 
   def uni_loss(h):
     # Probe heads (erm / ema) read stop-gradient features so they cannot shape the encoders.
@@ -86,46 +166,57 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
     ces = {m: losses.cross_entropy(z[m], labels) for m in model.modalities}
     return sum(ces.values()), (z, ces)
 
-  # 1. Uni-modal pass at theta. The inner gradients come from the VJP of this same forward pass.
+  # 1. Uni-modal pass at theta (DSU only here, as the reference). The inner gradients come
+  #    from the VJP of this same forward pass.
   if consistency.needs_unimodal_grads(spec.consistency):
-    h, encode_vjp = jax.vjp(encode, params['encoders'])
-    (ce_uni, (z_uni, ces)), dce_dh = jax.value_and_grad(uni_loss, has_aux=True)(h)
-    g_uni = consistency.modality_grads(encode_vjp, dce_dh)
+    h, encode_vjp, moments = jax.vjp(lambda e: encode(e, r_dsu), params['encoders'],
+                                     has_aux=True)
+    (_, (z_uni, ces)), dce_dh = jax.value_and_grad(uni_loss, has_aux=True)(h)
+    uni = _UniPass(h, z_uni, ces, moments, encode_vjp,
+                   consistency.modality_grads(encode_vjp, dce_dh))
   else:
-    h = encode(params['encoders'])
-    ce_uni, (z_uni, ces) = uni_loss(h)
+    h, moments = encode(params['encoders'], r_dsu)
+    _, (z_uni, ces) = uni_loss(h)
+    uni = _UniPass(h, z_uni, ces, moments, None, None)
+  ce_uni = sum(uni.ces[m] for m in model.modalities)
 
-  # AMD from the pre-update uni-modal confidences (the port computes them before the inner step).
-  batch_size = labels.shape[0]
-  p_drop = amd.drop_probs(z_uni, spec.amd, base=spec.amd_base, fixed_p=spec.amd_fixed_p)
-  keep = amd.sample_keep(r_amd, p_drop, batch_size) if spec.amd != 'off' else None
+  # AMD from the pre-update uni-modal confidences (the reference computes them before the
+  # inner step); masks drawn in the model's modality order whatever the branch above.
+  p_drop = amd.drop_probs(uni.z, spec.amd, base=spec.amd_base, fixed_p=spec.amd_fixed_p,
+                          order=model.modalities)
+  keep = (amd.sample_keep(r_amd, p_drop, labels.shape[0], model.modalities)
+          if spec.amd != 'off' else None)
 
   def fused_ce(h_):
     z = model.fused_logits(params['fused_head'], h_, keep, train=True, rng=r_fused)
     return losses.cross_entropy(z, labels), z
 
-  # 2-3. Fused pass: at theta' after the inner step, else at theta (features reused).
-  metrics = {}
+  # 2-3. The fused term: the one decision on the consistency mode.
+  metrics, passes = {}, [uni.moments]
   if spec.consistency in ('inner_first_order', 'inner_second_order'):
+    # At theta' = theta - alpha grad CE_k: a second training pass, without DSU.
     enc_prime = consistency.inner_update(
-        params['encoders'], g_uni, spec.alpha,
+        params['encoders'], uni.grads, spec.alpha,
         second_order=spec.consistency == 'inner_second_order')
-    ce_mm, z_mm = fused_ce(encode(enc_prime))
+    h_prime, moments_prime = encode(enc_prime)
+    passes.append(moments_prime)
+    ce_mm, z_mm = fused_ce(h_prime)
     loss = ce_mm + ce_uni
   elif spec.consistency == 'grad_dot':
-    (ce_mm, z_mm), dmm_dh = jax.value_and_grad(fused_ce, has_aux=True)(h)
-    g_mm = consistency.modality_grads(encode_vjp, dmm_dh)
-    penalty = consistency.grad_dot_penalty(g_uni, g_mm, spec.alpha)
+    # Eq. 6's explicit penalty at theta, the features of step 1 reused.
+    (ce_mm, z_mm), dmm_dh = jax.value_and_grad(fused_ce, has_aux=True)(uni.h)
+    penalty = consistency.grad_dot_penalty(
+        uni.grads, consistency.modality_grads(uni.encode_vjp, dmm_dh), spec.alpha)
     metrics['grad_dot_penalty'] = penalty
     loss = ce_mm + ce_uni + penalty
   else:
-    ce_mm, z_mm = fused_ce(h)
+    ce_mm, z_mm = fused_ce(uni.h)
     loss = ce_mm + ce_uni
 
   # 4-5. Distillation from the teacher's fused prediction into the fused and uni-modal branches.
   if spec.distill:
     l_dis, kl_terms = distill.distillation_loss(
-        p_teacher, z_mm, z_uni, lambda_mm=spec.lambda_mm, lambda_um=spec.lambda_um,
+        p_teacher, z_mm, uni.z, lambda_mm=spec.lambda_mm, lambda_um=spec.lambda_um,
         temperature=spec.temperature)
     loss = loss + l_dis
     metrics.update(kl_terms)
@@ -133,9 +224,30 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
   metrics.update({'loss': loss, 'ce_fused': ce_mm,
                   'train_acc_fused': losses.correct(z_mm, labels).mean()})
   for m in model.modalities:
-    metrics[f'ce_uni/{m}'] = ces[m]
+    metrics[f'ce_uni/{m}'] = uni.ces[m]
     metrics[f'p_drop/{m}'] = p_drop[m]
-  return loss, metrics
+  return loss, (metrics, passes if model.bn_mode == 'port' else [])
+
+
+def update_batch_stats(model: MultiModalModel, batch_stats: PyTree, trunk_moments: dict,
+                       passes: list) -> PyTree:
+  """Folds one step's BN moments into the running statistics, pass by pass.
+
+  Args:
+    batch_stats: ``{'encoders': {m: {'trunk': ..., 'stage': ...}}}`` running statistics.
+    trunk_moments: modality -> moments of the shared frozen-trunk run (None entries when the
+      trunk is trainable: then each pass carries its own).
+    passes: per student pass, modality -> {'stage': moments[, 'trunk': moments]}.
+  """
+  stats = batch_stats['encoders']
+  for pass_moments in passes:
+    full = {}
+    for m in model.modalities:
+      full[m] = dict(pass_moments[m])
+      if model.freeze_trunk:   # the shared output stands for one trunk run per pass
+        full[m]['trunk'] = trunk_moments[m]
+    stats = batchnorm.update_running(stats, full)
+  return {'encoders': stats}
 
 
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
@@ -152,26 +264,37 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
     (new state, flat dict of scalar metrics).
   """
   rng = jax.random.fold_in(rng, state.step)
-  # 0. Frozen trunks once per step: identical for the student's passes and the teacher.
-  feats = model.trunk_features(state.frozen, batch)
+  port = model.bn_mode == 'port'
+  # 0. The student's frozen trunks once per step, shared by its theta and theta' passes.
+  feats, trunk_moments = model.trunk_features_train(state.frozen, batch, state.batch_stats)
 
-  # 4. Teacher's fused prediction on unmasked features (no dropout, no AMD, no gradient).
+  # 4. Teacher's fused prediction on unmasked inputs (inference mode, no gradient). In the
+  #    'frozen' BN mode its trunk variables are the student's: the trunk output is shared.
   p_teacher = None
   if spec.distill:
-    t = state.teacher
-    t_h = model.encode_all(t['encoders'], t['norms'], state.frozen, feats)
-    p_teacher = distill.teacher_probs(model.fused_logits(t['fused_head'], t_h, train=False),
-                                      spec.temperature)
+    z_teacher = model.predict(weights(state, 'teacher'), batch,
+                              feats=None if port else feats)['fused']
+    p_teacher = distill.teacher_probs(z_teacher, spec.temperature)
 
   grad_fn = jax.grad(functools.partial(loss_fn, model=model, spec=spec), has_aux=True)
-  grads, metrics = grad_fn(state.params, state.frozen, feats, batch['label'], p_teacher, rng)
+  grads, (metrics, passes) = grad_fn(state.params, state.frozen, feats, batch['label'],
+                                     p_teacher, rng, batch_stats=state.batch_stats)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
-  teacher = ema.update(state.teacher, params, spec.ema_beta) if spec.ema else None
   metrics['grad_norm'] = optax.tree.norm(grads)
-  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                            teacher=teacher)
-  return new_state, metrics
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  if port:
+    new = new.replace(batch_stats=update_batch_stats(model, state.batch_stats, trunk_moments,
+                                                     passes))
+  # 6. EMA after the optimizer step (and, in 'port' mode, after this step's statistics).
+  if spec.ema:
+    new = new.replace(teacher=ema.update(state.teacher, params, spec.ema_beta))
+    if port:
+      new = new.replace(
+          teacher_frozen=ema.update(state.teacher_frozen, new.frozen, spec.ema_beta),
+          teacher_batch_stats=ema.update(state.teacher_batch_stats, new.batch_stats,
+                                         spec.ema_beta))
+  return new, metrics
 
 
 # ------------------------------------------------------- non-finite guard (config.train.nan_policy)
@@ -181,18 +304,19 @@ def guard_nonfinite(old: TrainState, new: TrainState, metrics: dict, *,
 
   Composed after ``train_step`` inside the same jit (train.py), so ``train_step`` itself is
   unchanged. Adds ``metrics['nonfinite']`` (1.0 / 0.0). With ``skip=True`` a flagged step keeps
-  the old params, optimizer state and teacher; ``step`` still advances, so the data position and
+  the old params, optimizer state, BN statistics and teacher; ``step`` still advances, so the data position and
   the per-step randomness stay those of the uninterrupted schedule.
   """
   finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
-  for leaf in jax.tree.leaves(new.params):  # catches a non-finite update (e.g. lr overflow)
+  # catches a non-finite update (e.g. lr overflow) or running statistic
+  for leaf in jax.tree.leaves((new.params, new.batch_stats)):
     finite &= jnp.isfinite(leaf).all()
   metrics = {**metrics, 'nonfinite': 1.0 - finite.astype(jnp.float32)}
   if skip:
     keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(finite, a, b), n, o)
-    new = new.replace(params=keep(new.params, old.params),
-                      opt_state=keep(new.opt_state, old.opt_state),
-                      teacher=keep(new.teacher, old.teacher))
+    new = new.replace(**{f: keep(getattr(new, f), getattr(old, f)) for f in (
+        'params', 'opt_state', 'teacher', 'batch_stats', 'teacher_frozen',
+        'teacher_batch_stats')})
   return new, metrics
 
 
@@ -200,26 +324,25 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
               model: MultiModalModel) -> dict:
   """Sums of correct predictions and losses over one (padded) eval batch.
 
-  Evaluates the student and, when present, the teacher: the fused head and each uni-modal head
-  on unmasked features. ``batch['mask']`` ``[B]`` marks real (1) vs padding (0) examples.
+  Evaluates the student and, when present, the teacher, each in inference mode on its own
+  variables (``model.predict``): the fused head and each uni-modal head on unmasked features.
+  ``batch['mask']`` ``[B]`` marks real (1) vs padding (0) examples.
 
   Returns:
     {'count': n, '<who>/fused': #correct, '<who>/<m>': #correct, '<who>/loss_sum': sum CE}.
   """
   labels = batch['label']
   mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
-  feats = model.trunk_features(state.frozen, batch)
+  # 'frozen' BN mode: student and teacher share the trunk variables, so its output too.
+  shared = None if model.bn_mode == 'port' else model.trunk_features(state.frozen, batch)
   out = {'count': mask.sum()}
-  weights = {'student': state.params}
-  if state.teacher is not None:
-    weights['teacher'] = state.teacher
-  for who, p in weights.items():
-    h = model.encode_all(p['encoders'], p['norms'], state.frozen, feats)
-    z = model.fused_logits(p['fused_head'], h, train=False)
+  for who in ('student', 'teacher') if state.teacher is not None else ('student',):
+    logits = model.predict(weights(state, who), batch, feats=shared)
+    z = logits['fused']
     logp = jax.nn.log_softmax(losses.at_least_f32(z))
     nll = -jnp.take_along_axis(logp, labels[:, None], -1)[:, 0]
     out[f'{who}/loss_sum'] = (nll * mask).sum()
     out[f'{who}/fused'] = (losses.correct(z, labels) * mask).sum()
-    for m, zm in model.uni_logits(p['uni_heads'], h, train=False).items():
-      out[f'{who}/{m}'] = (losses.correct(zm, labels) * mask).sum()
+    for m in model.modalities:
+      out[f'{who}/{m}'] = (losses.correct(logits[m], labels) * mask).sum()
   return out

@@ -140,11 +140,13 @@ def build(config: ml_collections.ConfigDict, mesh=None):
     state = random_init(rng)
     if not pretrained:
       return state
-    params, frozen = models.load_pretrained(model, config.model, state.params, state.frozen)
-    # The teacher gets its own buffers: the train step donates the state, and one buffer in
-    # two donated leaves is an error.
-    state = state.replace(params=params, frozen=frozen, opt_state=tx.init(params),
-                          teacher=jax.tree.map(jnp.copy, params) if spec.ema else None)
+    params, frozen = models.load_pretrained(model, config.model,
+                                            *step_lib.student_variables(state))
+    # A fresh step-0 state: BN statistics where the BN mode keeps them, the optimizer state
+    # for the loaded parameters, the teacher a copy of the whole loaded student. Every leaf
+    # gets a buffer of its own: the teacher starts as the student's very arrays, and the
+    # train step donates the state (one buffer in two donated leaves is an error).
+    state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, params, frozen))
     return jax.device_put(state, repl)
 
   if config.train.nan_policy not in ('stop', 'skip'):

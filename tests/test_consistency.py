@@ -108,7 +108,7 @@ def test_gradient_matches_finite_differences(setup, mode):
 def test_grad_dot_penalty_value(setup):
   model, params, frozen, feats, labels = setup
   alpha = 0.03
-  _, metrics = _loss('grad_dot', alpha, setup)(params)
+  _, (metrics, _) = _loss('grad_dot', alpha, setup)(params)
 
   def ce_uni(enc):
     h = model.encode_all(enc, params['norms'], frozen, feats)

@@ -73,11 +73,15 @@ def test_amd_modes_fixed_off_and_single_modality():
 
 def test_amd_masks_are_bernoulli_per_sample():
   probs = {'video': jnp.array(0.75), 'audio': jnp.array(0.0)}
-  keep = amd.sample_keep(jax.random.key(0), probs, 20000)
+  keep = amd.sample_keep(jax.random.key(0), probs, 20000, ('video', 'audio'))
   assert keep['video'].shape == (20000,)
   np.testing.assert_allclose(keep['video'].mean(), 0.25, atol=0.01)
   assert float(keep['audio'].min()) == 1.0            # p = 0 never drops
   assert set(np.unique(np.asarray(keep['video']))) <= {0.0, 1.0}   # no 1/(1-p) rescaling
+  # The draw follows the given modality order, not the dict's key order.
+  again = amd.sample_keep(jax.random.key(0), {'audio': probs['audio'], 'video': probs['video']},
+                          20000, ('video', 'audio'))
+  np.testing.assert_array_equal(again['video'], keep['video'])
 
 
 def test_ema_update_hand_value():

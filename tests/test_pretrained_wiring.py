@@ -3,6 +3,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from mbcd_jax import models
 from mbcd_jax.encoders import convert
@@ -67,8 +68,8 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
     np.testing.assert_array_equal(a, b)
   # ... in buffers of its own: the train step donates the state, and a buffer shared by two
   # donated leaves fails the step ("donate the same buffer twice").
-  pointers = lambda t: {x.unsafe_buffer_pointer() for x in jax.tree.leaves(t)}
-  assert not pointers(state2.teacher) & pointers(state2.params)
+  pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state2)]
+  assert len(set(pointers)) == len(pointers)
   np.testing.assert_array_equal(state2.params['fused_head']['Dense_0']['kernel'],
                                 state.params['fused_head']['Dense_0']['kernel'])
 
@@ -91,3 +92,60 @@ def test_trunk_seed_fixes_the_frozen_trunk_across_training_seeds():
   # default (-1): the trunk follows the training seed, as before
   (_, g0), (_, g1) = (tiny_model().init(jax.random.key(k), batch) for k in (0, 1))
   assert not same(g0['encoders']['video']['trunk'], g1['encoders']['video']['trunk'])
+
+
+@pytest.mark.parametrize('tail_init', ['pretrained', 'random'])
+def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
+  """'port' BN mode: the checkpoint's BN statistics land in ``batch_stats`` (and the teacher's
+  copy), not in ``frozen``; audio_tail_init='random' keeps the audio layer4 (parameters and
+  statistics) at its random init while the trunk is loaded."""
+  import importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
+  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import step, train  # pylint: disable=g-import-not-at-top
+  spec = importlib.util.spec_from_file_location('hac', os.path.join(ROOT, 'configs', 'hac.py'))
+  hac = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(hac)
+  c = hac.get_config('smoke')
+  c.data.modalities = ('audio',)
+  c.method.name = 'ema'
+  c.model.bn_mode = 'port'
+  c.model.audio_tail_init = tail_init
+  c.model.encoders.audio = ml_collections.ConfigDict(
+      {'name': 'vggsound_r18', 'width': 8, 'pretrained': ''})
+  fresh = train.build(c)['init'](jax.random.key(0))
+  # "Pretrained" weights: another init with non-trivial statistics (init ones are 0 / 1).
+  other_p, other_f = step.student_variables(train.build(c)['init'](jax.random.key(5)))
+  rng = np.random.default_rng(0)
+  other_f = jax.tree.map(lambda a: a + rng.uniform(0.1, 1.0, a.shape).astype(a.dtype), other_f)
+  trunk = other_f['encoders']['audio']['trunk']
+  stage = {**other_f['encoders']['audio']['stage'],
+           'params': other_p['encoders']['audio']['stage']}
+  path = str(tmp_path / 'a.msgpack')
+  convert.save(path, 'vggsound_r18', trunk, stage, {'width': 8})
+  c.model.encoders.audio.pretrained = path
+  state = train.build(c)['init'](jax.random.key(0))
+
+  same = lambda a, b: (jax.tree.structure(a) == jax.tree.structure(b) and all(
+      np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+  enc_stats = state.batch_stats['encoders']['audio']
+  assert 'batch_stats' not in state.frozen['encoders']['audio']['trunk']
+  assert same(enc_stats['trunk'], trunk['batch_stats'])
+  assert same(state.frozen['encoders']['audio']['trunk'],
+              {k: v for k, v in trunk.items() if k != 'batch_stats'})
+  loaded_stage = tail_init == 'pretrained'
+  want_stage = stage if loaded_stage else {
+      'params': fresh.params['encoders']['audio']['stage'],
+      'batch_stats': fresh.batch_stats['encoders']['audio']['stage']}
+  assert same(state.params['encoders']['audio']['stage'], want_stage['params'])
+  assert same(enc_stats['stage'], want_stage['batch_stats'])
+  # ... and differs from the alternative (the check can fail).
+  assert not same(state.params['encoders']['audio']['stage'],
+                  fresh.params['encoders']['audio']['stage'] if loaded_stage
+                  else stage['params'])
+  # The teacher starts as a copy of the whole loaded student.
+  assert same(state.teacher, state.params)
+  assert same(state.teacher_frozen, state.frozen)
+  assert same(state.teacher_batch_stats, state.batch_stats)
+  # ... in buffers of its own (the train step donates the state).
+  pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
+  assert len(set(pointers)) == len(pointers)

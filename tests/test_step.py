@@ -53,20 +53,63 @@ def test_other_consistency_modes_learn(mode):
 
 
 def test_all_trainable_encoders_learn_and_update_trunk():
-  state0_model = tiny_model(freeze_trunk=False)
+  model = tiny_model(freeze_trunk=False, dropout=0.1)
+  batch = tiny_batch(batch_size=16)
+  params, frozen = model.init(jax.random.key(0), batch)
+  feats = model.trunk_features(frozen, batch)        # the raw inputs: every pass runs the trunk
+  grads = jax.grad(lambda p: step.loss_fn(p, frozen, feats, batch['label'], None,
+                                          jax.random.key(0), model=model,
+                                          spec=spec('mbcd_no_dl'))[0])(params)
+  # The loss itself (not only weight decay) reaches every trunk parameter.
+  for m in model.modalities:
+    g = grads['encoders'][m]['trunk']
+    assert jax.tree.structure(g) == jax.tree.structure(params['encoders'][m]['trunk'])
+    for path, leaf in jax.tree_util.tree_leaves_with_path(g):
+      assert float(jnp.abs(leaf).max()) > 0, (m, jax.tree_util.keystr(path))
   state, hist, _, _ = _run('mbcd', 10, freeze_trunk=False)
   assert 'trunk' in state.params['encoders']['video']
   assert hist[-1]['student/loss_sum'] < hist[0]['student/loss_sum']
-  del state0_model
 
 
-def test_same_seed_same_metrics_and_params():
-  s1, h1, _, _ = _run('mbcd', 3)
-  s2, h2, _, _ = _run('mbcd', 3)
-  for a, b in zip(h1, h2):
-    assert a == b and a
-  for x, y in zip(jax.tree.leaves(s1.params), jax.tree.leaves(s2.params)):
-    np.testing.assert_array_equal(x, y)
+_SEEDED_RUN = textwrap.dedent('''
+  import functools, sys
+  sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
+  import jax, numpy as np, ml_collections
+  from conftest import spec, tiny_batch, tiny_model
+  from mbcd_jax import step
+  seed = int(sys.argv[1])
+  optim = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
+  model, batch, sp = tiny_model(dropout=0.1), tiny_batch(batch_size=16), spec('mbcd')
+  tx = step.make_optimizer(optim)
+  state = step.init_state(model, sp, tx, jax.random.key(seed), batch)
+  f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
+  metrics = []
+  for _ in range(3):
+    state, m = f(state, batch, jax.random.key(seed + 100))
+    metrics.append(m)
+  flat = {{jax.tree_util.keystr(k): np.asarray(v) for k, v in
+          jax.tree_util.tree_leaves_with_path(jax.device_get((state, metrics)))}}
+  np.savez(sys.argv[2], **flat)
+''')
+
+
+def test_same_seed_same_metrics_and_params(tmp_path):
+  """Two separate processes with the same seed end bit for bit equal; another seed differs."""
+  script = tmp_path / 'seeded.py'
+  script.write_text(_SEEDED_RUN.format(root=ROOT, tests=os.path.join(ROOT, 'tests')))
+  outs = {}
+  for name, seed in (('a', 0), ('b', 0), ('c', 1)):
+    out = tmp_path / f'{name}.npz'
+    res = subprocess.run([sys.executable, str(script), str(seed), str(out)],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-3000:]
+    outs[name] = dict(np.load(out))
+  a, b, c = outs['a'], outs['b'], outs['c']
+  assert sorted(a) == sorted(b) == sorted(c) and any('loss' in k for k in a)
+  for k in a:
+    np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  assert any(not np.array_equal(a[k], c[k]) for k in a if 'params' in k)
+  assert any(not np.array_equal(a[k], c[k]) for k in a if "'loss'" in k)
 
 
 def test_teacher_is_ema_of_student_and_frozen_trunk_untouched():
@@ -78,10 +121,14 @@ def test_teacher_is_ema_of_student_and_frozen_trunk_untouched():
   s1, _ = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))(
       s0, batch, jax.random.key(1))
   expected = jax.tree.map(lambda t, p: 0.9 * t + 0.1 * p, s0.teacher, s1.params)
+  assert jax.tree.structure(s1.teacher) == jax.tree.structure(expected)
   for x, y in zip(jax.tree.leaves(s1.teacher), jax.tree.leaves(expected)):
     np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
+  assert jax.tree.structure(s0.frozen) == jax.tree.structure(s1.frozen)
   for x, y in zip(jax.tree.leaves(s0.frozen), jax.tree.leaves(s1.frozen)):
     np.testing.assert_array_equal(x, y)
+  # 'frozen' BN mode: no separate statistics, the teacher reads the student's frozen variables.
+  assert s1.batch_stats is None and s1.teacher_frozen is None
   # The student moved: the check above is not comparing equal trees.
   assert any(not np.array_equal(a, b)
              for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)))
@@ -103,6 +150,7 @@ def test_erm_probe_heads_do_not_change_encoder_gradients():
     return losses.cross_entropy(model.fused_logits(params['fused_head'], h, train=False),
                                 batch['label'])
   ref = jax.grad(fused_only)(params['encoders'])
+  assert jax.tree.structure(grads['encoders']) == jax.tree.structure(ref)
   for x, y in zip(jax.tree.leaves(grads['encoders']), jax.tree.leaves(ref)):
     np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
   # ...while the probe heads do receive gradients.
@@ -162,6 +210,7 @@ def test_eight_devices_equal_one_device(tmp_path):
     (p1, m1), (p8, m8) = out
     for k in m1:
       np.testing.assert_allclose(m1[k], m8[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    assert jax.tree.structure(p1) == jax.tree.structure(p8)
     for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
       np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
     print('OK', m1['loss'], m8['loss'])

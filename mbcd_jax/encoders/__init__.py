@@ -5,11 +5,13 @@ Every encoder is an :class:`EncoderDef`, built by a factory registered under a n
     enc = encoders.build('frame_cnn', cfg)      # cfg: ml_collections.ConfigDict of kwargs
     fmap = enc.trunk.apply(trunk_vars, x)       # frozen: run once per step, shared
     feat = enc.stage.apply(stage_vars, fmap)    # trainable: [B, enc.feature_dim] pooled
+    feat = enc.stage.apply(stage_vars, fmap, perturb=fn)   # fn on the last map, before the pool
 
 Why the split: the paper (and its port) train only each encoder's last stage (`layer4`); the
-trunk's output is identical for the student's two passes and the EMA teacher, so the train step
-computes it once (see `mbcd_jax/step.py`). Both parts are pure Flax linen modules; any
-`batch_stats` they carry are used in inference mode (frozen statistics).
+trunk's output is identical for the student's two passes (and, with frozen BN statistics, for
+the EMA teacher), so the train step computes it once (see `mbcd_jax/step.py`). Both parts are
+pure Flax linen modules. Their BatchNorms (`mbcd_jax/batchnorm.py`) use the running statistics
+in `batch_stats`, or batch statistics when applied with ``mutable=['bn_moments']``.
 
 Inputs are channels-last: video ``[B, T, H, W, 3]``, flow ``[B, T, H, W, 2]``,
 audio ``[B, F, S, 1]`` (log-spectrogram, frequency x time).

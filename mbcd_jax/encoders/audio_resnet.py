@@ -4,7 +4,7 @@ VGGSound (hche11/VGGSound, ``models/resnet.py``) is torchvision's ResNet with a 
 7x7/2 stem conv, applied to a log-spectrogram ``[B, 1, 257, 1004]`` (frequency x time, PyTorch
 layout); here the input is ``[B, F, S, 1]`` = ``[B, 257, 1004, 1]``. Names mirror the
 torchvision ``state_dict`` (``layer1.0.conv1``, ``layer1.0.bn1``, ``layer2.0.downsample.0`` /
-``.1``) so that the converter only renames and transposes. BatchNorm uses running statistics.
+``.1``) so that the converter only renames and transposes. BatchNorm: ``resnet3d.batch_norm``.
 
 Paper shapes: ``[B, 257, 1004, 1]`` -> trunk ``[B, 17, 63, 256]`` -> stage ``[B, 512]``.
 """
@@ -95,8 +95,10 @@ class AudioResNetStage(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, x, return_map: bool = False):
+  def __call__(self, x, return_map: bool = False, perturb=None):
     y = ResLayer2d(self.width * 8, self.blocks[3], 2, self.remat, self.dtype,
                    name='layer4')(x.astype(self.dtype))
+    if perturb is not None:   # DSU on the layer4 output, before the pool
+      y = perturb(y)
     pooled = global_avg_pool(y)
     return (pooled, y) if return_map else pooled

@@ -19,8 +19,9 @@ pool). Common kwargs:
 Pretrained weights: convert once with ``python -m mbcd_jax.encoders.convert`` and load with
 :func:`load_pretrained` (re-exported from ``convert``).
 
-BatchNorm runs on running statistics in both parts; layer4's BN scale/bias train. (The port
-runs its BN in train mode, i.e. on batch statistics.)
+BatchNorm (``mbcd_jax.batchnorm``) runs on running statistics by default; with
+``config.model.bn_mode='port'`` the train step runs every BN of both parts on batch statistics
+and updates the running statistics, as the port's ``model.train(True)`` does.
 
 Every keyword argument of a factory is a command-line setting
 (``--config.model.encoders.video.resample_rate=4``; ``configs/hac.py`` declares them all). A

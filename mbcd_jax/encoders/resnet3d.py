@@ -2,8 +2,9 @@
 
 Module and parameter names mirror the PyTorch ``state_dict`` keys so that the converter
 (``convert.py``) is a rename plus a kernel transpose: ``layer4.0.conv2.bn.running_var`` is
-``batch_stats/layer4/0/conv2/bn/var`` here. Every BatchNorm runs on its running statistics
-(inference mode); its scale and bias are ordinary parameters.
+``batch_stats/layer4/0/conv2/bn/var`` here. Every BatchNorm is ``mbcd_jax.batchnorm.BatchNorm``:
+running statistics by default, PyTorch's training mode when applied with ``mutable=['bn_moments']``
+(``config.model.bn_mode='port'``); its scale and bias are ordinary parameters.
 
 Shapes: ``[B, T, H, W, C]`` everywhere (PyTorch is ``[B, C, T, H, W]``).
 
@@ -27,6 +28,8 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
+from mbcd_jax import batchnorm
+
 Dtype = Any
 
 ARCH_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -38,9 +41,10 @@ def as_dtype(dtype) -> Dtype:
   return jnp.dtype(dtype) if isinstance(dtype, str) else dtype
 
 
-def batch_norm(dtype: Dtype, name: str) -> nn.BatchNorm:
-  # PyTorch BatchNorm eps; running statistics only (see module docstring).
-  return nn.BatchNorm(use_running_average=True, epsilon=1e-5, dtype=dtype, name=name)
+def batch_norm(dtype: Dtype, name: str) -> batchnorm.BatchNorm:
+  # PyTorch BatchNorm eps. Running statistics unless applied in training mode (see
+  # mbcd_jax/batchnorm.py: mutable 'bn_moments').
+  return batchnorm.BatchNorm(epsilon=1e-5, dtype=dtype, name=name)
 
 
 class ConvModule(nn.Module):
@@ -216,9 +220,10 @@ class ResNet3dPart(nn.Module):
     """Lateral conv after the stem (``i=0``) or after layer i of the fast pathway."""
     return (self.conv1_lateral if i == 0 else getattr(self, f'layer{i}_lateral'))(x_fast)
 
-  def __call__(self, x, return_map: bool = False):
+  def __call__(self, x, return_map: bool = False, perturb=None):
     """Stem (if held) then the held layers; with ``pool``, returns ``[B, C]`` float32 (and
-    the final map too when ``return_map``)."""
+    the final map too when ``return_map``). ``perturb``: optional function applied to the
+    final map before the pool (DSU)."""
     x = x.astype(self.dtype)
     if self.stem:
       x = self.run_stem(x)
@@ -226,6 +231,8 @@ class ResNet3dPart(nn.Module):
       x = self.run_layer(i, x)
       if i == 1 and self.with_pool2:
         x = nn.max_pool(x, (2, 1, 1), (2, 1, 1))
+    if perturb is not None:
+      x = perturb(x)
     if not self.pool:
       return x
     pooled = global_avg_pool(x)

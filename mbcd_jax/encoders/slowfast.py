@@ -83,7 +83,8 @@ class SlowFastTrunk(nn.Module):
 class SlowFastStage(nn.Module):
   """layer4 of both pathways + global average pools. ``(slow, fast) -> [B, 8*base*(1+1/beta)]``.
 
-  ``return_maps`` also returns the two layer4 outputs ``(slow, fast)``.
+  ``return_maps`` also returns the two layer4 outputs ``(slow, fast)``; ``perturb`` (optional)
+  maps that pair before the pools (DSU: one coin for both pathways, as the reference).
   """
   depth: int = 101
   slow_base_channels: int = 64
@@ -92,11 +93,13 @@ class SlowFastStage(nn.Module):
   dtype: Dtype = jnp.float32
 
   @nn.compact
-  def __call__(self, feats, return_maps: bool = False):
+  def __call__(self, feats, return_maps: bool = False, perturb=None):
     x_slow, x_fast = feats
     slow, fast = _pathways(self.depth, self.slow_base_channels, self.channel_ratio, 8, 5,
                            False, (4,), False, self.remat, self.dtype)
     y_slow, y_fast = slow(x_slow), fast(x_fast)
+    if perturb is not None:
+      y_slow, y_fast = perturb((y_slow, y_fast))
     pooled = jnp.concatenate([global_avg_pool(y_fast), global_avg_pool(y_slow)], axis=-1)
     return (pooled, (y_slow, y_fast)) if return_maps else pooled
 
