@@ -210,8 +210,8 @@ def split_train_run(res: dict) -> dict[str, float]:
 
   marks = [('setup (config, data index, init, pretrained load)', line_t(r'trainable parameters')),
            ('train steps (incl. XLA compile)', row_t('train', last=True)),
-           ('evaluate val (incl. compile)', row_t('val', last=True)),
-           ('evaluate test', row_t('test', last=True)),
+           # Both rows are written after both splits are evaluated.
+           ('evaluate val + test (incl. compile)', row_t('test', last=True)),
            ('checkpoint', line_t(r'checkpoint .* in [0-9.]+s')),
            ('summary and exit', res['wall_s'])]
   out, prev = {}, 0.0

@@ -2,7 +2,10 @@
 layout -> prepare -> PyTorch checkpoints in the released layouts -> the README's convert
 commands -> the README's train command (2 steps, evaluate, checkpoint) -> resume.
 
-Paper input shapes (RGB 32x224x224, flow 8x224x224, audio 257x1004), narrow encoders."""
+Paper input shapes (RGB 32x224x224, flow 8x224x224, audio 257x1004), narrow encoders. XLA's
+compile of the three deep encoders (init, train step, eval) dominates: about 17 minutes on 2
+busy cores, so the test runs only with ``MBCD_E2E=1`` (the resumed run reuses the persistent
+compilation cache and takes a fraction of that)."""
 import json
 import os
 import subprocess
@@ -14,13 +17,15 @@ import pytest
 import _runs
 
 pytest.importorskip('torch')
+pytestmark = pytest.mark.skipif(os.environ.get('MBCD_E2E') != '1',
+                                reason='minutes of XLA compile; set MBCD_E2E=1 to run')
 
 
 def test_tiny_paper_path_trains_evaluates_checkpoints_and_resumes(tmp_path):
   out = tmp_path / 'pp'
   p = subprocess.run([sys.executable, os.path.join(_runs.ROOT, 'benchmarks', 'paper_path.py'),
                       f'--out={out}', '--tiny', '--workers=1'], cwd=_runs.ROOT, env=_runs.env(),
-                     capture_output=True, text=True, timeout=1200)
+                     capture_output=True, text=True, timeout=3600)
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
   with open(out / 'paper_path.json') as f:
     doc = json.load(f)
@@ -38,7 +43,8 @@ def test_tiny_paper_path_trains_evaluates_checkpoints_and_resumes(tmp_path):
   assert 0.0 <= resume['test_fused'] <= 100.0
   for ph in doc['phases']:
     assert ph['wall_s'] > 0 and ph['peak_rss_mib'] > 0
-  assert {'train steps (incl. XLA compile)', 'evaluate test', 'checkpoint'} <= set(
+  assert {'train steps (incl. XLA compile)', 'evaluate val + test (incl. compile)',
+          'checkpoint'} <= set(
       train['parts'])
   # The README's convert commands really ran: the converted files exist and load.
   for name in ('slowfast_r101', 'slowonly_r50_flow', 'vggsound_r18'):
