@@ -91,9 +91,16 @@ def run_logged(argv: list[str], log_path: str, cwd: str, env: dict,
   """Runs ``argv``; streams its merged output to ``log_path`` with the time each line came.
 
   Returns {'rc', 'wall_s', 'peak_rss_mib', 'lines': [(t, line)], 'rows': [(t, row)]} with times
-  relative to the start; ``rows`` are the JSON rows of ``watch_jsonl`` when each first appeared
-  (polled every 0.1 s).
+  relative to the start; ``rows`` are the JSON rows this run added to ``watch_jsonl``, with the
+  time each first appeared (polled every 0.1 s).
   """
+  def read_rows():
+    if not (watch_jsonl and os.path.exists(watch_jsonl)):
+      return []
+    with open(watch_jsonl) as f:
+      return f.read().split('\n')[:-1]
+
+  before = len(read_rows())   # a resumed run appends to its predecessor's file
   print('[paper_path] $ ' + ' '.join(shlex.quote(a) for a in argv), flush=True)
   t0 = time.time()
   proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE,
@@ -101,15 +108,13 @@ def run_logged(argv: list[str], log_path: str, cwd: str, env: dict,
   rows, lines, done = [], [], threading.Event()
 
   def poll():
-    seen = 0
+    seen = before
     while True:
       finished = done.is_set()
-      if watch_jsonl and os.path.exists(watch_jsonl):
-        with open(watch_jsonl) as f:
-          got = [ln for ln in f.read().split('\n')[:-1]]
-        for ln in got[seen:]:
-          rows.append((time.time() - t0, json.loads(ln)))
-        seen = max(seen, len(got))
+      got = read_rows()
+      for ln in got[seen:]:
+        rows.append((time.time() - t0, json.loads(ln)))
+      seen = max(seen, len(got))
       if finished:
         return
       time.sleep(0.1)
