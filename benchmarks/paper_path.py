@@ -25,7 +25,8 @@ Phases, each timed, with its peak resident memory:
 
 Inputs are the paper's in both modes: RGB 32x224x224, flow 8x224x224, audio 257x1004, batch 2.
 ``--tiny`` narrows the encoders (SlowFast-R50 with 8 slow channels, SlowOnly-R50 with 8, audio
-ResNet-18 with 8) so that the whole path runs in about a minute.
+ResNet-18 with 8): compute becomes small, but XLA still compiles the deep nets (about 24 min
+on 2 busy cores, most of it compile).
 
 Memory: a subprocess's peak is its own ``ru_maxrss`` (``os.wait4``; it covers the processes it
 waited for, e.g. prepare's workers); in-process phases report this process's peak so far.
