@@ -115,8 +115,11 @@ def _make_init(config, model, spec, tx, mesh, example) -> Callable:
     params, frozen = models.load_pretrained(model, config.model,
                                             *step_lib.student_variables(state))
     # A fresh step-0 state: BN statistics where the BN mode keeps them, the optimizer state
-    # for the loaded parameters, the teacher a copy of the whole loaded student.
-    return jax.device_put(step_lib.make_state(model, spec, tx, params, frozen), repl)
+    # for the loaded parameters, the teacher a copy of the whole loaded student. Every leaf
+    # gets a buffer of its own: the teacher starts as the student's very arrays, and the
+    # train step donates the state (one buffer in two donated leaves is an error).
+    state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, params, frozen))
+    return jax.device_put(state, repl)
 
   return init
 

@@ -66,6 +66,10 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
   # The teacher starts as the loaded student; the heads keep their seed-0 initialisation.
   for a, b in zip(jax.tree.leaves(state2.teacher), jax.tree.leaves(state2.params)):
     np.testing.assert_array_equal(a, b)
+  # ... in buffers of its own: the train step donates the state, and a buffer shared by two
+  # donated leaves fails the step ("donate the same buffer twice").
+  pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state2)]
+  assert len(set(pointers)) == len(pointers)
   np.testing.assert_array_equal(state2.params['fused_head']['Dense_0']['kernel'],
                                 state.params['fused_head']['Dense_0']['kernel'])
 
@@ -142,3 +146,6 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   assert same(state.teacher, state.params)
   assert same(state.teacher_frozen, state.frozen)
   assert same(state.teacher_batch_stats, state.batch_stats)
+  # ... in buffers of its own (the train step donates the state).
+  pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
+  assert len(set(pointers)) == len(pointers)

@@ -87,14 +87,16 @@ def _ts(frame: int) -> str:
   return f'{int(s // 3600):02d}:{int(s // 60 % 60):02d}:{s % 60:05.2f}'
 
 
-def epic_rows(domain: str, split: str, n: int) -> list[dict]:
-  """Split-file rows: clip k of a split spans frames [start, start + 12 + 2k)."""
+def epic_rows(domain: str, split: str, n: int, clip_frames: int | None = None) -> list[dict]:
+  """Split-file rows: clip k of a split spans frames [start, start + 12 + 2k), or
+  [start, start + clip_frames) when ``clip_frames`` is given."""
   vid = EPIC_VIDEOS[domain]
   base = 10 if split == 'train' else 200
+  gap = 40 if clip_frames is None else clip_frames + 10
   rows = []
   for k in range(n):
-    start = base + 40 * k
-    stop = start + 12 + 2 * k
+    start = base + gap * k
+    stop = start + (12 + 2 * k if clip_frames is None else clip_frames)
     label = (k + 3 * (split == 'test') + 'D1D2D3'.index(domain)) % 8
     rows.append(dict(uid=1000 * (1 + 'D1D2D3'.index(domain) // 2) + 100 * (split == 'test') + k,
                      participant_id=vid.split('_')[0], video_id=vid, narration=f'verb {label}',
@@ -107,7 +109,7 @@ EPIC_VIDEO_FRAMES = 420     # length of the whole fixture videos (7 s at 60 fps)
 
 
 def make_epic(root: str, layout: str = 'clips', placement: str = 'beside',
-              counts=None, domains=('D1', 'D2', 'D3')) -> dict:
+              counts=None, domains=('D1', 'D2', 'D3'), clip_frames: int | None = None) -> dict:
   """Writes an EPIC tree; returns {(domain, split): rows}.
 
   Args:
@@ -115,6 +117,8 @@ def make_epic(root: str, layout: str = 'clips', placement: str = 'beside',
     placement: where media folders sit relative to ``MM-SADA_Domain_Adaptation_Splits``:
       'beside' (SimMMDG), 'inside' (the split folder) or 'epic_mp4' (``<splits>/EPIC-mp4``).
     counts: {split: clips per domain}; default train 3, test 2.
+    clip_frames: RGB frames of every clip (default 12 + 2k for clip k); clips must end within
+      the EPIC_VIDEO_FRAMES of the whole-video wavs.
   """
   import pandas as pd  # pylint: disable=g-import-not-at-top
   counts = counts or {'train': 3, 'test': 2}
@@ -126,7 +130,7 @@ def make_epic(root: str, layout: str = 'clips', placement: str = 'beside',
   for d in domains:
     di, vid = 'D1D2D3'.index(d) // 2, EPIC_VIDEOS[d]
     for split, n in counts.items():
-      rows = epic_rows(d, split, n)
+      rows = epic_rows(d, split, n, clip_frames)
       out[(d, split)] = rows
       pd.DataFrame(rows).to_pickle(os.path.join(splits_dir, f'{d}_{split}.pkl'))
       audio_dir = 'audio' if layout == 'clips' else 'rgb'
