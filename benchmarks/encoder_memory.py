@@ -2,7 +2,7 @@
 
     JAX_PLATFORMS=cpu python benchmarks/encoder_memory.py [--quick]
 
-For each encoder at the paper's input shape (method.md section 6) and each (dtype, remat)
+For each encoder at the paper's input shape (docs/method.md §6) and each (dtype, remat)
 option, compiles -- without running -- the function
 
     frozen trunk forward (stop_gradient) -> stage forward -> grad w.r.t. the stage's params

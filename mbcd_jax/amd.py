@@ -1,4 +1,4 @@
-"""Adaptive Modality Dropout (paper §"Adaptive Modality Dropout"; method.md §2).
+"""Adaptive Modality Dropout (paper §"Adaptive Modality Dropout"; docs/method.md §2).
 
 Per mini-batch, from the uni-modal logits z_k (stop-gradient, labels unused):
   confidence      s_k = sum_i max_c softmax(z_k,i)_c

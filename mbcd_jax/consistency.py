@@ -1,4 +1,4 @@
-"""Gradient consistency through a uni-modal inner-loop step (paper Eqs. 5-6; method.md §3).
+"""Gradient consistency through a uni-modal inner-loop step (paper Eqs. 5-6; docs/method.md §3).
 
 Eq. 5:  min  sum_k CE_k(theta_k) + CE_mm({theta'_k}),   theta'_k = theta_k - alpha grad CE_k(theta_k)
 Eq. 6:  to first order in alpha this is  sum_k CE_k + CE_mm - alpha sum_k <grad_k CE_k, grad_k CE_mm>

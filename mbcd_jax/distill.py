@@ -1,4 +1,4 @@
-"""Cross-modal collaborative distillation from the EMA teacher (paper Eq. 8; method.md §4).
+"""Cross-modal collaborative distillation from the EMA teacher (paper Eq. 8; docs/method.md §4).
 
   L_dis = lambda_mm KL(p_EMA || p_mm) + lambda_um sum_k KL(p_EMA || p_k)
 

@@ -19,6 +19,7 @@ BatchNorm modes (``bn_mode``, see ``mbcd_jax/batchnorm.py``):
             layers included) normalises with batch statistics and the running statistics are
             updated (PyTorch's rule); they live outside ``frozen`` in ``batch_stats``, the
             teacher holds its own, and inference uses each network's own running statistics.
+            (docs/method.md §6.1: what the reference does and why it decides real accuracy.)
 
 :class:`Weights` bundles what one network (student or teacher) reads; :meth:`predict` is the
 one inference forward pass (trunk -> encoders -> feature norm -> heads).
@@ -266,7 +267,7 @@ class MultiModalModel:
 
   def predict(self, weights: Weights, batch: Mapping[str, jax.Array], *,
               keep: Mapping[str, jax.Array] | None = None,
-              feats: Mapping[str, jax.Array] | None = None) -> dict:
+              feats: Mapping[str, jax.Array] | None = None, with_features: bool = False):
     """The inference forward pass: trunk -> encoders -> feature norm -> heads.
 
     No dropout, no DSU, BN on ``weights``' running statistics. Used by the teacher in the
@@ -278,8 +279,10 @@ class MultiModalModel:
       keep: optional modality -> ``[B]`` 0/1 masks on the fused head's inputs.
       feats: trunk outputs to reuse instead of running the trunks (only valid when they were
         computed from the same frozen variables, e.g. student and teacher in 'frozen' mode).
+      with_features: also return the normalised encoder features.
     Returns:
-      {'fused': ``[B, C]``, <modality>: ``[B, C]`` uni-modal logits}.
+      {'fused': ``[B, C]``, <modality>: ``[B, C]`` uni-modal logits}; with ``with_features``,
+      (those logits, modality -> ``[B, D_m]`` features).
     """
     if feats is None:
       feats = self.trunk_features(weights.frozen, batch, weights.batch_stats)
@@ -287,7 +290,7 @@ class MultiModalModel:
     h = self.encode_all(p['encoders'], p['norms'], weights.frozen, feats, weights.batch_stats)
     out = {'fused': self.fused_logits(p['fused_head'], h, keep, train=False)}
     out.update(self.uni_logits(p['uni_heads'], h, train=False))
-    return out
+    return (out, h) if with_features else out
 
   def uni_logits(self, head_params: PyTree, h: Mapping[str, jax.Array], *, train: bool,
                  rng: jax.Array | None = None) -> dict:

@@ -1,5 +1,5 @@
-"""Data parallelism with ``jit`` + ``NamedSharding`` (JAX's current way; the design card's
-"pmapped" step): a 1-D mesh over every device of every process, batch split along it, state
+"""Data parallelism with ``jit`` + ``NamedSharding`` (JAX's current replacement for a
+``pmap``-ed step): a 1-D mesh over every device of every process, batch split along it, state
 replicated. XLA inserts the gradient all-reduce; sums over the batch (AMD's confidences, the
 losses' means) are global, so the step is the same program on 1 or N devices."""
 import jax

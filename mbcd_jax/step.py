@@ -1,7 +1,7 @@
 """The pure train and eval steps: ``(state, batch, rng) -> (state, metrics)``.
 
-One MBCD step (the paper has no algorithm box; this is its order), with the work shared
-wherever the math allows:
+One MBCD step (the paper has no algorithm box; this is its order, docs/method.md §5), with the
+work shared wherever the math allows:
   0. the student's frozen trunks, once for both student passes below;
   1. uni-modal pass at theta (with DSU when on): features h_k, logits z_k, CE_k — and, from
      one VJP of the same forward pass, every modality's inner gradient grad_k CE_k;

@@ -28,7 +28,8 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mbcd_jax import checkpoint as ckpt_lib, config_lib, experiments, losses, train as train_lib
+from mbcd_jax import checkpoint as ckpt_lib, config_lib, experiments, losses, models, step as step_lib
+from mbcd_jax import train as train_lib
 
 PyTree = Any
 CHECKPOINTS = ('last', 'best')
@@ -158,26 +159,23 @@ def load_study(config: ml_collections.ConfigDict, workdir: str, methods, which: 
 
 
 # ---------------------------------------------------------------------------- forward passes
-def forward(model, params: PyTree, frozen: PyTree, inputs: Mapping[str, jax.Array] | None = None,
+def forward(model, weights: models.Weights, inputs: Mapping[str, jax.Array] | None = None,
             *, trunk: Mapping[str, jax.Array] | None = None,
             keep: Mapping[str, jax.Array] | None = None) -> dict:
-  """The analyses' only forward pass of the model (eval mode; pure, jit it at the call site).
+  """The analyses' forward pass: ``MultiModalModel.predict`` (inference mode), with features.
 
   Args:
-    params: the trainable params of the student or the teacher.
+    weights: the student's or the teacher's network (``evaluated_weights``).
     inputs: model-ready inputs, modality -> ``[B, ...]``; or instead
     trunk: the frozen trunks' output (``model.trunk_features``), to run them once when the
-      same examples go through many perturbed ``params`` (flatness).
+      same examples go through many perturbed params (flatness).
     keep: modality -> ``[B]`` 0/1 multiplying that modality's normalised feature in the fused
       head's input (the AMD mask; zeros = a missing modality at the feature level).
   Returns:
     {'features': {m: [B, D_m] normalised encoder features},
      'logits': {'fused': [B, C], m: [B, C]}}.
   """
-  feats = model.trunk_features(frozen, inputs) if trunk is None else trunk
-  h = model.encode_all(params['encoders'], params['norms'], frozen, feats)
-  logits = {'fused': model.fused_logits(params['fused_head'], h, keep, train=False)}
-  logits.update(model.uni_logits(params['uni_heads'], h, train=False))
+  logits, h = model.predict(weights, inputs, keep=keep, feats=trunk, with_features=True)
   return {'features': h, 'logits': logits}
 
 
@@ -188,16 +186,20 @@ def _jitted_forward(model) -> Callable:
   """``jax.jit(forward)`` for ``model``, compiled once per model (and input shapes)."""
   key = id(model)   # the model dataclass holds dicts: not hashable
   if key not in _JITTED:
-    fn = jax.jit(lambda params, frozen, inputs, keep: forward(model, params, frozen, inputs,
-                                                              keep=keep))
+    fn = jax.jit(lambda weights, inputs, keep: forward(model, weights, inputs, keep=keep))
     _JITTED[key] = (model, fn)   # keeps the model alive so its id is not reused
   return _JITTED[key][1]
 
 
+def evaluated_weights(trained: Trained, who: str | None = None) -> models.Weights:
+  """The network of ``who`` ('student' | 'teacher'; default the evaluated model): its params,
+  frozen variables and (BN mode 'port') its own running statistics."""
+  return step_lib.weights(trained.state, who or trained.who)
+
+
 def evaluated_params(trained: Trained, who: str | None = None) -> PyTree:
   """The trainable params of ``who`` ('student' | 'teacher'; default the evaluated model)."""
-  who = who or trained.who
-  return trained.state.teacher if who == 'teacher' else trained.state.params
+  return evaluated_weights(trained, who).params
 
 
 def batches(trained: Trained, split: str, limit: int | None = None) -> Iterator[dict]:
@@ -218,10 +220,12 @@ def batches(trained: Trained, split: str, limit: int | None = None) -> Iterator[
 
 def _predict(trained: Trained, batch: Mapping[str, Any], who: str | None, params: PyTree | None,
              keep: Mapping[str, Any] | None) -> dict:
-  params = evaluated_params(trained, who) if params is None else params
+  weights = evaluated_weights(trained, who)
+  if params is not None:
+    weights = weights.replace(params=params)
   inputs = {m: jnp.asarray(batch[m]) for m in trained.modalities}
   keep = None if keep is None else {m: jnp.asarray(v, jnp.float32) for m, v in keep.items()}
-  return _jitted_forward(trained.model)(params, trained.state.frozen, inputs, keep)
+  return _jitted_forward(trained.model)(weights, inputs, keep)
 
 
 def logits(trained: Trained, batch: Mapping[str, Any], *, who: str | None = None,

@@ -104,7 +104,8 @@ def model_loss_fn(trained: common.Trained, split: str = 'train', max_examples: i
   Returns:
     (loss_fn over the perturbed subset, that subset of params, merge(subset) -> full params).
   """
-  full = common.evaluated_params(trained, who)
+  weights = common.evaluated_weights(trained, who)
+  full = weights.params
   xs, ys = [], []
   n = 0
   for b in common.batches(trained, split):
@@ -117,15 +118,16 @@ def model_loss_fn(trained: common.Trained, split: str = 'train', max_examples: i
   inputs = {m: jnp.asarray(np.concatenate([x[m] for x in xs])[:max_examples])
             for m in trained.modalities}
   labels = jnp.asarray(np.concatenate(ys)[:max_examples])
-  model, frozen = trained.model, trained.state.frozen
-  feats = jax.jit(model.trunk_features)(frozen, inputs)   # the frozen trunk, once
+  model = trained.model
+  # the frozen trunk, once (inference mode, on the evaluated network's own BN statistics)
+  feats = jax.jit(model.trunk_features)(weights.frozen, inputs, weights.batch_stats)
 
   def merge(sub):
     return {**full, 'encoders': sub['encoders'], 'fused_head': sub['fused_head']}
 
   @jax.jit
   def loss_fn(sub):
-    z = common.forward(model, merge(sub), frozen, trunk=feats)['logits']['fused']
+    z = common.forward(model, weights.replace(params=merge(sub)), trunk=feats)['logits']['fused']
     logp = jax.nn.log_softmax(z.astype(jnp.float32))
     return -jnp.take_along_axis(logp, labels[:, None], -1).mean()
 

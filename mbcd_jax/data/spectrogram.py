@@ -1,4 +1,4 @@
-"""Log-spectrogram of the peers' audio recipe, in numpy (method.md §9).
+"""Log-spectrogram of the peers' audio recipe, in numpy (docs/method.md §9).
 
 The peers call ``scipy.signal.spectrogram(x, 16000, nperseg=512, noverlap=353)`` and take
 ``log(S + 1e-7)``. scipy's defaults behind that call are what this module spells out, so that

@@ -1,4 +1,4 @@
-"""Per-example transforms: a prepared clip record -> a model-ready example (method.md §9).
+"""Per-example transforms: a prepared clip record -> a model-ready example (docs/method.md §9).
 
 The peers' recipe (mmaction2 pipelines + their audio code), reproduced step by step:
 
