@@ -30,15 +30,18 @@ import dataclasses
 
 import numpy as np
 
+from mbcd_jax import MODALITIES
+from mbcd_jax.data import hac
+
 _SPLIT_IDS = {'train': 0, 'test': 1}
-_MODALITY_IDS = {'video': 0, 'flow': 1, 'audio': 2}
+_MODALITY_IDS = {m: i for i, m in enumerate(MODALITIES)}   # seeds per modality
 
 
 @dataclasses.dataclass(frozen=True)
 class SyntheticSpec:
   """Knobs of the benchmark (``config.data.synthetic``); see the module docstring."""
   num_classes: int = 7
-  domains: tuple = ('human', 'animal', 'cartoon')
+  domains: tuple = hac.DOMAINS
   train_per_domain: int = 160      # examples in each domain's train split
   test_per_domain: int = 48        # examples in each domain's test split
   video_shape: tuple = (8, 32, 32)   # T, H, W

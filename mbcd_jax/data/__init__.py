@@ -11,7 +11,10 @@
 - ``pipeline``  : a prepared store as a protocol split: random-access source + clip transform
                   (``mbcd_jax.input_pipeline.Loader`` batches it, as it does synthetic data).
 
-Nothing here imports from the package above it. ``mbcd_jax.input_pipeline`` imports
+Nothing here imports from the package above it except the modality names
+(``mbcd_jax.MODALITIES``, a constant of the import-free package root). The other way round,
+``mbcd_jax.config_lib`` takes each dataset's domains and class count from ``epic`` / ``hac``
+(their one definition), and ``mbcd_jax.input_pipeline`` imports
 ``pipeline`` and ``transforms``, which need only numpy and grain at import time: the decoding
 dependencies (PyAV, OpenCV, pandas) are imported where a clip is decoded, so the embedded
 synthetic benchmark needs none of them.

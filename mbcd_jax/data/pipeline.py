@@ -20,9 +20,8 @@ import os
 import grain
 import numpy as np
 
+from mbcd_jax import MODALITIES
 from mbcd_jax.data import store, transforms
-
-MODALITIES = ('video', 'flow', 'audio')
 _COUNT_KEY = {'video': 'num_frames', 'flow': 'num_flow_frames', 'audio': 'num_audio_samples'}
 
 
