@@ -15,6 +15,9 @@ As the public benchmark port trains it (``train_RNA.py``), the objective is
   ((r - 1)^2 != (1/r - 1)^2).
 * ``alpha`` = 1.0 (the port's default ``--alpha_RNA``). Only the fused head gets a CE; uni-modal
   heads are not trained.
+* Recipe (benchmark defaults, no per-target settings): Adam lr 1e-4, weight decay 1e-4, batch
+  16, 20 epochs; the audio tail (layer4 + fc) starts from random init; model selection = the
+  epoch with the best source-validation accuracy.
 """
 from typing import Mapping
 
