@@ -1,0 +1,265 @@
+"""SimMMDG (Dong et al., NeurIPS 2023): shared/specific split, cross-modal SupCon, translation.
+
+Follows the authors' code (``train_video_flow_audio_{EPIC,HAC}_SimMMDG.py`` and its ``losses.py``;
+the benchmark port's ``train_SimMMDG.py`` is the same math). Per step:
+
+    L = CE(fused_head(concat(e)), y)
+      + alpha_contrast * SupCon({proj_m(e_m[:, :D_m/2])}_m, y)           (contrast)
+      + alpha_trans    * mean_{a != b} mean_b || n(T_ab(e_a)) - n(e_b) ||_2  (translation)
+      + distance_coeff * mean_m ( - mean((e_m[:, :D_m/2] - e_m[:, D_m/2:])^2) )  (distance)
+
+with ``n(x) = x / ||x||_2`` per row. Facts from the code (the step must match them):
+
+* ``e_m`` ``[B, D_m]`` is the pooled last-stage feature with no LayerNorm. For video and flow it
+  is taken *after* the mmaction head's dropout (p = 0.5, train mode); audio has none. The same
+  ``e_m`` feeds the fused head, the split, the projections and the translators.
+* Split: the first ``D_m // 2`` channels are "modality-shared", the rest "modality-specific"
+  (a plain index split; for the SlowFast feature [fast 256, slow 2048] the shared half is the
+  fast channels and the first 896 slow ones).
+* Contrast: a projection head per modality, Linear(D/2, 2048) -> BN -> ReLU -> Linear(2048,
+  2048) -> BN -> ReLU -> Linear(2048, 128) -> L2-normalise, BN in train mode (batch statistics);
+  the modalities are the "views" of Khosla et al.'s SupCon (contrast_mode 'all'). temperature
+  0.1 (``--temp``) but ``base_temperature`` left at its default 0.07, so the loss carries a
+  factor 0.1 / 0.07 = 1.43.
+* Translation: one MLP per *ordered* pair (6 for V+F+A, 2 for two modalities), Linear(D_a, H) ->
+  ReLU -> Linear(H, H) -> ReLU -> Dropout(0.5) -> Linear(H, D_b), H = ``--trans_hidden_num``
+  (2048). It maps the *whole* embedding (both halves), the loss is the unsquared L2 distance of
+  the normalised vectors, and the target ``e_b`` is not detached.
+* Distance: negative element-wise MSE between the halves, no margin (so unbounded below; the
+  head dropout and the other terms keep it finite in practice).
+* Coefficients (argparse defaults): alpha_contrast 3.0, alpha_trans 0.1, distance 0.7.
+  Per-run overrides in the authors' README: EPIC D1,D2 -> D3 V+F+A ``--alpha_trans 1.0``;
+  EPIC D2,D3 -> D1 V+F+A ``--trans_hidden_num 1024``.
+* Extra Linear layers use PyTorch's default init (U(+-1/sqrt(fan_in)) for kernel and bias),
+  BN scale 1 / bias 0. Flax's BatchNorm updates the running variance with the biased batch
+  variance where PyTorch uses the unbiased one; the running statistics are never read (the
+  projection heads only exist in training), so this changes nothing.
+* Only the fused head gets a CE; uni-modal heads are not trained. At evaluation only the fused
+  head is used.
+
+Recipe of the authors' README (Adam lr 1e-4, weight decay 1e-4, batch 16; epochs per target;
+model selection = the epoch with the best source-validation accuracy, ties to the later one):
+
+    EPIC     V+A    D1 20  D2 20  D3 25
+             V+F    D1 15  D2 15  D3 15
+             F+A    D1 10  D2 20  D3 20
+             V+F+A  D1 10 (trans_hidden 1024)  D2 20  D3 15 (alpha_trans 1.0)
+    HAC      V+A    human 10  animal 10  cartoon 10
+             V+F    human 20  animal 20  cartoon 20
+             F+A    human 15  animal 15  cartoon 20
+             V+F+A  human 15  animal 10  cartoon 15
+
+(the script's own default is 15 epochs; the MMDG benchmark runs every setting for 20).
+"""
+import dataclasses
+import math
+from typing import Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+ORDER = ('video', 'flow', 'audio')   # canonical order; naming only (no term depends on it)
+PyTree = dict
+
+
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  """The authors' defaults (argparse of the EPIC/HAC training scripts)."""
+  alpha_contrast: float = 3.0
+  alpha_trans: float = 0.1
+  distance_coeff: float = 0.7      # --explore_loss_coeff
+  temperature: float = 0.1         # --temp
+  base_temperature: float = 0.07   # SupConLoss default, not overridden by the script
+  proj_hidden: int = 2048          # --hidden_dim
+  proj_dim: int = 128              # --out_dim
+  trans_hidden: int = 2048         # --trans_hidden_num
+  trans_dropout: float = 0.5
+
+
+def _torch_bias_init(fan_in: int):
+  bound = 1.0 / math.sqrt(fan_in)
+  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+class TorchDense(nn.Module):
+  """nn.Dense initialised like ``torch.nn.Linear`` (kernel and bias U(+-1/sqrt(fan_in)))."""
+  features: int
+
+  @nn.compact
+  def __call__(self, x):
+    fan_in = x.shape[-1]
+    return nn.Dense(self.features,
+                    kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+                    bias_init=_torch_bias_init(fan_in))(x)
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
+  """Row-wise ``x / max(||x||, eps)`` (``F.normalize``; the eps only guards all-zero rows)."""
+  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+class ProjectionHead(nn.Module):
+  """Shared half ``[B, D/2]`` -> unit-norm ``[B, out]``; BN on batch statistics (training only)."""
+  hidden: int = 2048
+  out: int = 128
+
+  @nn.compact
+  def __call__(self, x):
+    for _ in range(2):
+      x = TorchDense(self.hidden)(x)
+      x = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)(x)
+      x = nn.relu(x)
+    return l2_normalize(TorchDense(self.out)(x))
+
+
+class Translator(nn.Module):
+  """Cross-modal translation MLP: ``[B, D_a]`` -> ``[B, D_b]``."""
+  out: int
+  hidden: int = 2048
+  dropout: float = 0.5
+
+  @nn.compact
+  def __call__(self, x, *, deterministic: bool):
+    x = nn.relu(TorchDense(self.hidden)(x))
+    x = nn.relu(TorchDense(self.hidden)(x))
+    x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
+    return TorchDense(self.out)(x)
+
+
+# ------------------------------------------------------------------ pure loss pieces
+def supcon_loss(features: jax.Array, labels: jax.Array, temperature: float = 0.1,
+                base_temperature: float = 0.07) -> jax.Array:
+  """Supervised contrastive loss (Khosla et al. 2020), every view an anchor.
+
+  Args:
+    features: ``[B, V, D]``, unit-norm rows; the V views are the modalities.
+    labels: ``[B]`` int.
+  Returns:
+    Scalar: ``-(T / T_base) * mean over the V*B anchors of the mean log-probability of its
+    positives`` (same label, itself excluded; the softmax runs over all other V*B - 1 rows).
+  """
+  if features.ndim != 3 or features.shape[1] < 2:
+    raise ValueError(f'supcon_loss: features must be [B, V>=2, D], got {features.shape}')
+  b, v, d = features.shape
+  x = jnp.transpose(features, (1, 0, 2)).reshape(v * b, d)
+  logits = (x @ x.T) / temperature
+  self_mask = jnp.eye(v * b, dtype=bool)
+  lab = jnp.tile(labels, v)
+  pos = (lab[:, None] == lab[None, :]) & ~self_mask
+  log_den = jax.nn.logsumexp(jnp.where(self_mask, -jnp.inf, logits), axis=1, keepdims=True)
+  log_prob = logits - log_den
+  # every anchor has >= V-1 positives (its own other views), so the count is never 0
+  mean_pos = jnp.sum(jnp.where(pos, log_prob, 0.0), axis=1) / pos.sum(axis=1)
+  return -(temperature / base_temperature) * mean_pos.mean()
+
+
+def split(e: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """``[B, D]`` -> (shared ``[B, D/2]``, specific ``[B, D/2]``). D must be even."""
+  if e.shape[-1] % 2:
+    raise ValueError(f'simmmdg: feature dim {e.shape[-1]} must be even to split in halves')
+  h = e.shape[-1] // 2
+  return e[:, :h], e[:, h:]
+
+
+def distance_loss(e: jax.Array) -> jax.Array:
+  """Negative MSE between the shared and specific halves of ``e`` ``[B, D]`` (no margin)."""
+  shared, specific = split(e)
+  return -jnp.mean(jnp.square(shared - specific))
+
+
+def translation_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
+  """Batch mean of ``|| n(pred) - n(target) ||_2`` (unsquared); the target is not detached."""
+  return jnp.linalg.norm(l2_normalize(pred) - l2_normalize(target), axis=-1).mean()
+
+
+def ordered_pairs(modalities) -> list[tuple[str, str]]:
+  """Every ordered (source, target) pair of the present modalities, in ``ORDER``."""
+  unknown = set(modalities) - set(ORDER)
+  if unknown:
+    raise ValueError(f'simmmdg: unknown modalities {sorted(unknown)}; expected a subset of {ORDER}')
+  ms = [m for m in ORDER if m in modalities]
+  if len(ms) < 2:
+    raise ValueError(f'simmmdg: needs at least two modalities, got {ms}')
+  return [(a, b) for a in ms for b in ms if a != b]
+
+
+def pair_name(a: str, b: str) -> str:
+  return f'{a}_to_{b}'
+
+
+# ------------------------------------------------------------------ parameters
+def init(rng: jax.Array, dims: Mapping[str, int], hp: Hparams = Hparams()) -> tuple[PyTree, PyTree]:
+  """Initialises the extra modules.
+
+  Args:
+    dims: modality -> embedding width D_m (even), e.g. {'video': 2304, 'flow': 2048, 'audio': 512}.
+  Returns:
+    ``(params, batch_stats)``: params = {'proj': {m: ...}, 'trans': {'a_to_b': ...}};
+    batch_stats = {'proj': {m: ...}} (projection-head BN running statistics; never read).
+  """
+  params, stats = {'proj': {}, 'trans': {}}, {'proj': {}}
+  ordered_pairs(dims)   # validates the modality names
+  for m in [m for m in ORDER if m in dims]:
+    if dims[m] % 2:
+      raise ValueError(f'simmmdg: dims[{m!r}] = {dims[m]} must be even')
+    rng, r = jax.random.split(rng)
+    v = ProjectionHead(hp.proj_hidden, hp.proj_dim).init(r, jnp.zeros((2, dims[m] // 2)))
+    params['proj'][m], stats['proj'][m] = v['params'], v['batch_stats']
+  for a, b in ordered_pairs(dims):
+    rng, r = jax.random.split(rng)
+    t = Translator(dims[b], hp.trans_hidden, hp.trans_dropout)
+    params['trans'][pair_name(a, b)] = t.init(r, jnp.zeros((1, dims[a])), deterministic=True)['params']
+  return params, stats
+
+
+def loss_terms(params: PyTree, feats: Mapping[str, jax.Array], labels: jax.Array,
+               rng: jax.Array | None, *, batch_stats: PyTree, hp: Hparams = Hparams()
+               ) -> tuple[dict, dict]:
+  """SimMMDG's terms beyond the fused CE, for one training batch.
+
+  Args:
+    params: from ``init`` (differentiated).
+    feats: modality -> ``[B, D_m]`` embeddings ``e_m`` (see the module docstring).
+    labels: ``[B]`` int.
+    rng: translator-dropout randomness; None (or ``hp.trans_dropout == 0``) -> no dropout.
+    batch_stats: projection-head BN statistics (updated, returned in aux).
+  Returns:
+    ``(terms, aux)``: terms = {'contrast', 'translation', 'distance'} already weighted, to be
+    added to the loss; aux = {'unweighted': same keys unweighted, 'batch_stats': new stats}.
+  """
+  ms = [m for m in ORDER if m in feats]
+  pairs = ordered_pairs(feats)
+  for m in ms:
+    if feats[m].ndim != 2 or feats[m].shape[0] != labels.shape[0]:
+      raise ValueError(f'simmmdg: feats[{m!r}] must be [B={labels.shape[0]}, D], '
+                       f'got {feats[m].shape}')
+  f = {m: feats[m].astype(jnp.promote_types(feats[m].dtype, jnp.float32)) for m in ms}
+
+  # Contrast: each modality's projected shared half is one view of the sample.
+  proj, new_stats = [], {'proj': {}}
+  for m in ms:
+    z, upd = ProjectionHead(hp.proj_hidden, hp.proj_dim).apply(
+        {'params': params['proj'][m], 'batch_stats': batch_stats['proj'][m]},
+        split(f[m])[0], mutable=['batch_stats'])
+    proj.append(z)
+    new_stats['proj'][m] = upd['batch_stats']
+  l_con = supcon_loss(jnp.stack(proj, axis=1), labels, hp.temperature, hp.base_temperature)
+
+  # Translation between every ordered pair of whole embeddings.
+  deterministic = rng is None or hp.trans_dropout == 0
+  l_trans = 0.0
+  for i, (a, b) in enumerate(pairs):
+    rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, i)}
+    pred = Translator(f[b].shape[-1], hp.trans_hidden, hp.trans_dropout).apply(
+        {'params': params['trans'][pair_name(a, b)]}, f[a], deterministic=deterministic,
+        rngs=rngs)
+    l_trans = l_trans + translation_loss(pred, f[b])
+  l_trans = l_trans / len(pairs)
+
+  l_dis = sum(distance_loss(f[m]) for m in ms) / len(ms)
+
+  raw = {'contrast': l_con, 'translation': l_trans, 'distance': l_dis}
+  terms = {'contrast': hp.alpha_contrast * l_con, 'translation': hp.alpha_trans * l_trans,
+           'distance': hp.distance_coeff * l_dis}
+  return terms, {'unweighted': raw, 'batch_stats': new_stats}
