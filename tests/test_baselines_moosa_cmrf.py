@@ -156,8 +156,7 @@ def _project_head(x, p, stats, train=True):
   new = {}
   h = _dense(x, p['TorchDense_0'])
   if train:
-    h, new['BatchNorm_0'] = _bn_train(h, p['BatchNorm_0'],
-                                             stats['BatchNorm_0'])
+    h, new['BatchNorm_0'] = _bn_train(h, p['BatchNorm_0'], stats['BatchNorm_0'])
   else:
     s = stats['BatchNorm_0']
     h = F.batch_norm(h, s['mean'], s['var'], p['BatchNorm_0']['scale'],
@@ -165,8 +164,7 @@ def _project_head(x, p, stats, train=True):
   h = F.relu(h)
   h = _dense(h, p['TorchDense_1'])
   if train:
-    h, new['BatchNorm_1'] = _bn_train(h, p['BatchNorm_1'],
-                                             stats['BatchNorm_1'])
+    h, new['BatchNorm_1'] = _bn_train(h, p['BatchNorm_1'], stats['BatchNorm_1'])
   else:
     s = stats['BatchNorm_1']
     h = F.batch_norm(h, s['mean'], s['var'], p['BatchNorm_1']['scale'],
