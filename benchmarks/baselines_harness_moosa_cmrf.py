@@ -176,8 +176,8 @@ def lin(m: nn.Linear, get) -> dict:
 def proj_params(ph, get) -> dict:
   h = ph.head
   bn = lambda b: {'scale': get(b.weight), 'bias': get(b.bias)}
-  return {'TorchDense_0': lin(h[0], get), 'TorchBatchNorm1d_0': bn(h[1]),
-          'TorchDense_1': lin(h[3], get), 'TorchBatchNorm1d_1': bn(h[4]),
+  return {'TorchDense_0': lin(h[0], get), 'BatchNorm_0': bn(h[1]),
+          'TorchDense_1': lin(h[3], get), 'BatchNorm_1': bn(h[4]),
           'TorchDense_2': lin(h[6], get)}
 
 
@@ -185,7 +185,7 @@ def proj_stats(ph) -> dict:
   h = ph.head
   st = lambda b: {'mean': b.running_mean.detach().numpy().copy(),
                   'var': b.running_var.detach().numpy().copy()}
-  return {'TorchBatchNorm1d_0': st(h[1]), 'TorchBatchNorm1d_1': st(h[4])}
+  return {'BatchNorm_0': st(h[1]), 'BatchNorm_1': st(h[4])}
 
 
 VAL = lambda t: t.detach().numpy().copy()

@@ -42,19 +42,19 @@ MMDG_Benchmark e98e837d (~1 min on 2 loaded cores):
     rna      F+A    ce_fused        1.7913         -    0.0e+00        -         -
     rna      F+A    rna             7.8485   3.3e+00    0.0e+00  4.4e-16         -
     simmmdg  V+F+A  ce_fused        2.1832         -    0.0e+00        -         -
-    simmmdg  V+F+A  contrast       10.2356   9.3e+00    1.8e-15  2.3e-14   1.7e-14
+    simmmdg  V+F+A  contrast       10.2356   9.3e+00    3.6e-15  1.6e-14   1.1e-14
     simmmdg  V+F+A  translation     1.1254   3.1e-02    0.0e+00  1.4e-17   5.6e-17
     simmmdg  V+F+A  distance       -1.9091   1.3e-01    4.4e-16  6.9e-18   0.0e+00
     simmmdg  V+F    ce_fused        2.2616         -    0.0e+00        -         -
-    simmmdg  V+F    contrast       10.1325   9.7e-01    1.8e-15  4.1e-15   2.0e-14
+    simmmdg  V+F    contrast       10.1325   9.7e-01    0.0e+00  1.6e-15   1.1e-14
     simmmdg  V+F    translation     1.3723   1.8e-02    0.0e+00  6.9e-18   5.6e-17
     simmmdg  V+F    distance       -2.8219   2.0e-01    4.4e-16  1.4e-17   0.0e+00
     simmmdg  V+A    ce_fused        2.2131         -    8.9e-16        -         -
-    simmmdg  V+A    contrast        9.1336   3.6e+00    1.8e-15  2.4e-14   4.1e-14
+    simmmdg  V+A    contrast        9.1336   3.6e+00    1.8e-15  8.5e-15   8.9e-15
     simmmdg  V+A    translation     1.1820   8.9e-02    2.2e-16  2.8e-17   1.1e-16
     simmmdg  V+A    distance       -2.5105   2.0e-01    4.4e-16  1.4e-17   0.0e+00
     simmmdg  F+A    ce_fused        1.7913         -    0.0e+00        -         -
-    simmmdg  F+A    contrast       10.7395   3.6e+00    3.6e-15  1.7e-14   5.2e-14
+    simmmdg  F+A    contrast       10.7395   3.6e+00    1.8e-15  9.1e-15   1.1e-14
     simmmdg  F+A    translation     1.0298   1.1e-01    0.0e+00  2.1e-17   1.1e-16
     simmmdg  F+A    distance       -0.3949   6.6e-02    0.0e+00  6.9e-18   0.0e+00
 

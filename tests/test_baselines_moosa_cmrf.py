@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbcd_jax.baselines import cmrf, moosa
+from mbcd_jax import batchnorm
+from mbcd_jax.baselines import cmrf, moosa, simmmdg
 
 DIMS = {'video': 8, 'audio': 4, 'flow': 6}
 B, C = 6, 3
@@ -63,7 +64,7 @@ def test_supcon_hand_value():
   # each sample's two views coincide: anchor i has 1 positive (its other view, dot 1) and
   # 2 negatives (dot 0). logits (T=1) after the max shift: pos 0, negs -1.
   z = jnp.array([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
-  got = moosa.supcon(z, jnp.array([0, 1]), temperature=1.0, base_temperature=1.0)
+  got = simmmdg.supcon_loss(z, jnp.array([0, 1]), temperature=1.0, base_temperature=1.0)
   want = -(0.0 - math.log(1 + 2 * math.exp(-1)))
   np.testing.assert_allclose(got, want, rtol=1e-6)
 
@@ -83,10 +84,10 @@ def test_entropy_weighting_hand_values():
 def test_translation_and_split_distance_hand_values():
   pred = jnp.array([[3.0, 0.0], [0.0, 2.0]])
   target = jnp.array([[0.0, 5.0], [0.0, 1.0]])
-  np.testing.assert_allclose(moosa.translation_distance(pred, target), math.sqrt(2) / 2,
+  np.testing.assert_allclose(simmmdg.translation_loss(pred, target), math.sqrt(2) / 2,
                              rtol=1e-6)
   x = jnp.array([[1.0, 2.0, 3.0, 5.0]])          # halves (1,2) vs (3,5): mse = (4 + 9) / 2
-  np.testing.assert_allclose(moosa.split_distance({'a': x}), -6.5, rtol=1e-6)
+  np.testing.assert_allclose(simmmdg.split_distance({'a': x}), -6.5, rtol=1e-6)
 
 
 def test_sma_update_is_the_running_mean_from_the_start_step():
@@ -155,21 +156,19 @@ def _project_head(x, p, stats, train=True):
   new = {}
   h = _dense(x, p['TorchDense_0'])
   if train:
-    h, new['TorchBatchNorm1d_0'] = _bn_train(h, p['TorchBatchNorm1d_0'],
-                                             stats['TorchBatchNorm1d_0'])
+    h, new['BatchNorm_0'] = _bn_train(h, p['BatchNorm_0'], stats['BatchNorm_0'])
   else:
-    s = stats['TorchBatchNorm1d_0']
-    h = F.batch_norm(h, s['mean'], s['var'], p['TorchBatchNorm1d_0']['scale'],
-                     p['TorchBatchNorm1d_0']['bias'], training=False, eps=1e-5)
+    s = stats['BatchNorm_0']
+    h = F.batch_norm(h, s['mean'], s['var'], p['BatchNorm_0']['scale'],
+                     p['BatchNorm_0']['bias'], training=False, eps=1e-5)
   h = F.relu(h)
   h = _dense(h, p['TorchDense_1'])
   if train:
-    h, new['TorchBatchNorm1d_1'] = _bn_train(h, p['TorchBatchNorm1d_1'],
-                                             stats['TorchBatchNorm1d_1'])
+    h, new['BatchNorm_1'] = _bn_train(h, p['BatchNorm_1'], stats['BatchNorm_1'])
   else:
-    s = stats['TorchBatchNorm1d_1']
-    h = F.batch_norm(h, s['mean'], s['var'], p['TorchBatchNorm1d_1']['scale'],
-                     p['TorchBatchNorm1d_1']['bias'], training=False, eps=1e-5)
+    s = stats['BatchNorm_1']
+    h = F.batch_norm(h, s['mean'], s['var'], p['BatchNorm_1']['scale'],
+                     p['BatchNorm_1']['bias'], training=False, eps=1e-5)
   h = F.relu(h)
   return F.normalize(_dense(h, p['TorchDense_2']), dim=1), new
 
@@ -279,7 +278,7 @@ def test_moosa_matches_torch_reference(mods):
   for a, g in _flat_grads(grads, (tp, tf, tu, tfu)):
     np.testing.assert_allclose(a, g, rtol=2e-4, atol=2e-5)   # some exact grads are 0
   for m in mods:       # BN running statistics, torch's unbiased-variance update
-    for layer in ('TorchBatchNorm1d_0', 'TorchBatchNorm1d_1'):
+    for layer in ('BatchNorm_0', 'BatchNorm_1'):
       got = aux['batch_stats']['proj'][m][layer]
       np.testing.assert_allclose(got['mean'], want_stats[m][layer]['mean'], rtol=1e-5,
                                  atol=1e-6)
@@ -365,27 +364,28 @@ def test_cmrf_matches_torch_reference(mods, step):
   for a, g in _flat_grads(grads, (tp, tf, tu, tfu)):
     np.testing.assert_allclose(a, g, rtol=2e-4, atol=2e-5)   # some exact grads are 0
   for m in mods:
-    got = aux['batch_stats']['proj'][m]['TorchBatchNorm1d_1']
-    np.testing.assert_allclose(got['var'], want_stats[m]['TorchBatchNorm1d_1']['var'],
+    got = aux['batch_stats']['proj'][m]['BatchNorm_1']
+    np.testing.assert_allclose(got['var'], want_stats[m]['BatchNorm_1']['var'],
                                rtol=1e-5)
 
 
 def test_torch_batchnorm_running_stats_and_eval_match_torch():
   rng = np.random.default_rng(3)
   bn_t = torch.nn.BatchNorm1d(5)
-  bn = moosa.TorchBatchNorm1d()
-  v = bn.init(jax.random.key(0), jnp.zeros((2, 5)), train=False)
+  bn = batchnorm.BatchNorm()       # the projectors' BN (simmmdg.project's training update)
+  v = bn.init(jax.random.key(0), jnp.zeros((2, 5)))
   for _ in range(3):
     x = rng.standard_normal((7, 5)).astype(np.float32) * 2 + 1
     y_t = bn_t(_t(x)).detach().numpy()
-    y, upd = bn.apply(v, jnp.asarray(x), train=True, mutable=['batch_stats'])
-    v = {'params': v['params'], 'batch_stats': upd['batch_stats']}
+    y, upd = bn.apply(v, jnp.asarray(x), mutable=[batchnorm.MOMENTS])
+    v = {'params': v['params'],
+         'batch_stats': batchnorm.update_running(v['batch_stats'], upd[batchnorm.MOMENTS])}
     np.testing.assert_allclose(y, y_t, rtol=1e-4, atol=1e-5)
   np.testing.assert_allclose(v['batch_stats']['mean'], bn_t.running_mean.numpy(), rtol=1e-5)
   np.testing.assert_allclose(v['batch_stats']['var'], bn_t.running_var.numpy(), rtol=1e-5)
   bn_t.eval()
   x = rng.standard_normal((4, 5)).astype(np.float32)
-  np.testing.assert_allclose(bn.apply(v, jnp.asarray(x), train=False),
+  np.testing.assert_allclose(bn.apply(v, jnp.asarray(x)),
                              bn_t(_t(x)).detach().numpy(), rtol=1e-4, atol=1e-5)
 
 

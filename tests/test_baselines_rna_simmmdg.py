@@ -211,6 +211,11 @@ def test_simmmdg_loss_terms_match_torch(x64, mods):
   np.testing.assert_allclose(
       np.asarray(aux['batch_stats']['proj'][m0]['BatchNorm_0']['mean']),
       projs[m0][1].running_mean.numpy(), rtol=1e-10, atol=1e-12)
+  # and so does the running variance (PyTorch's unbiased batch variance; the biased one would
+  # be off by ~1e-3 here). rtol: the initial statistics are float32, so 0.9 * 1 is rounded.
+  np.testing.assert_allclose(
+      np.asarray(aux['batch_stats']['proj'][m0]['BatchNorm_1']['var']),
+      projs[m0][4].running_var.numpy(), rtol=1e-7)
 
 
 def test_translator_dropout_uses_rng():

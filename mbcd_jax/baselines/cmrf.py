@@ -50,7 +50,7 @@ import jax
 import jax.numpy as jnp
 
 from mbcd_jax import losses
-from mbcd_jax.baselines import moosa
+from mbcd_jax.baselines import simmmdg
 
 PyTree = Any
 
@@ -95,8 +95,8 @@ def init(rng: jax.Array, dims: Mapping[str, int], cfg: Config = Config()
 def _init(rng, dims, cfg):
   params, stats = {'proj': {}}, {'proj': {}}
   for i, (m, d) in enumerate(dims.items()):
-    v = moosa.ProjectHead(cfg.proj_hidden, cfg.proj_out).init(
-        jax.random.fold_in(rng, i), jnp.zeros((2, d)), train=False)
+    v = simmmdg.ProjectionHead(cfg.proj_hidden, cfg.proj_out).init(
+        jax.random.fold_in(rng, i), jnp.zeros((2, d)))
     params['proj'][m] = v['params']
     stats['proj'][m] = v['batch_stats']
   return params, stats
@@ -147,25 +147,24 @@ def loss_terms_given(params: PyTree, batch_stats: PyTree, feats: Mapping[str, ja
   ce_uni = sum(modality_weight(m, cfg) * losses.cross_entropy(uni_logits[m], labels)
                for m in mods)
 
+  head = simmmdg.ProjectionHead(cfg.proj_hidden, cfg.proj_out)
   student, new_stats = {}, {}
   for m in mods:
-    z, upd = moosa.ProjectHead(cfg.proj_hidden, cfg.proj_out).apply(
-        {'params': params['proj'][m], 'batch_stats': batch_stats['proj'][m]}, feats[m],
-        train=True, mutable=['batch_stats'])
-    student[m], new_stats[m] = z, upd['batch_stats']
-  con = moosa.supcon(jnp.stack([student[m] for m in mods], 1), labels, cfg.temperature,
-                     cfg.base_temperature)
+    student[m], new_stats[m] = simmmdg.project(head, params['proj'][m], batch_stats['proj'][m],
+                                               feats[m], train=True)
+  con = simmmdg.supcon_loss(jnp.stack([student[m] for m in mods], 1), labels, cfg.temperature,
+                            cfg.base_temperature)
 
-  teacher = {m: jax.lax.stop_gradient(moosa.ProjectHead(cfg.proj_hidden, cfg.proj_out).apply(
-      {'params': teacher_params['proj'][m], 'batch_stats': teacher_batch_stats['proj'][m]},
-      teacher_feats[m], train=False)) for m in mods}
+  teacher = {m: jax.lax.stop_gradient(simmmdg.project(
+      head, teacher_params['proj'][m], teacher_batch_stats['proj'][m], teacher_feats[m],
+      train=False)[0]) for m in mods}
   distill = 0.0
   for a, b in authors_pairs(mods):
     hi, lo = draws[f'{a}+{b}']
     t_a = hi[:, None] * teacher[a] + (1 - hi[:, None]) * teacher[b]
     t_b = lo[:, None] * teacher[a] + (1 - lo[:, None]) * teacher[b]
     for m, t in ((a, t_a), (b, t_b)):
-      distill = distill + modality_weight(m, cfg) * moosa.translation_distance(student[m], t)
+      distill = distill + modality_weight(m, cfg) * simmmdg.translation_loss(student[m], t)
   active = jnp.asarray(step) >= cfg.sma_start_step
   distill = jnp.where(active, distill, 0.0)
 

@@ -58,6 +58,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbcd_jax import losses
+from mbcd_jax.baselines import simmmdg
 
 PyTree = Any
 
@@ -133,88 +134,7 @@ def authors_order(modalities: Sequence[str]) -> tuple[str, ...]:
 
 
 # ---------------------------------------------------------------------------- modules
-def _torch_uniform(bound: float):
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-  return init
-
-
-class TorchDense(nn.Module):
-  """nn.Linear with PyTorch's default init: kernel and bias ~ U(+-1/sqrt(fan_in))."""
-  features: int
-
-  @nn.compact
-  def __call__(self, x):
-    bound = 1.0 / math.sqrt(x.shape[-1])
-    return nn.Dense(self.features, kernel_init=_torch_uniform(bound),
-                    bias_init=_torch_uniform(bound))(x)
-
-
-class TorchBatchNorm1d(nn.Module):
-  """BatchNorm1d with PyTorch's semantics, so that running statistics (which CMRF's teacher
-  uses) match: momentum 0.1 and the *unbiased* batch variance in the running update (Flax's
-  BatchNorm keeps the biased one), biased variance to normalise, eps 1e-5."""
-  momentum: float = 0.1
-  eps: float = 1e-5
-
-  @nn.compact
-  def __call__(self, x, *, train: bool):
-    d = x.shape[-1]
-    scale = self.param('scale', nn.initializers.ones, (d,))
-    bias = self.param('bias', nn.initializers.zeros, (d,))
-    ra_mean = self.variable('batch_stats', 'mean', jnp.zeros, (d,))
-    ra_var = self.variable('batch_stats', 'var', jnp.ones, (d,))
-    if train:
-      mean = x.mean(0)
-      var = jnp.square(x - mean).mean(0)
-      if not self.is_initializing():
-        n = x.shape[0]
-        m = self.momentum
-        ra_mean.value = (1 - m) * ra_mean.value + m * jax.lax.stop_gradient(mean)
-        ra_var.value = (1 - m) * ra_var.value + m * jax.lax.stop_gradient(var) * n / (n - 1)
-    else:
-      mean, var = ra_mean.value, ra_var.value
-    return (x - mean) * jax.lax.rsqrt(var + self.eps) * scale + bias
-
-
-def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
-  """``F.normalize(x, dim=-1)``: x / max(||x||, eps)."""
-  return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), eps)
-
-
-class ProjectHead(nn.Module):
-  """SimMMDG's projector: Linear-BN-ReLU-Linear-BN-ReLU-Linear, output L2-normalised.
-
-  ``[B, D_in] -> [B, out]``; in train mode the BN layers use batch statistics and update
-  ``batch_stats``."""
-  hidden: int = 2048
-  out: int = 128
-
-  @nn.compact
-  def __call__(self, x, *, train: bool):
-    x = nn.relu(TorchBatchNorm1d()(TorchDense(self.hidden)(x), train=train))
-    x = nn.relu(TorchBatchNorm1d()(TorchDense(self.hidden)(x), train=train))
-    return l2_normalize(TorchDense(self.out)(x))
-
-
-class Translator(nn.Module):
-  """Linear-ReLU-Linear-ReLU-Dropout-Linear: ``[B, D_a] -> [B, D_b]``.
-
-  ``keep`` is the dropout's ``[B, hidden]`` 0/1 keep mask (``None``: no dropout); passing the
-  mask rather than a key lets a test replay another framework's draw."""
-  out: int
-  hidden: int = 2048
-  dropout: float = 0.5
-
-  @nn.compact
-  def __call__(self, x, keep: jax.Array | None = None):
-    x = nn.relu(TorchDense(self.hidden)(x))
-    x = nn.relu(TorchDense(self.hidden)(x))
-    if keep is not None:
-      x = x * keep.astype(x.dtype) / (1.0 - self.dropout)
-    return TorchDense(self.out)(x)
-
-
+# The projector, the translator, SupCon and the two distances are SimMMDG's (``simmmdg``).
 class JigsawHead(nn.Module):
   """Linear-ReLU-Linear: ``[N, sum D] -> [N, K]`` permutation logits."""
   num_classes: int
@@ -222,8 +142,8 @@ class JigsawHead(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = nn.relu(TorchDense(self.hidden)(x))
-    return TorchDense(self.num_classes)(x)
+    x = nn.relu(simmmdg.TorchDense(self.hidden)(x))
+    return simmmdg.TorchDense(self.num_classes)(x)
 
 
 # ---------------------------------------------------------------------------- jigsaw set
@@ -300,14 +220,14 @@ def _init(rng, dims, cfg):
   params = {'translators': {}, 'jigsaw': None, 'proj': {}}
   batch_stats = {'proj': {}}
   for i, (a, b) in enumerate(pairs(mods)):
-    tr = Translator(dims[b], cfg.trans_hidden, cfg.dropout)
+    tr = simmmdg.Translator(dims[b], cfg.trans_hidden, cfg.dropout)
     params['translators'][f'{a}_to_{b}'] = tr.init(jax.random.fold_in(r_t, i),
                                                     jnp.zeros((1, dims[a])))['params']
   params['jigsaw'] = JigsawHead(cfg.jigsaw_samples, cfg.jigsaw_hidden).init(
       r_j, jnp.zeros((1, sum(dims.values()))))['params']
   for i, m in enumerate(mods):
-    v = ProjectHead(cfg.proj_hidden, cfg.proj_out).init(
-        jax.random.fold_in(r_p, i), jnp.zeros((2, dims[m] // 2)), train=False)
+    v = simmmdg.ProjectionHead(cfg.proj_hidden, cfg.proj_out).init(
+        jax.random.fold_in(r_p, i), jnp.zeros((2, dims[m] // 2)))
     params['proj'][m] = v['params']
     batch_stats['proj'][m] = v['batch_stats']
   return params, batch_stats
@@ -349,44 +269,6 @@ def entropy_min(logits: Sequence[jax.Array]) -> jax.Array:
   return out
 
 
-def supcon(features: jax.Array, labels: jax.Array, temperature: float = 0.1,
-           base_temperature: float = 0.07) -> jax.Array:
-  """SupCon (Khosla et al.), 'all' anchors, as SimMMDG's ``SupConLoss``.
-
-  Args:
-    features: ``[B, V, d]`` L2-normalised views (here: one per modality).
-    labels: ``[B]`` int.
-  Returns the scalar loss, mean over the V * B anchors.
-  """
-  b, v, _ = features.shape
-  z = jnp.concatenate([features[:, i] for i in range(v)], 0)          # [V*B, d], view-major
-  logits = z @ z.T / temperature
-  logits = logits - jax.lax.stop_gradient(logits.max(1, keepdims=True))
-  lab = jnp.tile(labels, v)
-  not_self = 1.0 - jnp.eye(v * b, dtype=logits.dtype)
-  pos = (lab[:, None] == lab[None, :]).astype(logits.dtype) * not_self
-  log_prob = logits - jnp.log((jnp.exp(logits) * not_self).sum(1, keepdims=True))
-  mean_log_prob_pos = (pos * log_prob).sum(1) / pos.sum(1)
-  return -(temperature / base_temperature) * mean_log_prob_pos.mean()
-
-
-def split_distance(feats: Mapping[str, jax.Array]) -> jax.Array:
-  """Term 6 before its weight: ``-mean_m MSE(x_m[:, :D/2], x_m[:, D/2:])``."""
-  out = 0.0
-  for x in feats.values():
-    h = x.shape[1] // 2
-    out = out - jnp.square(x[:, :h] - x[:, h:]).mean()
-  return out / len(feats)
-
-
-def translation_distance(pred: jax.Array, target: jax.Array) -> jax.Array:
-  """``mean_b || n(pred) - n(target) ||_2`` (n: L2 normalisation without an eps, as the
-  authors divide by the norm directly)."""
-  pn = pred / jnp.linalg.norm(pred, axis=1, keepdims=True)
-  tn = target / jnp.linalg.norm(target, axis=1, keepdims=True)
-  return jnp.linalg.norm(pn - tn, axis=1).mean()
-
-
 # ---------------------------------------------------------------------------- the method
 def draw(rng: jax.Array, feats: Mapping[str, jax.Array], modalities: Sequence[str],
          cfg: Config = Config(), train: bool = True) -> dict:
@@ -398,7 +280,7 @@ def draw(rng: jax.Array, feats: Mapping[str, jax.Array], modalities: Sequence[st
   keep = {}
   for i, (a, b) in enumerate(pairs(modalities)):
     bsz = feats[a].shape[0]
-    keep[f'{a}_to_{b}'] = (jax.random.bernoulli(jax.random.fold_in(r_drop, i), 1 - cfg.dropout,
+    keep[f'{a}_to_{b}'] = (simmmdg.dropout_keep(jax.random.fold_in(r_drop, i), cfg.dropout,
                                                 (bsz, cfg.trans_hidden)) if train else None)
   return {'masked': masked, 'keep': keep}
 
@@ -428,21 +310,20 @@ def loss_terms_given(params: PyTree, batch_stats: PyTree, feats: Mapping[str, ja
   trans = 0.0
   for a, b in pairs(mods):
     name = f'{a}_to_{b}'
-    pred = Translator(feats[b].shape[1], cfg.trans_hidden, cfg.dropout).apply(
+    pred = simmmdg.Translator(feats[b].shape[1], cfg.trans_hidden, cfg.dropout).apply(
         {'params': params['translators'][name]}, masked_in[a], draws['keep'][name])
-    trans = trans + translation_distance(pred, feats[b])
+    trans = trans + simmmdg.translation_loss(pred, feats[b])
   trans = trans / len(pairs(mods))
 
   new_stats, views = {}, []
   for m in mods:
-    z, upd = ProjectHead(cfg.proj_hidden, cfg.proj_out).apply(
-        {'params': params['proj'][m], 'batch_stats': batch_stats['proj'][m]},
-        feats[m][:, :feats[m].shape[1] // 2], train=True, mutable=['batch_stats'])
-    new_stats[m] = upd['batch_stats']
+    z, new_stats[m] = simmmdg.project(
+        simmmdg.ProjectionHead(cfg.proj_hidden, cfg.proj_out), params['proj'][m],
+        batch_stats['proj'][m], simmmdg.split(feats[m])[0], train=True)
     views.append(z)
-  con = supcon(jnp.stack(views, 1), labels, cfg.temperature, cfg.base_temperature)
+  con = simmmdg.supcon_loss(jnp.stack(views, 1), labels, cfg.temperature, cfg.base_temperature)
 
-  explore = split_distance(feats)
+  explore = simmmdg.split_distance({m: feats[m] for m in mods})
 
   raw = {'ce_weighted': ce, 'jigsaw': jigsaw, 'entropy_min': ent, 'translation': trans,
          'supcon': con, 'split_distance': explore}

@@ -31,9 +31,9 @@ with ``n(x) = x / ||x||_2`` per row. Facts from the code (the step must match th
   Per-run overrides in the authors' README: EPIC D1,D2 -> D3 V+F+A ``--alpha_trans 1.0``;
   EPIC D2,D3 -> D1 V+F+A ``--trans_hidden_num 1024``.
 * Extra Linear layers use PyTorch's default init (U(+-1/sqrt(fan_in)) for kernel and bias),
-  BN scale 1 / bias 0. Flax's BatchNorm updates the running variance with the biased batch
-  variance where PyTorch uses the unbiased one; the running statistics are never read (the
-  projection heads only exist in training), so this changes nothing.
+  BN scale 1 / bias 0, and the BN layers are PyTorch's (``mbcd_jax.batchnorm``: momentum 0.1,
+  unbiased batch variance in the running update). The running statistics are never read here
+  (the projection heads only exist in training); CMRF's teacher does read them.
 * Only the fused head gets a CE; uni-modal heads are not trained. At evaluation only the fused
   head is used.
 
@@ -59,6 +59,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import batchnorm
+
 ORDER = ('video', 'flow', 'audio')   # canonical order; naming only (no term depends on it)
 PyTree = dict
 
@@ -77,21 +79,17 @@ class Hparams:
   trans_dropout: float = 0.5
 
 
-def _torch_bias_init(fan_in: int):
-  bound = 1.0 / math.sqrt(fan_in)
-  return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
-
-
 class TorchDense(nn.Module):
   """nn.Dense initialised like ``torch.nn.Linear`` (kernel and bias U(+-1/sqrt(fan_in)))."""
   features: int
 
   @nn.compact
   def __call__(self, x):
-    fan_in = x.shape[-1]
-    return nn.Dense(self.features,
-                    kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
-                    bias_init=_torch_bias_init(fan_in))(x)
+    bound = 1.0 / math.sqrt(x.shape[-1])
+    return nn.Dense(
+        self.features, kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
+        bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(
+            key, shape, dtype, -bound, bound))(x)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -100,31 +98,60 @@ def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
 
 
 class ProjectionHead(nn.Module):
-  """Shared half ``[B, D/2]`` -> unit-norm ``[B, out]``; BN on batch statistics (training only)."""
+  """``[B, D_in]`` -> unit-norm ``[B, out]``: (Linear -> BN -> ReLU) x 2 -> Linear -> L2.
+
+  The BN layers are ``mbcd_jax.batchnorm.BatchNorm`` (PyTorch semantics); use ``project`` to
+  run the head in training or eval mode. MOOSA and CMRF reuse this head (CMRF on the whole
+  embedding instead of the shared half).
+  """
   hidden: int = 2048
   out: int = 128
 
   @nn.compact
   def __call__(self, x):
     for _ in range(2):
-      x = TorchDense(self.hidden)(x)
-      x = nn.BatchNorm(use_running_average=False, momentum=0.9, epsilon=1e-5)(x)
-      x = nn.relu(x)
+      x = nn.relu(batchnorm.BatchNorm()(TorchDense(self.hidden)(x)))
     return l2_normalize(TorchDense(self.out)(x))
 
 
+def project(head: ProjectionHead, params: PyTree, batch_stats: PyTree, x: jax.Array, *,
+            train: bool) -> tuple[jax.Array, PyTree]:
+  """Applies ``head`` to ``x`` ``[B, D_in]``; returns ``(z [B, out], new batch_stats)``.
+
+  ``train``: BN on batch statistics and the running statistics get PyTorch's update (momentum
+  0.1, unbiased variance); else BN on the running statistics, returned unchanged.
+  """
+  variables = {'params': params, 'batch_stats': batch_stats}
+  if not train:
+    return head.apply(variables, x), batch_stats
+  z, moments = head.apply(variables, x, mutable=[batchnorm.MOMENTS])
+  return z, batchnorm.update_running(batch_stats, moments[batchnorm.MOMENTS])
+
+
 class Translator(nn.Module):
-  """Cross-modal translation MLP: ``[B, D_a]`` -> ``[B, D_b]``."""
+  """Cross-modal translation MLP: ``[B, D_a]`` -> ``[B, D_b]``,
+  Linear -> ReLU -> Linear -> ReLU -> Dropout -> Linear.
+
+  ``keep`` is the dropout's ``[B, hidden]`` 0/1 keep mask (``None``: no dropout), kept
+  elements scaled by ``1 / (1 - dropout)``; taking the mask rather than a key lets a test
+  replay another framework's draw (see ``dropout_keep``).
+  """
   out: int
   hidden: int = 2048
   dropout: float = 0.5
 
   @nn.compact
-  def __call__(self, x, *, deterministic: bool):
+  def __call__(self, x, keep: jax.Array | None = None):
     x = nn.relu(TorchDense(self.hidden)(x))
     x = nn.relu(TorchDense(self.hidden)(x))
-    x = nn.Dropout(self.dropout, deterministic=deterministic)(x)
+    if keep is not None:
+      x = x * keep.astype(x.dtype) / (1.0 - self.dropout)
     return TorchDense(self.out)(x)
+
+
+def dropout_keep(rng: jax.Array, rate: float, shape) -> jax.Array:
+  """A dropout keep mask: bool ``shape``, True with probability ``1 - rate``."""
+  return jax.random.bernoulli(rng, 1.0 - rate, shape)
 
 
 # ------------------------------------------------------------------ pure loss pieces
@@ -138,19 +165,21 @@ def supcon_loss(features: jax.Array, labels: jax.Array, temperature: float = 0.1
   Returns:
     Scalar: ``-(T / T_base) * mean over the V*B anchors of the mean log-probability of its
     positives`` (same label, itself excluded; the softmax runs over all other V*B - 1 rows).
+    The arithmetic is the authors' ``SupConLoss`` (row max subtracted, exp, masked sum, log),
+    so float64 results agree with theirs to the last bits.
   """
   if features.ndim != 3 or features.shape[1] < 2:
     raise ValueError(f'supcon_loss: features must be [B, V>=2, D], got {features.shape}')
   b, v, d = features.shape
-  x = jnp.transpose(features, (1, 0, 2)).reshape(v * b, d)
-  logits = (x @ x.T) / temperature
-  self_mask = jnp.eye(v * b, dtype=bool)
+  x = jnp.transpose(features, (1, 0, 2)).reshape(v * b, d)             # view-major rows
+  logits = x @ x.T / temperature
+  logits = logits - jax.lax.stop_gradient(logits.max(1, keepdims=True))
   lab = jnp.tile(labels, v)
-  pos = (lab[:, None] == lab[None, :]) & ~self_mask
-  log_den = jax.nn.logsumexp(jnp.where(self_mask, -jnp.inf, logits), axis=1, keepdims=True)
-  log_prob = logits - log_den
+  not_self = 1.0 - jnp.eye(v * b, dtype=logits.dtype)
+  pos = (lab[:, None] == lab[None, :]).astype(logits.dtype) * not_self
+  log_prob = logits - jnp.log((jnp.exp(logits) * not_self).sum(1, keepdims=True))
   # every anchor has >= V-1 positives (its own other views), so the count is never 0
-  mean_pos = jnp.sum(jnp.where(pos, log_prob, 0.0), axis=1) / pos.sum(axis=1)
+  mean_pos = (pos * log_prob).sum(1) / pos.sum(1)
   return -(temperature / base_temperature) * mean_pos.mean()
 
 
@@ -166,6 +195,11 @@ def distance_loss(e: jax.Array) -> jax.Array:
   """Negative MSE between the shared and specific halves of ``e`` ``[B, D]`` (no margin)."""
   shared, specific = split(e)
   return -jnp.mean(jnp.square(shared - specific))
+
+
+def split_distance(feats: Mapping[str, jax.Array]) -> jax.Array:
+  """``distance_loss`` averaged over the modalities of ``feats`` (modality -> ``[B, D_m]``)."""
+  return sum(distance_loss(x) for x in feats.values()) / len(feats)
 
 
 def translation_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
@@ -209,7 +243,7 @@ def init(rng: jax.Array, dims: Mapping[str, int], hp: Hparams = Hparams()) -> tu
   for a, b in ordered_pairs(dims):
     rng, r = jax.random.split(rng)
     t = Translator(dims[b], hp.trans_hidden, hp.trans_dropout)
-    params['trans'][pair_name(a, b)] = t.init(r, jnp.zeros((1, dims[a])), deterministic=True)['params']
+    params['trans'][pair_name(a, b)] = t.init(r, jnp.zeros((1, dims[a])))['params']
   return params, stats
 
 
@@ -239,25 +273,24 @@ def loss_terms(params: PyTree, feats: Mapping[str, jax.Array], labels: jax.Array
   # Contrast: each modality's projected shared half is one view of the sample.
   proj, new_stats = [], {'proj': {}}
   for m in ms:
-    z, upd = ProjectionHead(hp.proj_hidden, hp.proj_dim).apply(
-        {'params': params['proj'][m], 'batch_stats': batch_stats['proj'][m]},
-        split(f[m])[0], mutable=['batch_stats'])
+    z, new_stats['proj'][m] = project(
+        ProjectionHead(hp.proj_hidden, hp.proj_dim), params['proj'][m], batch_stats['proj'][m],
+        split(f[m])[0], train=True)
     proj.append(z)
-    new_stats['proj'][m] = upd['batch_stats']
   l_con = supcon_loss(jnp.stack(proj, axis=1), labels, hp.temperature, hp.base_temperature)
 
   # Translation between every ordered pair of whole embeddings.
-  deterministic = rng is None or hp.trans_dropout == 0
+  dropout = rng is not None and hp.trans_dropout > 0
   l_trans = 0.0
   for i, (a, b) in enumerate(pairs):
-    rngs = None if deterministic else {'dropout': jax.random.fold_in(rng, i)}
+    keep = (dropout_keep(jax.random.fold_in(rng, i), hp.trans_dropout,
+                         (f[a].shape[0], hp.trans_hidden)) if dropout else None)
     pred = Translator(f[b].shape[-1], hp.trans_hidden, hp.trans_dropout).apply(
-        {'params': params['trans'][pair_name(a, b)]}, f[a], deterministic=deterministic,
-        rngs=rngs)
+        {'params': params['trans'][pair_name(a, b)]}, f[a], keep)
     l_trans = l_trans + translation_loss(pred, f[b])
   l_trans = l_trans / len(pairs)
 
-  l_dis = sum(distance_loss(f[m]) for m in ms) / len(ms)
+  l_dis = split_distance(f)
 
   raw = {'contrast': l_con, 'translation': l_trans, 'distance': l_dis}
   terms = {'contrast': hp.alpha_contrast * l_con, 'translation': hp.alpha_trans * l_trans,
