@@ -1,0 +1,725 @@
+r"""One time-boxed accelerator check of the MBCD train step: parity, speed, memory, PyTorch.
+
+  python benchmarks/device_check.py --out=DIR [--budget_s=420]   # on a GPU / TPU machine
+  JAX_PLATFORMS=cpu python benchmarks/device_check.py --out=DIR --dry_run   # every path, tiny
+
+Writes ``DIR/device_check.json`` and ``DIR/device_check.md`` after every finished piece, so a run
+stopped from outside keeps what finished. Parts, in the order they run:
+
+1. ``parity``: ``mbcd_jax.step.train_step`` (method 'mbcd', BN modes 'port' and 'frozen') for two
+   steps on the accelerator and on the CPU backend from the same variables, batch and key, float32
+   under ``jax.default_matmul_precision('highest')``: |loss| differences per step and max
+   |difference| of the parameters / BN statistics / teacher after two steps; then the bfloat16
+   encoders (``dtype='bfloat16'``) on the accelerator against the float32 CPU run.
+2. ``perf``: the paper's encoders at full size and shape (SlowFast-R101 on 32x224x224 RGB,
+   SlowOnly-R50 on 8x224x224 flow, ResNet-18 on 257x1004 audio), ERM and MBCD, BN modes port and
+   frozen, float32 and bfloat16, batch 16: compile time, median step time, clips/s, MFU (XLA's
+   cost analysis flops / step time / the chip's peak), XLA's memory analysis and the device's
+   peak memory so far. Rows run in priority order (MBCD port bf16 first) until the part's time
+   box ends.
+3. ``torch``: the port's step in eager PyTorch (``TorchPortMBCD`` of
+   ``benchmarks/mbcd_step_vs_torch.py``, CUDA) and our port-mode step on the same weights (the
+   converter) and the same random draws: loss terms of two steps side by side, step times; then
+   ``torch.compile`` of the encoders if the time box allows. Skipped without torch + CUDA.
+4. ``max_batch``: the largest batch that fits, doubling from 32 until out of memory, for MBCD
+   and ERM port bf16 (after the PyTorch part: XLA's allocator keeps what it grew to).
+5. ``pipeline``: training-loader clips/s with every host core on a prepared store at the paper
+   shapes made on the spot (needs grain, array_record, PyAV; skipped with the missing module).
+
+``--dry_run`` runs every part on the CPU with reduced encoders (depth 50, base width 8) and tiny
+inputs. Imports only ``mbcd_jax`` modules that need no ml_collections / grain (part 3 supplies a
+minimal ``ml_collections.ConfigDict`` stand-in when the package is absent, for the reused
+benchmark module).
+"""
+import argparse
+import functools
+import gc
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import types
+
+# XLA must not take 75% of the GPU up front: PyTorch shares the device in part 3.
+os.environ.setdefault('XLA_PYTHON_CLIENT_PREALLOCATE', 'false')
+
+import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
+import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, _ROOT)
+from mbcd_jax import encoders as encoders_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+NUM_CLASSES = 7
+MODALITIES = ('video', 'flow', 'audio')
+
+# Dense peak TFLOP/s by jax device_kind prefix: (bfloat16, float32 as XLA runs it by default).
+# NVIDIA H100/H200 SXM: bf16 989; float32 matmuls/convs run as TF32 under JAX's default
+# precision (494; true fp32 is 67). TPU: float32 runs as bf16 passes by default, so bf16 peak.
+PEAK_TFLOPS = (
+    ('NVIDIA H200', 989.0, 494.0),
+    ('NVIDIA H100', 989.0, 494.0),
+    ('NVIDIA A100', 312.0, 156.0),
+    ('TPU v4', 275.0, 275.0),
+    ('TPU v5 lite', 197.0, 197.0),
+    ('TPU v5e', 197.0, 197.0),
+    ('TPU v5p', 459.0, 459.0),
+    ('TPU v5', 459.0, 459.0),
+    ('TPU v6 lite', 918.0, 918.0),
+    ('TPU v6e', 918.0, 918.0),
+)
+
+# Encoders (name, kwargs) and per-example input shapes (channels last) of each size.
+FULL = {'video': ('slowfast_r101', {}, (32, 224, 224, 3)),
+        'flow': ('slowonly_r50_flow', {}, (8, 224, 224, 2)),
+        'audio': ('vggsound_r18', {}, (257, 1004, 1))}
+# Parity's: reduced SlowFast (3D convs, both pathways) and the audio ResNet-18 (2D); SlowOnly is
+# SlowFast's pathway code again and would add compile time only.
+SMALL = {'video': ('slowfast_r101', dict(depth=50, slow_base_channels=16), (8, 64, 64, 3)),
+         'audio': ('vggsound_r18', dict(width=16), (64, 128, 1))}
+# The dry run's: two modalities, each the audio ResNet-18 at width 4. The 3D networks' depth-50
+# steps take minutes to compile on a busy 2-core host; every code path of this script is the same
+# for any paper encoder and modality set (the encoders themselves are tested in tests/encoders).
+TINY = {m: ('vggsound_r18', dict(width=4), (64, 32, 1)) for m in ('video', 'audio')}
+# Part 2's rows in priority order: (method, bn_mode, dtype).
+PERF_ROWS = (('mbcd', 'port', 'bfloat16'), ('mbcd', 'port', 'float32'),
+             ('erm', 'port', 'bfloat16'), ('mbcd', 'frozen', 'bfloat16'),
+             ('erm', 'frozen', 'bfloat16'), ('erm', 'port', 'float32'),
+             ('mbcd', 'frozen', 'float32'), ('erm', 'frozen', 'float32'))
+MAX_BATCH_ROWS = (('mbcd', 'port', 'bfloat16'), ('erm', 'port', 'bfloat16'))
+# The dry run's subsets: each method, BN mode and dtype once, one batch size.
+DRY_PERF_ROWS = (('mbcd', 'port', 'bfloat16'), ('erm', 'frozen', 'float32'))
+DRY_MAX_BATCH_ROWS = MAX_BATCH_ROWS[:1]
+# Share of the remaining budget each part may use (re-divided as parts finish early).
+SHARES = {'parity': 0.2, 'perf': 0.4, 'torch': 0.2, 'max_batch': 0.12, 'pipeline': 0.08}
+HIDDEN = 512
+
+
+class Cfg(dict):
+  """A dict read by attribute: stands in for ``ml_collections.ConfigDict`` where the mbcd_jax
+  builders read a config (``models.build_model``, ``step.make_optimizer``)."""
+
+  def __getattr__(self, key):
+    try:
+      v = self[key]
+    except KeyError as e:
+      raise AttributeError(key) from e
+    return Cfg(v) if isinstance(v, dict) and not isinstance(v, Cfg) else v
+
+  def to_dict(self):
+    return dict(self)
+
+
+class Clock:
+  """Elapsed time, the global deadline and per-part time boxes."""
+
+  def __init__(self, budget_s):
+    self.t0 = time.perf_counter()
+    self.budget_s = budget_s
+
+  def elapsed(self):
+    return time.perf_counter() - self.t0
+
+  def left(self):
+    return self.budget_s - self.elapsed()
+
+  def box(self, part, done):
+    """Seconds ``part`` may use: its share of what is left among the parts not yet done."""
+    rest = [p for p in SHARES if p not in done]
+    return max(0.0, self.left()) * SHARES[part] / sum(SHARES[p] for p in rest)
+
+
+def log(clock, msg):
+  print(f'[{clock.elapsed():7.1f}s] {msg}', flush=True)
+
+
+class Report:
+  """The JSON result and its markdown rendering, rewritten after every piece."""
+
+  def __init__(self, out, meta):
+    self.out, self.data = out, {'meta': meta, 'parts': {}}
+    os.makedirs(out, exist_ok=True)
+
+  def part(self, name):
+    return self.data['parts'].setdefault(name, {'rows': [], 'notes': []})
+
+  def save(self):
+    with open(os.path.join(self.out, 'device_check.json'), 'w') as f:
+      json.dump(self.data, f, indent=1, default=str)
+    with open(os.path.join(self.out, 'device_check.md'), 'w') as f:
+      f.write(markdown(self.data))
+
+
+def _fmt(v):
+  if isinstance(v, float):
+    return f'{v:.3g}' if v != 0 and (abs(v) < 1e-2 or abs(v) >= 1e4) else f'{v:.4g}'
+  return str(v)
+
+
+def markdown(data):
+  """Every part as a table of its rows (columns: union of the rows' keys) plus its notes."""
+  meta = data['meta']
+  lines = ['# Accelerator check', '',
+           ', '.join(f'{k}: {_fmt(v)}' for k, v in meta.items()), '']
+  for name, part in data['parts'].items():
+    lines += [f'## {name}', '']
+    if part.get('skipped'):
+      lines += [f'skipped: {part["skipped"]}', '']
+    rows = part['rows']
+    if rows:
+      cols = []
+      for r in rows:
+        cols += [k for k in r if k not in cols]
+      lines += ['| ' + ' | '.join(cols) + ' |', '|' + '---|' * len(cols)]
+      lines += ['| ' + ' | '.join(_fmt(r.get(c, '')) for c in cols) + ' |' for r in rows]
+      lines.append('')
+    lines += [f'- {n}' for n in part['notes']]
+    lines.append('')
+  return '\n'.join(lines)
+
+
+# ---------------------------------------------------------------------------------- building
+def encoder_config(enc_set, dtype):
+  return {m: dict(name=name, **kw, dtype=dtype) for m, (name, kw, _) in enc_set.items()}
+
+
+def build(enc_set, method, bn_mode, dtype, dropout=0.5):
+  """(model, spec, tx) with plain-dict configs; DSU on in the port BN mode, as the port."""
+  mc = Cfg(encoders=encoder_config(enc_set, dtype), head_hidden=HIDDEN, head_dropout=dropout,
+           freeze_trunk=True, feature_norm='parameter_free', bn_mode=bn_mode,
+           dsu=bn_mode == 'port', dsu_p=0.5)
+  model = models.build_model(mc, tuple(enc_set), NUM_CLASSES)
+  spec = methods.MethodSpec(name=method, **methods.PRESETS[method])
+  tx = step_lib.make_optimizer(Cfg(lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
+  return model, spec, tx
+
+
+def host_batch(enc_set, b, seed=0):
+  rng = np.random.default_rng(seed)
+  out = {m: rng.standard_normal((b, *shape), np.float32) for m, (_, _, shape) in enc_set.items()}
+  out['label'] = rng.integers(0, NUM_CLASSES, b).astype(np.int32)
+  return out
+
+
+def device_batch(enc_set, b, device):
+  """Random inputs made on ``device`` (no host transfer of paper-size clips)."""
+  keys = jax.random.split(jax.random.key(0), len(enc_set) + 1)
+  with jax.default_device(device):
+    out = {m: jax.jit(functools.partial(jax.random.normal, shape=(b, *shape)))(k)
+           for k, (m, (_, _, shape)) in zip(keys, enc_set.items())}
+    out['label'] = jax.random.randint(keys[-1], (b,), 0, NUM_CLASSES, jnp.int32)
+  return out
+
+
+def init_variables(enc_set, device, cache={}):  # pylint: disable=dangerous-default-value
+  """(params, frozen) of the float32 model, initialised under jit on ``device`` (cached per
+  encoder set and device: the dry run's parts share them)."""
+  key = (id(enc_set), str(device))
+  if key not in cache:
+    model, _, _ = build(enc_set, 'erm', 'frozen', 'float32')
+    example = {m: jnp.zeros((1, *shape), jnp.float32) for m, (_, _, shape) in enc_set.items()}
+    with jax.default_device(device):
+      cache[key] = jax.jit(model.init)(jax.random.key(0), example)
+  return cache[key]
+
+
+def tree_max_diff(a, b):
+  leaves = jax.tree.leaves(jax.tree.map(
+      lambda x, y: float(np.max(np.abs(np.asarray(x, np.float64) - np.asarray(y, np.float64))))
+      if np.size(x) else 0.0, a, b))
+  return max(leaves) if leaves else 0.0
+
+
+def tree_max_abs(a):
+  leaves = [float(np.max(np.abs(np.asarray(x, np.float64)))) for x in jax.tree.leaves(a)
+            if np.size(x)]
+  return max(leaves) if leaves else 0.0
+
+
+def is_oom(e):
+  s = str(e)
+  return 'RESOURCE_EXHAUSTED' in s or 'out of memory' in s.lower() or 'OOM' in s
+
+
+def peak_tflops(kind):
+  for prefix, bf16, f32 in PEAK_TFLOPS:
+    if kind.startswith(prefix):
+      return {'bfloat16': bf16, 'float32': f32}
+  return None
+
+
+def memory_stats(device):
+  try:
+    s = device.memory_stats() or {}
+  except Exception:  # pylint: disable=broad-except
+    s = {}
+  return s
+
+
+# ---------------------------------------------------------------------------------- part 1
+def jit_step(model, spec, tx):
+  return jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx))
+
+
+def run_steps(fn, model, spec, tx, variables, batch, device, steps=2):
+  """``steps`` calls of the jitted step ``fn`` on ``device`` from host copies; returns (losses,
+  host state)."""
+  params, frozen = jax.device_put(variables, device)
+  state = step_lib.make_state(model, spec, tx, params, frozen)
+  state = jax.device_put(state, device)
+  b = jax.device_put(batch, device)
+  rng = jax.device_put(jax.random.key(0), device)
+  losses = []
+  for _ in range(steps):
+    state, metrics = fn(state, b, rng)
+    losses.append(float(metrics['loss']))
+  return losses, jax.device_get(state)
+
+
+def state_groups(state):
+  return {'params': state.params, 'batch_stats': state.batch_stats, 'teacher': state.teacher,
+          'teacher_batch_stats': state.teacher_batch_stats}
+
+
+def part_parity(args, clock, report, accel, cpu, box):
+  part = report.part('parity')
+  enc_set = TINY if args.dry_run else SMALL
+  b = 2 if args.dry_run else 4
+  end = clock.elapsed() + box
+  batch = host_batch(enc_set, b)
+  variables = jax.device_get(init_variables(enc_set, cpu))
+  part['notes'].append(
+      f'encoders {", ".join(f"{m}: {n} {kw}" for m, (n, kw, _) in enc_set.items())}; inputs '
+      + ', '.join(f'{m} {"x".join(map(str, s))}' for m, (_, _, s) in enc_set.items())
+      + f'; batch {b}; method mbcd, DSU on in port mode; accelerator {accel.device_kind} vs '
+      'cpu; float32 under default_matmul_precision("highest"); bf16 = bfloat16 encoders on the '
+      'accelerator (default precision) vs the float32 CPU run; rel = max|diff| / max|cpu value|')
+  cost = None
+  for bn_mode in ('port', 'frozen'):
+    if cost is not None and clock.elapsed() + cost > end:
+      part['notes'].append(f'{bn_mode}: skipped (time box {box:.0f}s)')
+      continue
+    t = clock.elapsed()
+    model, spec, tx = build(enc_set, 'mbcd', bn_mode, 'float32')
+    with jax.default_matmul_precision('highest'):
+      fn = jit_step(model, spec, tx)   # compiled once per backend
+      l_acc, s_acc = run_steps(fn, model, spec, tx, variables, batch, accel)
+      l_cpu, s_cpu = run_steps(fn, model, spec, tx, variables, batch, cpu)
+    ref = state_groups(s_cpu)
+    rows = [('float32', l_acc, state_groups(s_acc))]
+    log(clock, f'parity {bn_mode} float32 done')
+    if cost is None or clock.elapsed() + cost / 2 <= end:
+      model16, _, _ = build(enc_set, 'mbcd', bn_mode, 'bfloat16')
+      l16, s16 = run_steps(jit_step(model16, spec, tx), model16, spec, tx, variables, batch,
+                           accel)
+      rows.append(('bfloat16', l16, state_groups(s16)))
+      log(clock, f'parity {bn_mode} bfloat16 done')
+    else:
+      part['notes'].append(f'{bn_mode} bfloat16: skipped (time box)')
+    for dtype, losses, groups in rows:
+      row = {'bn_mode': bn_mode, 'dtype': dtype}
+      for i, (la, lc) in enumerate(zip(losses, l_cpu)):
+        row[f'loss{i + 1} cpu'] = lc
+        row[f'|dloss{i + 1}|'] = abs(la - lc)
+      for g, tree in groups.items():
+        if tree is None:
+          continue
+        d = tree_max_diff(tree, ref[g])
+        row[f'{g} max|d|'] = d
+        row[f'{g} rel'] = d / max(tree_max_abs(ref[g]), 1e-30)
+      part['rows'].append(row)
+    report.save()
+    cost = clock.elapsed() - t
+
+
+# ---------------------------------------------------------------------------------- part 2 / 4
+def time_config(enc_set, method, bn_mode, dtype, b, variables, accel, reps, peaks):
+  """Compiles and times one train step at batch ``b``; returns a result row (may raise OOM)."""
+  model, spec, tx = build(enc_set, method, bn_mode, dtype)
+  # Copies of every leaf: make_state's teacher shares the student's buffers, and a donated
+  # argument must not hold one buffer twice.
+  state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, *variables))
+  batch = device_batch(enc_set, b, accel)
+  rng = jax.device_put(jax.random.key(1), accel)
+  jitted = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx),
+                   donate_argnums=(0,))
+  t = time.perf_counter()
+  compiled = jitted.lower(state, batch, rng).compile()
+  compile_s = time.perf_counter() - t
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  flops = float((cost or {}).get('flops', 0.0))
+  try:
+    mem = compiled.memory_analysis()
+    temp_gib = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
+                + mem.output_size_in_bytes - mem.alias_size_in_bytes) / 2**30
+  except Exception:  # pylint: disable=broad-except
+    temp_gib = float('nan')
+  for _ in range(2):   # warm-up
+    state, metrics = compiled(state, batch, rng)
+  jax.block_until_ready(metrics)
+  times = []
+  for _ in range(reps):
+    t = time.perf_counter()
+    state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready((state.params, metrics))
+    times.append(time.perf_counter() - t)
+  sec = statistics.median(times)
+  row = {'method': method, 'bn_mode': bn_mode, 'dtype': dtype, 'batch': b,
+         'compile_s': compile_s, 'step_ms': 1e3 * sec, 'clips/s': b / sec,
+         'TFLOP/step': flops / 1e12, 'TFLOP/s': flops / sec / 1e12,
+         'loss': float(metrics['loss'])}
+  if peaks:
+    row['MFU'] = flops / sec / 1e12 / peaks[dtype]
+  row['XLA mem GiB'] = temp_gib
+  stats = memory_stats(accel)
+  if 'peak_bytes_in_use' in stats:
+    row['peak GiB so far'] = stats['peak_bytes_in_use'] / 2**30
+  del state, batch, metrics, compiled
+  gc.collect()
+  return row
+
+
+def part_perf(args, clock, report, accel, box, variables, peaks):
+  part = report.part('perf')
+  enc_set = TINY if args.dry_run else FULL
+  b = 2 if args.dry_run else 16
+  end = clock.elapsed() + box
+  part['notes'].append(
+      'encoders ' + ', '.join(f'{m}: {n} {kw}' for m, (n, kw, _) in enc_set.items())
+      + '; inputs ' + ', '.join(f'{m} {"x".join(map(str, s))}' for m, (_, _, s) in enc_set.items())
+      + f'; median of {args.reps} steps after 2 warm-up steps; state donated; MFU = XLA cost '
+      'analysis flops / step time / peak '
+      + (f'{peaks}' if peaks else f'(no peak known for {accel.device_kind!r})')
+      + ' TFLOP/s; "XLA mem" = compiled arguments + outputs + temporaries - aliased; '
+      '"peak so far" = memory_stats peak_bytes_in_use of the process up to this row')
+  cost = None
+  for method, bn_mode, dtype in DRY_PERF_ROWS if args.dry_run else PERF_ROWS:
+    if cost is not None and clock.elapsed() + cost > end:
+      part['notes'].append(f'{method} {bn_mode} {dtype}: skipped (time box {box:.0f}s)')
+      continue
+    t = clock.elapsed()
+    try:
+      row = time_config(enc_set, method, bn_mode, dtype, b, variables, accel, args.reps, peaks)
+    except Exception as e:  # pylint: disable=broad-except
+      if not is_oom(e):
+        raise
+      row = {'method': method, 'bn_mode': bn_mode, 'dtype': dtype, 'batch': b,
+             'step_ms': 'OOM'}
+    part['rows'].append(row)
+    report.save()
+    cost = clock.elapsed() - t
+    log(clock, f'perf {method} {bn_mode} {dtype} b{b}: {row.get("step_ms")} ms')
+
+
+def part_max_batch(args, clock, report, accel, box, variables, peaks):
+  part = report.part('max_batch')
+  enc_set = TINY if args.dry_run else FULL
+  start, cap = (4, 4) if args.dry_run else (32, 1024)
+  end = clock.elapsed() + box
+  part['notes'].append(f'doubling from {start} (cap {cap}) until out of memory; XLA may use '
+                       '75% of the device memory (XLA_PYTHON_CLIENT_MEM_FRACTION default)')
+  for method, bn_mode, dtype in DRY_MAX_BATCH_ROWS if args.dry_run else MAX_BATCH_ROWS:
+    b, best, cost = start, None, None
+    while b <= cap:
+      if cost is not None and clock.elapsed() + 2 * cost > end:  # doubling costs ~2x
+        part['notes'].append(f'{method} {bn_mode} {dtype}: stopped before batch {b} (time box)')
+        break
+      t = clock.elapsed()
+      try:
+        best = time_config(enc_set, method, bn_mode, dtype, b, variables, accel,
+                           max(2, args.reps // 2), peaks)
+      except Exception as e:  # pylint: disable=broad-except
+        if not is_oom(e):
+          raise
+        part['notes'].append(f'{method} {bn_mode} {dtype}: batch {b} out of memory')
+        gc.collect()
+        break
+      cost = clock.elapsed() - t
+      log(clock, f'max_batch {method} {bn_mode} {dtype} b{b}: {best["step_ms"]:.1f} ms')
+      b *= 2
+    if best is not None:
+      part['rows'].append(best)
+      report.save()
+    if clock.elapsed() > end:
+      break
+
+
+# ---------------------------------------------------------------------------------- part 3
+def _torch_draws(draws, device):
+  """SharedDraws with the noise as tensors on ``device`` (the port's step mixes them with its
+  activations there)."""
+  import torch  # pylint: disable=g-import-not-at-top
+  t = lambda x: torch.as_tensor(np.asarray(x, np.float32), device=device)
+  dsu = {m: {s: (u, [(t(a), t(c)) for a, c in eps]) for s, (u, eps) in sites.items()}
+         for m, sites in draws.dsu.items()}
+  return types.SimpleNamespace(dsu=dsu, amd={m: t(v) for m, v in draws.amd.items()})
+
+
+def _import_port_bench():
+  """benchmarks/mbcd_step_vs_torch.py, with a ConfigDict stand-in if ml_collections is absent."""
+  try:
+    import ml_collections  # pylint: disable=g-import-not-at-top,unused-import
+    shim = False
+  except ImportError:
+    sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=Cfg)
+    shim = True
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top
+  return bench, shim
+
+
+def torch_net(ref, kind, kw):
+  """The PyTorch reference network of our encoder ``kind`` built with ``kw``."""
+  if kind == 'slowfast_r101':
+    return ref.ResNet3dSlowFast(depth=kw.get('depth', 101),
+                                slow_base=kw.get('slow_base_channels', 64))
+  if kind == 'slowonly_r50_flow':
+    return ref.ResNet3dSlowOnly(depth=kw.get('depth', 50), in_channels=2,
+                                base_channels=kw.get('base_channels', 64))
+  return ref.AVENet(width=kw.get('width', 64))
+
+
+def part_torch(args, clock, report, accel, box):
+  part = report.part('torch')
+  try:
+    import torch  # pylint: disable=g-import-not-at-top
+  except ImportError:
+    part['skipped'] = 'torch missing'
+    return
+  cuda = torch.cuda.is_available()
+  if not cuda and not args.dry_run:
+    part['skipped'] = f'torch {torch.__version__} without CUDA'
+    return
+  dev = torch.device('cuda' if cuda else 'cpu')
+  bench, shim = _import_port_bench()
+  ref = bench.ref
+  end = clock.elapsed() + box
+  b = 2 if args.dry_run else 16
+  enc_set = TINY if args.dry_run else FULL
+  nets = {m: (kind, kw, functools.partial(torch_net, ref, kind, kw))
+          for m, (kind, kw, _) in enc_set.items()}
+  torch.backends.cudnn.benchmark = True
+  part['notes'].append(
+      f'torch {torch.__version__} on {dev}; port semantics (BN train mode, DSU, AMD, EMA over '
+      f'the whole state), float32, batch {b}, head dropout 0, same weights and random draws; '
+      f'cudnn.benchmark, TF32 convs {torch.backends.cudnn.allow_tf32}, TF32 matmul '
+      f'{torch.backends.cuda.matmul.allow_tf32}; JAX float32 at its default precision'
+      + ('; ml_collections absent: a dict stand-in served the reused benchmark' if shim else ''))
+  encoders = {m: bench.paper_encoder(kind, kw, ref.randomize_(mk(), seed=i))
+              for i, (m, (kind, kw, mk)) in enumerate(nets.items())}
+  g = torch.Generator().manual_seed(100)
+  shapes = {m: (s[-1],) + tuple(s[:-1]) for m, (_, _, s) in enc_set.items()}  # torch layout
+  batch = {m: torch.randn((b,) + shapes[m], generator=g) for m in enc_set}
+  labels = torch.randint(0, NUM_CLASSES, (b,), generator=g)
+  # On the host: the port's step, its heads and our variables from the same weights (the
+  # converter reads host copies), before any step changes them.
+  dims = {m: encoders_lib.build(e.name, e.kwargs).feature_dim for m, e in encoders.items()}
+  impl = bench.TorchPortMBCD({m: e.torch for m, e in encoders.items()}, dims, hidden=HIDDEN,
+                             dtype=torch.float32)
+  heads = ({m: bench.torch_head_np(impl.uni[m]) for m in impl.encs},
+           bench.torch_head_np(impl.fused))
+  jax_encoders = {m: bench.dataclasses.replace(e, kwargs=dict(e.kwargs, dtype='float32'))
+                  for m, e in encoders.items()}
+  model, spec, tx, state = bench.build_jax_port(jax_encoders, heads[0], heads[1], hidden=HIDDEN,
+                                                dsu=True, amd=True, dtype='float32')
+  state = jax.device_put(state, accel)
+  # Module.to keeps the Parameter objects: the optimizer (no state yet) still holds them.
+  for mod in (*impl.encs.values(), *impl.t_encs.values(), *impl.uni.values(), impl.fused,
+              impl.t_fused):
+    mod.to(dev)
+  encs = impl.encs
+  tb = {m: x.to(dev) for m, x in batch.items()}
+  tl = labels.to(dev)
+  channels = bench.dsu_channels(encs, tb)
+  jb = {m: jax.device_put(np.moveaxis(x.numpy(), 1, -1), accel) for m, x in batch.items()}
+  jb['label'] = jax.device_put(labels.numpy().astype(np.int32), accel)
+  draws = [bench.make_draws(1000 + i, channels, b, gates=bench.PORT_GATES[i]) for i in range(2)]
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+  # Two steps of each from the same start: loss terms side by side.
+  t = clock.elapsed()
+  t_losses = [impl.step(tb, tl, _torch_draws(d, dev)) for d in draws]
+  log(clock, f'torch: 2 port steps in {clock.elapsed() - t:.1f}s')
+  jstep = bench.jax_port_step_fn(model, spec, tx)
+  t = clock.elapsed()
+  j_losses = []
+  for d in draws:
+    state, metrics = jstep(state, jb, d.dsu, d.amd)
+    j_losses.append({k: float(v) for k, v in metrics.items()})
+  log(clock, f'jax: 2 port steps (compile included) in {clock.elapsed() - t:.1f}s')
+  for i, (lt, lj) in enumerate(zip(t_losses, j_losses)):
+    row = {'what': f'step {i + 1} loss terms'}
+    for k, v in lt.items():
+      row[f'{k} torch'] = v
+      row[f'{k} |d|'] = abs(v - lj[k])
+    part['rows'].append(row)
+  report.save()
+
+  def time_fn(fn, reps):
+    for _ in range(1 if args.dry_run else 2):   # warm-up (the first call compiles)
+      fn()
+    ts = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      fn()
+      ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+  td = _torch_draws(draws[0], dev)
+  jd = (draws[0].dsu, draws[0].amd)   # as in the steps above: no retrace
+  holder = [state]
+
+  def jax_call():
+    holder[0], m = jstep(holder[0], jb, *jd)
+    jax.block_until_ready(m)
+
+  def torch_call():
+    impl.step(tb, tl, td)
+    sync()
+
+  times = {}
+  for name, fn in (('torch eager', torch_call), ('jax jit', jax_call)):
+    if clock.elapsed() > end:
+      part['notes'].append(f'{name} timing: skipped (time box)')
+      continue
+    times[name] = time_fn(fn, args.reps)
+    part['rows'].append({'what': f'{name} step', 'step_ms': 1e3 * times[name],
+                         'clips/s': b / times[name]})
+    report.save()
+    log(clock, f'{name}: {1e3 * times[name]:.1f} ms/step')
+
+  # torch.compile of the encoders' trunk and layer4 (the step's optimizer and autograd.grad
+  # stay eager), if there is time: compiling is minutes at the paper's sizes.
+  if not cuda:
+    part['notes'].append('torch.compile: not tried on the CPU (dry run)')
+  elif end - clock.elapsed() < 90:
+    part['notes'].append('torch.compile: skipped (time box)')
+  else:
+    try:
+      for e in encs.values():
+        e.trunk = torch.compile(e.trunk)
+        e.layer4 = torch.compile(e.layer4)
+      t = clock.elapsed()
+      torch_call()
+      log(clock, f'torch.compile: first step in {clock.elapsed() - t:.1f}s')
+      if clock.elapsed() < end:
+        sec = time_fn(torch_call, args.reps)
+        part['rows'].append({'what': 'torch compiled encoders step', 'step_ms': 1e3 * sec,
+                             'clips/s': b / sec})
+      else:
+        part['notes'].append('torch.compile: compiled but not timed (time box)')
+    except Exception as e:  # pylint: disable=broad-except
+      part['notes'].append(f'torch.compile failed: {type(e).__name__}: {str(e)[:200]}')
+  report.save()
+  del impl, encs, tb, holder, state
+  gc.collect()
+  if cuda:
+    part['notes'].append(f'torch peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB')
+    torch.cuda.empty_cache()
+
+
+# ---------------------------------------------------------------------------------- part 5
+PIPELINE_MODULES = ('grain', 'array_record', 'av', 'ml_collections', 'cv2')
+
+
+def part_pipeline(args, clock, report, box):
+  part = report.part('pipeline')
+  for mod in PIPELINE_MODULES:
+    try:
+      __import__(mod)
+    except ImportError:
+      part['skipped'] = f'{mod} missing'
+      return
+  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+  import pipeline_throughput as pt  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.data import prepare  # pylint: disable=g-import-not-at-top
+  clips, frames, batch = (1, 40, 2) if args.dry_run else (8, 96, 16)
+  workers = 0 if args.dry_run else os.cpu_count()
+  with tempfile.TemporaryDirectory(prefix='device_check_pipe_') as root:
+    src, out = os.path.join(root, 'src'), os.path.join(root, 'prepared')
+    t = time.perf_counter()
+    pt.make_tree(src, clips, frames, frames / pt.FPS)
+    index = prepare.run('hac', src, out, workers=os.cpu_count(), progress=False)
+    prep_s = time.perf_counter() - t
+    log(clock, f'pipeline: store of {len(index["entries"])} clips in {prep_s:.1f}s')
+    seconds = 2.0 if args.dry_run else max(5.0, min(30.0, box - (clock.elapsed() - t) - 20))
+    rate, startup = pt.time_ours(out, batch, workers, 1, seconds)
+  part['rows'].append({'loader': f'prepared store, {workers} worker processes', 'batch': batch,
+                       'clips/s': rate, 'first batch s': startup,
+                       'host cores': os.cpu_count()})
+  part['notes'].append(f'{clips} train clips per domain x 3 domains, {frames} frames each, '
+                       f'prepared in {prep_s:.1f}s; timed {seconds:.0f}s')
+  report.save()
+
+
+# ---------------------------------------------------------------------------------- main
+def main():
+  ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  ap.add_argument('--out', required=True, help='folder for device_check.json / .md')
+  ap.add_argument('--dry_run', action='store_true', help='CPU, reduced encoders, tiny inputs')
+  ap.add_argument('--budget_s', type=float, default=420.0, help='wall-clock budget, seconds')
+  ap.add_argument('--reps', type=int, default=0, help='timed steps per row (default 5; dry 2)')
+  ap.add_argument('--parts', default=','.join(SHARES), help='comma-separated subset')
+  args = ap.parse_args()
+  args.reps = args.reps or (2 if args.dry_run else 5)
+  clock = Clock(args.budget_s)
+  accel = jax.devices()[0]
+  cpu = jax.devices('cpu')[0]
+  peaks = peak_tflops(accel.device_kind)
+  meta = {'jax': jax.__version__, 'backend': jax.default_backend(),
+          'device_kind': accel.device_kind, 'devices': jax.device_count(),
+          'host cores': os.cpu_count(), 'dry_run': args.dry_run, 'budget_s': args.budget_s,
+          'peak TFLOP/s (bf16, f32)': (f'{peaks["bfloat16"]}, {peaks["float32"]}' if peaks
+                                        else 'unknown')}
+  report = Report(args.out, meta)
+  report.save()
+  log(clock, f'{accel.device_kind} ({jax.default_backend()}), budget {args.budget_s:.0f}s, '
+      f'dry_run={args.dry_run}')
+  wanted = args.parts.split(',')
+  done, variables = [p for p in SHARES if p not in wanted], None
+  for name in SHARES:
+    if name not in wanted:
+      continue
+    box = clock.box(name, done)
+    log(clock, f'part {name}: time box {box:.0f}s')
+    part = report.part(name)
+    if box < (1 if args.dry_run else 20):
+      part['skipped'] = f'out of time ({clock.left():.0f}s left of the budget)'
+      done.append(name)
+      report.save()
+      continue
+    try:
+      if name == 'parity':
+        part_parity(args, clock, report, accel, cpu, box)
+      elif name in ('perf', 'max_batch'):
+        t = clock.elapsed()
+        if variables is None:   # the part's time box includes this
+          variables = init_variables(TINY if args.dry_run else FULL, accel)
+          log(clock, f'{"tiny" if args.dry_run else "full-size"} variables initialised in '
+              f'{clock.elapsed() - t:.1f}s')
+        fn = part_perf if name == 'perf' else part_max_batch
+        fn(args, clock, report, accel, max(0.0, box - (clock.elapsed() - t)), variables, peaks)
+      elif name == 'torch':
+        part_torch(args, clock, report, accel, box)
+      else:
+        part_pipeline(args, clock, report, box)
+    except Exception as e:  # pylint: disable=broad-except
+      part['error'] = f'{type(e).__name__}: {str(e)[:2000]}'
+      part['notes'].append('error: ' + part['error'].splitlines()[0][:300])
+      traceback.print_exc()
+    done.append(name)
+    report.save()
+    log(clock, f'part {name} finished')
+  log(clock, f'done; wrote {os.path.join(args.out, "device_check.json")}')
+  print(markdown(report.data), flush=True)
+
+
+if __name__ == '__main__':
+  main()

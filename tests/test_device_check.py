@@ -1,0 +1,69 @@
+"""benchmarks/device_check.py: its dry run takes every path and reports every part."""
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
+import device_check  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+PARTS = ('parity', 'perf', 'torch', 'max_batch', 'pipeline')
+
+
+def test_peaks_by_device_kind():
+  assert device_check.peak_tflops('NVIDIA H200') == {'bfloat16': 989.0, 'float32': 494.0}
+  assert device_check.peak_tflops('TPU v5 lite')['bfloat16'] == 197.0
+  assert device_check.peak_tflops('TPU v5p')['bfloat16'] == 459.0
+  assert device_check.peak_tflops('cpu') is None
+
+
+def test_cfg_reads_like_a_config():
+  c = device_check.Cfg(a=1, sub={'b': 2})
+  assert c.a == 1 and c.sub.b == 2 and c.get('zz', 3) == 3
+  assert not hasattr(c, 'missing')   # models.build_model probes to_dict / attributes
+
+
+def test_markdown_has_every_row_and_skip():
+  md = device_check.markdown({'meta': {'x': 1}, 'parts': {
+      'a': {'rows': [{'k': 1.5}, {'k': 2.0, 'j': 'OOM'}], 'notes': ['n1']},
+      'b': {'rows': [], 'notes': [], 'skipped': 'grain missing'}}})
+  assert '| k | j |' in md and '| 2 | OOM |' in md and '- n1' in md
+  assert 'skipped: grain missing' in md
+
+
+def _numbers(row):
+  return [v for v in row.values() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def test_dry_run_reports_every_part(tmp_path):
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  res = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'device_check.py'),
+       f'--out={tmp_path}', '--dry_run'],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert '] part torch finished' in res.stdout   # progress lines with elapsed time
+  data = json.loads((tmp_path / 'device_check.json').read_text())
+  assert data['meta']['dry_run'] is True
+  for name in PARTS:
+    part = data['parts'][name]
+    assert 'error' not in part, (name, part['error'])
+    if part.get('skipped'):
+      assert isinstance(part['skipped'], str) and part['skipped'], name
+      continue
+    assert part['rows'], name
+    for row in part['rows']:
+      nums = _numbers(row)
+      assert nums and all(math.isfinite(v) for v in nums), (name, row)
+  parity = data['parts']['parity']['rows']
+  if parity:   # the dry run's 'accelerator' is the CPU: float32 runs agree exactly
+    f32 = [r for r in parity if r['dtype'] == 'float32']
+    assert f32 and all(r['params max|d|'] == 0.0 for r in f32)
+  perf = data['parts']['perf']['rows']
+  assert perf and all(r['step_ms'] > 0 and r['TFLOP/step'] > 0 for r in perf)
+  md = (tmp_path / 'device_check.md').read_text()
+  assert md.startswith('# Accelerator check') and '## pipeline' in md
