@@ -38,12 +38,8 @@ def test_load_pretrained_replaces_trunk_and_stage(tmp_path):
 
 
 def test_train_build_init_uses_pretrained_file(tmp_path):
-  import importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
-  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  from configs import hac  # pylint: disable=g-import-not-at-top
   from mbcd_jax import train  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('hac', os.path.join(ROOT, 'configs', 'hac.py'))
-  hac = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(hac)
   c = hac.get_config('smoke')
   c.data.modalities = ('audio',)
   c.method.name = 'ema'
@@ -99,12 +95,8 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   """'port' BN mode: the checkpoint's BN statistics land in ``batch_stats`` (and the teacher's
   copy), not in ``frozen``; audio_tail_init='random' keeps the audio layer4 (parameters and
   statistics) at its random init while the trunk is loaded."""
-  import importlib.util, os  # pylint: disable=g-import-not-at-top,multiple-imports
-  from conftest import ROOT  # pylint: disable=g-import-not-at-top
+  from configs import hac  # pylint: disable=g-import-not-at-top
   from mbcd_jax import step, train  # pylint: disable=g-import-not-at-top
-  spec = importlib.util.spec_from_file_location('hac', os.path.join(ROOT, 'configs', 'hac.py'))
-  hac = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(hac)
   c = hac.get_config('smoke')
   c.data.modalities = ('audio',)
   c.method.name = 'ema'
@@ -112,9 +104,9 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   c.model.audio_tail_init = tail_init
   c.model.encoders.audio = ml_collections.ConfigDict(
       {'name': 'vggsound_r18', 'width': 8, 'pretrained': ''})
-  fresh = train.build(c)['init'](jax.random.key(0))
+  fresh = train.build(c).init(jax.random.key(0))
   # "Pretrained" weights: another init with non-trivial statistics (init ones are 0 / 1).
-  other_p, other_f = step.student_variables(train.build(c)['init'](jax.random.key(5)))
+  other_p, other_f = step.student_variables(train.build(c).init(jax.random.key(5)))
   rng = np.random.default_rng(0)
   other_f = jax.tree.map(lambda a: a + rng.uniform(0.1, 1.0, a.shape).astype(a.dtype), other_f)
   trunk = other_f['encoders']['audio']['trunk']
@@ -123,7 +115,7 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   path = str(tmp_path / 'a.msgpack')
   convert.save(path, 'vggsound_r18', trunk, stage, {'width': 8})
   c.model.encoders.audio.pretrained = path
-  state = train.build(c)['init'](jax.random.key(0))
+  state = train.build(c).init(jax.random.key(0))
 
   same = lambda a, b: (jax.tree.structure(a) == jax.tree.structure(b) and all(
       np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
