@@ -58,3 +58,51 @@ def x64():
   jax.config.update('jax_enable_x64', True)
   yield
   jax.config.update('jax_enable_x64', old)
+
+
+def assert_eight_devices_equal_one(tmp_path, setup: str, compared: str, timeout: int = 600):
+  """Three jitted MBCD steps on 1 device and on 8 fake CPU devices give the same metrics and the
+  same state leaves, in a subprocess (the device count is fixed when JAX starts).
+
+  Args:
+    setup: Python lines (run with ``tests/`` on the path) that define ``model``, ``batch``,
+      ``sp`` (a MethodSpec) and ``tx`` (an optax optimizer).
+    compared: an expression over ``state`` giving the pytree of state leaves to compare.
+  """
+  import subprocess, textwrap  # pylint: disable=g-import-not-at-top,multiple-imports
+  script = textwrap.dedent(f'''
+    import os, sys, functools
+    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
+    os.environ['JAX_PLATFORMS'] = 'cpu'
+    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
+    import jax, numpy as np
+    from mbcd_jax import sharding, step
+    assert jax.device_count() == 8
+  ''') + textwrap.dedent(setup) + textwrap.dedent(f'''
+    out = []
+    for devices in (jax.devices()[:1], jax.devices()):
+      mesh = sharding.make_mesh(devices)
+      repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+      state = jax.device_put(step.init_state(model, sp, tx, jax.random.key(0), batch), repl)
+      f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx),
+                  in_shardings=(repl, data, repl), out_shardings=(repl, repl))
+      b = sharding.shard_batch({{k: np.asarray(v) for k, v in batch.items()}}, mesh)
+      assert len(b['video'].sharding.device_set) == len(devices)
+      for _ in range(3):
+        state, m = f(state, b, jax.random.key(1))
+      out.append((jax.device_get({compared}), jax.device_get(m)))
+    (s1, m1), (s8, m8) = out
+    for k in m1:
+      np.testing.assert_allclose(m1[k], m8[k], rtol=2e-5, atol=1e-6, err_msg=k)
+    assert jax.tree.structure(s1) == jax.tree.structure(s8)
+    for x, y in zip(jax.tree.leaves(s1), jax.tree.leaves(s8)):
+      np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
+    print('OK', m1['loss'], m8['loss'])
+  ''')
+  path = tmp_path / 'eight_devices.py'
+  path.write_text(script)
+  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
+                       timeout=timeout)
+  assert res.returncode == 0, res.stderr[-3000:]
+  assert 'OK' in res.stdout

@@ -13,7 +13,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import ROOT, spec, tiny_batch
+from conftest import assert_eight_devices_equal_one, spec, tiny_batch
 from mbcd_jax import batchnorm, dsu, models, step
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
@@ -316,42 +316,10 @@ def test_amd_masks_same_across_consistency_modes():
 
 
 def test_eight_devices_equal_one_device_port_mode(tmp_path):
-  import os, subprocess, sys, textwrap  # pylint: disable=g-import-not-at-top,multiple-imports
-  script = textwrap.dedent(f'''
-    import os, sys, functools
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-    os.environ['JAX_PLATFORMS'] = 'cpu'
-    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
-    import jax, numpy as np
+  # Batch statistics must be those of the global batch: running stats and teachers agree too.
+  assert_eight_devices_equal_one(tmp_path, """
     from conftest import spec
     from test_bn_port import bn_model, batch2, OPTIM
-    from mbcd_jax import sharding, step
-    assert jax.device_count() == 8
     model, batch, sp = bn_model(), batch2(batch_size=16), spec('mbcd')
     tx = step.make_optimizer(OPTIM)
-    out = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh = sharding.make_mesh(devices)
-      repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-      state = jax.device_put(step.init_state(model, sp, tx, jax.random.key(0), batch), repl)
-      f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx),
-                  in_shardings=(repl, data, repl), out_shardings=(repl, repl))
-      b = sharding.shard_batch({{k: np.asarray(v) for k, v in batch.items()}}, mesh)
-      for _ in range(3):
-        state, m = f(state, b, jax.random.key(1))
-      out.append(jax.device_get((state.batch_stats, state.teacher_batch_stats, state.params, m)))
-    (s1, t1, p1, m1), (s8, t8, p8, m8) = out
-    assert jax.tree.structure(s1) == jax.tree.structure(s8)
-    for a, b in zip(jax.tree.leaves((s1, t1, p1)), jax.tree.leaves((s8, t8, p8))):
-      np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-5)
-    for k in m1:
-      np.testing.assert_allclose(m1[k], m8[k], rtol=2e-5, atol=1e-6, err_msg=k)
-    print('OK')
-  ''')
-  path = tmp_path / 'eight_port.py'
-  path.write_text(script)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
-                       timeout=600)
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert 'OK' in res.stdout
+  """, '(state.batch_stats, state.teacher_batch_stats, state.params)')

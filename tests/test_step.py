@@ -12,7 +12,7 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import ROOT, spec, tiny_batch, tiny_model
+from conftest import ROOT, assert_eight_devices_equal_one, spec, tiny_batch, tiny_model
 from mbcd_jax import methods, step
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
@@ -182,43 +182,10 @@ def test_trunk_runs_once_per_step():
 
 
 def test_eight_devices_equal_one_device(tmp_path):
-  script = textwrap.dedent(f'''
-    import os, sys, functools
-    os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
-    os.environ['JAX_PLATFORMS'] = 'cpu'
-    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
-    import jax, numpy as np
-    from conftest import spec, tiny_batch, tiny_model
-    from mbcd_jax import sharding, step
+  assert_eight_devices_equal_one(tmp_path, """
     import ml_collections
-    assert jax.device_count() == 8
+    from conftest import spec, tiny_batch, tiny_model
     optim = ml_collections.ConfigDict(dict(lr=3e-3, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
     model, batch, sp = tiny_model(), tiny_batch(batch_size=16), spec('mbcd')
     tx = step.make_optimizer(optim)
-    out = []
-    for devices in (jax.devices()[:1], jax.devices()):
-      mesh = sharding.make_mesh(devices)
-      repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
-      state = jax.device_put(step.init_state(model, sp, tx, jax.random.key(0), batch), repl)
-      f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx),
-                  in_shardings=(repl, data, repl), out_shardings=(repl, repl))
-      b = sharding.shard_batch({{k: np.asarray(v) for k, v in batch.items()}}, mesh)
-      assert len(b['video'].sharding.device_set) == len(devices)
-      for _ in range(3):
-        state, m = f(state, b, jax.random.key(1))
-      out.append((jax.device_get(state.params), jax.device_get(m)))
-    (p1, m1), (p8, m8) = out
-    for k in m1:
-      np.testing.assert_allclose(m1[k], m8[k], rtol=2e-5, atol=1e-6, err_msg=k)
-    assert jax.tree.structure(p1) == jax.tree.structure(p8)
-    for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p8)):
-      np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-5)
-    print('OK', m1['loss'], m8['loss'])
-  ''')
-  path = tmp_path / 'eight.py'
-  path.write_text(script)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
-  res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
-                       timeout=300)
-  assert res.returncode == 0, res.stderr[-3000:]
-  assert 'OK' in res.stdout
+  """, 'state.params', timeout=300)
