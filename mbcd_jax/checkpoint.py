@@ -15,7 +15,11 @@ base key so that a resume can check it.
 Kept: the latest ``keep`` checkpoints plus the best-validation one. Saves are atomic — orbax
 writes ``<step>.orbax-checkpoint-tmp-*`` and renames it when complete; a save killed midway (or
 failing on a full disk) leaves the earlier checkpoints untouched, and the leftover temporary
-directory is ignored and removed on the next start. Saves are asynchronous where orbax allows:
+directory is ignored and removed on the next start. Deletions are atomic too: orbax deletes an
+old checkpoint file by file, so a process killed mid-deletion would leave a numbered folder
+without its ``meta/`` (indistinguishable from a foreign checkpoint); instead a checkpoint leaving
+the kept set is renamed into ``checkpoints/.trash/`` (one rename) and that folder is emptied
+before each save and at start-up. Saves are asynchronous where orbax allows:
 the arrays are copied to host memory before ``save`` returns (so the donated train state can be
 reused at once), the files are written by a background thread.
 
@@ -40,6 +44,7 @@ from orbax.checkpoint import checkpoint_managers as ocm
 PROJECT = 'mbcd_jax'
 FORMAT = 1
 SUBDIR = 'checkpoints'
+TRASH = '.trash'   # inside SUBDIR: checkpoints leaving the kept set, renamed here, then removed
 RESUME_MODES = ('strict', 'allow_changes', 'restart')
 # Config keys that may change between a run and its resume in 'strict' mode: they change how a
 # run is executed or reported, never what it computes.
@@ -206,13 +211,24 @@ class Checkpointer:
         enable_async_checkpointing=async_save,
         # A save killed midway leaves '<step>.orbax-checkpoint-tmp-*'; remove it at start-up.
         cleanup_tmp_directories=True,
+        todelete_subdir=TRASH,
         create=True)
+    self._empty_trash()
     # Handlers named up front: a process that only restores (a resume) reads the metadata too.
     self._mgr = ocp.CheckpointManager(
         self.directory, options=options,
         item_handlers={'state': ocp.StandardCheckpointHandler(),
                        'meta': ocp.JsonCheckpointHandler()})
     self.last_save_s = 0.0
+
+  def _empty_trash(self):
+    """Removes what earlier deletions renamed into the trash (whole checkpoints only: the
+    rename is atomic, so a kill here or mid-rename never touches a kept checkpoint)."""
+    trash = os.path.join(self.directory, TRASH)
+    if jax.process_index() != 0 or not os.path.isdir(trash):
+      return
+    for name in os.listdir(trash):
+      shutil.rmtree(os.path.join(trash, name), ignore_errors=True)
 
   def all_steps(self) -> list[int]:
     return list(self._mgr.all_steps())
@@ -236,6 +252,7 @@ class Checkpointer:
     meta = {'project': PROJECT, 'format': FORMAT, 'step': int(step), 'time': time.time(),
             **meta}
     t = time.time()
+    self._empty_trash()
     try:
       self._mgr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                   meta=ocp.args.JsonSave(meta)), force=True)

@@ -63,7 +63,10 @@ def test_keeps_latest_k_plus_best(tmp_path):
     ck.save(s, st, {}, best_step=3 if s >= 3 else None)
   ck.close()
   assert sorted(ck.all_steps()) == [3, 6, 7]
-  assert sorted(os.listdir(tmp_path / 'checkpoints')) == ['3', '6', '7']
+  names = os.listdir(tmp_path / 'checkpoints')
+  assert sorted(n for n in names if n != ckpt_lib.TRASH) == ['3', '6', '7']
+  # Deleted checkpoints went through the trash whole, and the trash is emptied on each save.
+  assert set(os.listdir(tmp_path / 'checkpoints' / ckpt_lib.TRASH)) <= {'5'}
 
 
 def test_other_model_shape_is_one_line_error(tmp_path):
@@ -213,6 +216,53 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
   assert np.array_equal(state['w'], np.ones(4)) and meta['step'] == 1
   ck.close()
   assert not any('tmp' in n for n in os.listdir(tmp_path / 'checkpoints'))   # cleaned up
+
+
+_DELETE_THEN_DIE = textwrap.dedent('''
+  import os, sys
+  sys.path.insert(0, {root!r})
+  import jax.numpy as jnp
+  from mbcd_jax import checkpoint as ckpt_lib
+  ck = ckpt_lib.Checkpointer({workdir!r}, keep=2, async_save=False)
+  for s in (1, 2):
+    ck.save(s, {{'w': jnp.full((4,), float(s))}}, {{}})
+  ck.wait()
+  # From now on, removing a finished checkpoint's meta/ folder (in a numbered folder, or in one
+  # renamed into the trash) kills the process right after, as a SIGKILL landing mid-deletion
+  # would (the CI failure this guards against); orbax's own temporary folders do not count.
+  def killing(real):
+    def op(path, *a, dir_fd=None, **k):
+      real(path, *a, dir_fd=dir_fd, **k)
+      full = os.path.join(os.readlink(f'/proc/self/fd/{{dir_fd}}'), path) if dir_fd else str(path)
+      part = full.split(os.sep + 'checkpoints' + os.sep, 1)[-1].split(os.sep)[0]
+      if (part.isdigit() or part == ckpt_lib.TRASH) and os.path.basename(full) == 'meta':
+        os._exit(9)
+    return op
+  os.unlink = os.remove = killing(os.unlink)
+  os.rmdir = killing(os.rmdir)
+  for s in (3, 4, 5):
+    ck.save(s, {{'w': jnp.full((4,), float(s))}}, {{}})
+  ck.wait()
+  sys.exit(0)
+''')
+
+
+def test_kill_during_deletion_leaves_a_resumable_workdir(tmp_path):
+  """orbax removes an old checkpoint file by file; killed midway, the half-removed numbered
+  folder used to make the workdir look foreign (no meta/). Deletion is now one rename."""
+  workdir = str(tmp_path)
+  r = subprocess.run([sys.executable, '-c', _DELETE_THEN_DIE.format(root=ROOT, workdir=workdir)],
+                     capture_output=True, text=True, timeout=120)
+  assert r.returncode == 9, r.stderr[-2000:]   # died removing a meta/ folder
+  ckpt_lib.check_workdir(workdir)   # no half-deleted numbered folder
+  ck = ckpt_lib.Checkpointer(workdir)
+  steps = ck.all_steps()
+  assert steps and max(steps) >= 3, steps
+  for s in steps:   # every checkpoint still listed is whole
+    state, meta = ck.restore(s, {'w': jax.ShapeDtypeStruct((4,), jnp.float32)})
+    assert np.array_equal(state['w'], np.full(4, float(s))) and meta['step'] == s
+  ck.close()
+  assert not os.listdir(tmp_path / 'checkpoints' / ckpt_lib.TRASH)   # emptied at start-up
 
 
 def _tmpfs(path, size):
