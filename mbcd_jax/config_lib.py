@@ -40,13 +40,18 @@ DATASETS = {
     'epic': Protocol(epic_data.DOMAINS, len(epic_data.CLASSES), target_test_split_only=True),
 }
 NAN_POLICIES = ('stop', 'skip')
-FEATURE_NORMS = ('parameter_free', 'learnable')
+FEATURE_NORMS = ('parameter_free', 'learnable', 'none')
+UNI_HEADS = ('mlp', 'linear')
 
 
 def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
-  """``config.method``: the preset name, component switches (None = from the preset) and the
-  paper's coefficients."""
+  """``config.method``: the preset name, component switches (None = from the preset), the
+  paper's coefficients, and one group per plug-in method (``config.method.<name>.*``, the
+  defaults of its module's ``Hparams``: the authors' values)."""
+  groups = {n: ml_collections.ConfigDict(dataclasses.asdict(e.hparams))
+            for n, e in methods.EXTENSIONS.items()}
   return ml_collections.ConfigDict(dict(
+      **groups,
       name=name,
       amd=config_dict.placeholder(str),          # 'adaptive' | 'fixed' | 'off'
       consistency=config_dict.placeholder(str),  # 'inner_first_order' | 'inner_second_order' | 'grad_dot' | 'off'
@@ -137,7 +142,12 @@ def base_config() -> ml_collections.ConfigDict:
       # config.seed. A fixed value gives every training seed the same frozen trunk, as the
       # paper's seeds share one pretrained checkpoint (only the trained part varies).
       trunk_seed=-1,
-      feature_norm='parameter_free',   # 'parameter_free' (port) | 'learnable' LayerNorm
+      # The model variant; None = the method's (methods.model_defaults: MBCD's values below,
+      # a plug-in method's own, e.g. simmmdg: 'none' / 0.5 / 'mlp' / 'random').
+      # 'parameter_free' LayerNorm (MBCD port) | 'learnable' | 'none' (the peers' baselines)
+      feature_norm=config_dict.placeholder(str),
+      feature_dropout=config_dict.placeholder(float),  # video/flow embedding dropout (0.0)
+      uni_head=config_dict.placeholder(str),   # 'mlp' (port's PredHead) | 'linear' (MOOSA, CMRF)
       head_hidden=512,            # hidden units of every classifier head's MLP
       head_dropout=0.5,           # dropout probability in the heads (train only)
       # BatchNorm semantics (mbcd_jax/models.py). 'port': as the reference's model.train(True),
@@ -151,8 +161,8 @@ def base_config() -> ml_collections.ConfigDict:
       dsu_p=0.5,                  # probability of DSU per call (trunk / last stage output)
       # 'pretrained': the audio encoder's last stage (layer4) starts from the checkpoint (MBCD
       # reference); 'random': from random init while the trunk is loaded (SimMMDG-style
-      # baselines, whose audio tail never receives the checkpoint).
-      audio_tail_init='pretrained',
+      # baselines, whose audio tail never receives the checkpoint). None: the method's.
+      audio_tail_init=config_dict.placeholder(str),
   ))
   c.method = method_config('mbcd')
   c.optim = ml_collections.ConfigDict(dict(
@@ -287,9 +297,15 @@ def _validate_model(config):
     name = config.model.encoders[m].get('name')
     _check(name in known, f'config.model.encoders.{m}.name: unknown encoder {name!r}; known: '
                           f'{", ".join(known)}')
-  _check(config.model.feature_norm in FEATURE_NORMS,
-         f"config.model.feature_norm must be 'parameter_free' or 'learnable', got "
+  variant = methods.model_variant(config.model, config.method.name)
+  _check(variant['feature_norm'] in FEATURE_NORMS,
+         f'config.model.feature_norm must be one of {FEATURE_NORMS}, got '
          f'{config.model.feature_norm!r}')
+  _check(variant['uni_head'] in UNI_HEADS,
+         f'config.model.uni_head must be one of {UNI_HEADS}, got {config.model.uni_head!r}')
+  p = variant['feature_dropout']
+  _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p < 1.0,
+         f'config.model.feature_dropout must be in [0, 1), got {p!r}')
   _check_range(config, 'model.trunk_seed', -1, integer=True)
   _check_range(config, 'model.head_hidden', 1, integer=True)
   _check_range(config, 'model.head_dropout', 0.0, 1.0, hi_open=True)
@@ -299,7 +315,7 @@ def _validate_model(config):
   _check(isinstance(config.model.dsu, bool),
          f'config.model.dsu must be True or False, got {config.model.dsu!r}')
   _check_range(config, 'model.dsu_p', 0.0, 1.0)
-  _check(config.model.audio_tail_init in models.AUDIO_TAIL_INITS,
+  _check(variant['audio_tail_init'] in models.AUDIO_TAIL_INITS,
          f'config.model.audio_tail_init must be one of {models.AUDIO_TAIL_INITS}, got '
          f'{config.model.audio_tail_init!r}')
 

@@ -16,11 +16,33 @@
 
 Whenever AMD, consistency or distillation is on, the uni-modal CE terms sum_k CE_k are part of
 the objective (Eq. 9): AMD's confidences and the inner step need trained uni-modal heads.
+
+The peers' methods (Tables 1-2) are plug-ins (``mbcd_jax/extensions.py``), one module each under
+``mbcd_jax/baselines/`` and one entry in ``EXTENSIONS``; their hyper-parameters are the config
+group ``config.method.<name>`` (declared by the module's ``Hparams``):
+
+  rna            RNA-Net: fused CE + relative norm alignment      baselines/rna.py
+  simmmdg        SimMMDG: + SupCon, translation, split distance   baselines/simmmdg.py
+  moosa          MOOSA (closed-set): entropy-weighted CE, jigsaw, masked translation, ...
+                                                                  baselines/moosa.py
+  cmrf           CMRF: SMA teacher, cross-modal mixup distillation, SupCon
+                                                                  baselines/cmrf.py
+
+They train without AMD, consistency or MBCD's distillation, on the model variant their
+extension names (features without LayerNorm, head dropout on video/flow, random audio tail...).
 """
 import dataclasses
+from typing import Any
 
 from mbcd_jax import amd as amd_lib
 from mbcd_jax import consistency as consistency_lib
+from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
+
+EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENSION,
+                                  cmrf.EXTENSION)}
+# The model variant of MBCD and its baselines; a plug-in's ``model`` replaces entries.
+MODEL_DEFAULTS = dict(feature_norm='parameter_free', feature_dropout=0.0, uni_head='mlp',
+                      audio_tail_init='pretrained')
 
 PRESETS = {
     'erm': dict(amd='off', consistency='off', ema=False, distill=False),
@@ -35,6 +57,23 @@ PRESETS = {
     'mbcd_fixed_dropout': dict(amd='fixed', consistency='inner_first_order', ema=True,
                                distill=True),
 }
+for _name, _ext in EXTENSIONS.items():
+  # Uni-modal heads: trained by the method's own terms ('own') or probes ('fused').
+  PRESETS[_name] = dict(amd='off', consistency='off', ema=False, distill=False,
+                        unimodal_ce=_ext.classification == 'own')
+
+
+def model_variant(model_config, name: str) -> dict:
+  """The model-variant keys (``MODEL_DEFAULTS``' names) method ``name`` runs with: the
+  config's value where set, else the plug-in's, else MBCD's. The one place they resolve
+  (``models.build_model``, ``models.load_pretrained``, ``config_lib.validate``)."""
+  ext = EXTENSIONS.get(name)
+  out = {**MODEL_DEFAULTS, **dict(ext.model if ext else ())}
+  for key in MODEL_DEFAULTS:
+    value = model_config.get(key)
+    if value is not None:
+      out[key] = value
+  return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,6 +92,18 @@ class MethodSpec:
   lambda_um: float = 1.0
   temperature: float = 1.0
   unimodal_ce: bool | None = None
+  extension: Any = None   # extensions.Extension of a plug-in method, with its hparams
+
+  @property
+  def teacher(self) -> str:
+    """'ema' | the plug-in's teacher ('sma') | 'none'."""
+    if self.ema:
+      return 'ema'
+    return self.extension.teacher if self.extension is not None else 'none'
+
+  @property
+  def has_teacher(self) -> bool:
+    return self.teacher != 'none'
 
   @property
   def train_unimodal(self) -> bool:
@@ -66,7 +117,10 @@ class MethodSpec:
 
   @property
   def evaluated(self) -> str:
-    """Which weights are the method's model: the EMA teacher when there is one."""
+    """Which weights are the method's model: the plug-in's choice, else the EMA teacher when
+    there is one."""
+    if self.extension is not None:
+      return self.extension.evaluated
     return 'teacher' if self.ema else 'student'
 
 
@@ -91,9 +145,20 @@ def resolve(method_config) -> MethodSpec:
   if fields['consistency'] not in consistency_lib.MODES:
     raise ValueError(f'config.method.consistency: unknown mode {fields["consistency"]!r}; '
                      f'known: {", ".join(consistency_lib.MODES)}')
+  ext = EXTENSIONS.get(name)
+  if ext is not None:
+    if fields['amd'] != 'off' or fields['consistency'] != 'off' or fields['ema'] \
+        or fields['distill']:
+      raise ValueError(f'config.method: {name} is a plug-in method; AMD, consistency, EMA and '
+                       'distillation are MBCD switches (leave config.method.amd/consistency/'
+                       'ema/distill unset)')
+    group = method_config.get(name)
+    fields['extension'] = ext.with_hparams(group.to_dict() if group is not None else {})
   if fields['distill'] and not fields['ema']:
     raise ValueError('config.method.distill=True needs the EMA teacher (config.method.ema)')
   fields['unimodal_ce'] = method_config.get('unimodal_ce')
+  if fields['unimodal_ce'] is None:
+    fields['unimodal_ce'] = PRESETS[name].get('unimodal_ce')
   if fields['unimodal_ce'] is False and fields['consistency'] != 'off':
     raise ValueError('config.method.unimodal_ce=False leaves no uni-modal objective for the '
                      f'inner step of consistency={fields["consistency"]!r}')

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 from mbcd_jax import batchnorm
 from mbcd_jax import dsu as dsu_lib
 from mbcd_jax import encoders as encoders_lib
+from mbcd_jax import methods
 
 PyTree = Any
 
@@ -113,7 +114,13 @@ class MultiModalModel:
     num_classes: number of classes C.
     head_hidden, head_dropout: the heads' hidden width and dropout rate.
     freeze_trunk: whether the trunk is frozen (paper) or trained with the stage.
-    learnable_norm: LayerNorm with a learnable scale/bias instead of the parameter-free one.
+    feature_norm: 'parameter_free' LayerNorm on every embedding (the MBCD port), 'learnable'
+      (with scale/bias) or 'none' (the peers' baselines: the pooled feature as it is).
+    feature_dropout: dropout on the video and flow embeddings in training passes (the
+      mmaction heads' dropout, which the peers' code applies before every use of the
+      pooled feature; the audio network has none); 0 = off (MBCD).
+    uni_head: 'mlp' (Linear-ReLU-Dropout-Linear, the port's PredHead) | 'linear' (one Linear,
+      the uni-modal classifiers of MOOSA and CMRF).
     trunk_seed: >= 0: trunks drawn from this seed, not from the init rng.
     bn_mode: 'frozen' | 'port' (module docstring).
     dsu: DSU (``mbcd_jax/dsu.py``) on the trunk output and the last stage's output in
@@ -125,7 +132,9 @@ class MultiModalModel:
   head_hidden: int = 512
   head_dropout: float = 0.5
   freeze_trunk: bool = True
-  learnable_norm: bool = False
+  feature_norm: str = 'parameter_free'
+  feature_dropout: float = 0.0
+  uni_head: str = 'mlp'
   trunk_seed: int = -1
   bn_mode: str = 'frozen'
   dsu: bool = False
@@ -134,6 +143,15 @@ class MultiModalModel:
   @property
   def head(self) -> Head:
     return Head(self.num_classes, self.head_hidden, self.head_dropout)
+
+  @property
+  def uni_head_module(self) -> nn.Module:
+    return self.head if self.uni_head == 'mlp' else nn.Dense(self.num_classes)
+
+  @property
+  def feature_dims(self) -> dict:
+    """modality -> embedding width ``D_m``."""
+    return {m: self.encoders[m].feature_dim for m in self.modalities}
 
   # ---------------------------------------------------------------- initialisation
   def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[PyTree, PyTree]:
@@ -161,13 +179,19 @@ class MultiModalModel:
       params['encoders'][m] = trainable
       frozen['encoders'][m] = frozen_m
       d = enc.feature_dim
-      if self.learnable_norm:
+      if self.feature_norm == 'learnable':
         params['norms'][m] = {'scale': jnp.ones((d,)), 'bias': jnp.zeros((d,))}
-      params['uni_heads'][m] = self.head.init(r_h, jnp.zeros((1, d)), train=False)['params']
+      params['uni_heads'][m] = self._uni_apply_init(r_h, d)
       dims += d
     rng, r_f = jax.random.split(rng)
     params['fused_head'] = self.head.init(r_f, jnp.zeros((1, dims)), train=False)['params']
     return params, frozen
+
+  def _uni_apply_init(self, rng, d):
+    x = jnp.zeros((1, d))
+    if self.uni_head == 'mlp':
+      return self.head.init(rng, x, train=False)['params']
+    return self.uni_head_module.init(rng, x)['params']
 
   # ---------------------------------------------------------------- forward pieces
   def _variables(self, m: str, part: str, frozen: PyTree, batch_stats: PyTree | None,
@@ -212,8 +236,11 @@ class MultiModalModel:
     return feats, moments
 
   def _encode(self, m, enc_params, norm_params, frozen, feats, batch_stats, *, train,
-              dsu_rng=None):
-    """Trainable part of modality ``m``'s encoder + feature norm -> (``[B, D_m]``, moments)."""
+              dsu_rng=None, dropout_rng=None):
+    """Trainable part of modality ``m``'s encoder + feature norm -> (``[B, D_m]``, moments).
+
+    ``dropout_rng`` (training passes, ``feature_dropout > 0``): the embedding dropout of video
+    and flow."""
     enc = self.encoders[m]
     moments = {}
     if not self.freeze_trunk:
@@ -228,9 +255,13 @@ class MultiModalModel:
     h, moments['stage'] = self._apply(
         enc.stage, self._variables(m, 'stage', frozen, batch_stats, enc_params['stage']),
         feats, train=train, **kwargs)
-    h = layer_norm(h)
+    if self.feature_norm != 'none':
+      h = layer_norm(h)
     if norm_params is not None:
       h = h * norm_params['scale'] + norm_params['bias']
+    if dropout_rng is not None and self.feature_dropout > 0 and m != 'audio':
+      keep = jax.random.bernoulli(dropout_rng, 1.0 - self.feature_dropout, h.shape)
+      h = jnp.where(keep, h / (1.0 - self.feature_dropout), 0.0).astype(h.dtype)
     return h, moments
 
   def encode(self, m: str, enc_params: PyTree, norm_params: PyTree | None, frozen: PyTree,
@@ -248,11 +279,13 @@ class MultiModalModel:
 
   def encode_all_train(self, enc_params: PyTree, norm_params: PyTree, frozen: PyTree,
                        feats: Mapping[str, jax.Array], batch_stats: PyTree | None = None, *,
-                       dsu_rng: jax.Array | None = None) -> tuple[dict, dict]:
+                       dsu_rng: jax.Array | None = None,
+                       dropout_rng: jax.Array | None = None) -> tuple[dict, dict]:
     """A training pass of every modality's trainable part.
 
     'port' BN mode: BN on batch statistics. ``dsu_rng`` (with ``self.dsu``): DSU on the trunk
     output and on the last stage's output (independent draws per modality and site).
+    ``dropout_rng`` (with ``self.feature_dropout``): the video/flow embedding dropout.
 
     Returns:
       (modality -> ``[B, D_m]``, modality -> {'stage': BN moments[, 'trunk': ...]}; the
@@ -261,8 +294,10 @@ class MultiModalModel:
     h, moments = {}, {}
     for i, m in enumerate(self.modalities):
       r = jax.random.fold_in(dsu_rng, i) if (self.dsu and dsu_rng is not None) else None
+      rd = (jax.random.fold_in(dropout_rng, i)
+            if (self.feature_dropout > 0 and dropout_rng is not None) else None)
       h[m], moments[m] = self._encode(m, enc_params[m], norm_params.get(m), frozen, feats[m],
-                                      batch_stats, train=True, dsu_rng=r)
+                                      batch_stats, train=True, dsu_rng=r, dropout_rng=rd)
     return h, moments
 
   def predict(self, weights: Weights, batch: Mapping[str, jax.Array], *,
@@ -297,6 +332,9 @@ class MultiModalModel:
     """Uni-modal heads: modality -> ``[B, C]`` logits."""
     out = {}
     for i, m in enumerate(self.modalities):
+      if self.uni_head == 'linear':
+        out[m] = self.uni_head_module.apply({'params': head_params[m]}, h[m])
+        continue
       rngs = {'dropout': jax.random.fold_in(rng, i)} if train else None
       out[m] = self.head.apply({'params': head_params[m]}, h[m], train=train, rngs=rngs)
     return out
@@ -322,7 +360,7 @@ class MultiModalModel:
 
 
 def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
-                    frozen: PyTree) -> tuple[PyTree, PyTree]:
+                    frozen: PyTree, method: str = 'mbcd') -> tuple[PyTree, PyTree]:
   """Replaces freshly initialised encoder variables by converted pretrained weights.
 
   For every modality whose ``config.model.encoders[m].pretrained`` names a file written by
@@ -340,7 +378,7 @@ def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
   """
   params = jax.tree.map(lambda x: x, params)      # copies of the containers, not the arrays
   frozen = jax.tree.map(lambda x: x, frozen)
-  tail_init = model_config.get('audio_tail_init', 'pretrained')
+  tail_init = methods.model_variant(model_config, method)['audio_tail_init']
   if tail_init not in AUDIO_TAIL_INITS:
     raise ValueError(f'config.model.audio_tail_init must be one of {AUDIO_TAIL_INITS}, got '
                      f'{tail_init!r}')
@@ -367,8 +405,11 @@ def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
   return params, frozen
 
 
-def build_model(model_config, modalities: tuple[str, ...], num_classes: int) -> MultiModalModel:
-  """Builds the model from ``config.model`` (see ``mbcd_jax/config_lib.py``)."""
+def build_model(model_config, modalities: tuple[str, ...], num_classes: int,
+                method: str = 'mbcd') -> MultiModalModel:
+  """Builds the model from ``config.model`` (see ``mbcd_jax/config_lib.py``); the model-variant
+  keys left unset take method ``method``'s values (``methods.model_variant``)."""
+  variant = methods.model_variant(model_config, method)
   bn_mode = model_config.get('bn_mode', 'frozen')
   if bn_mode not in BN_MODES:
     raise ValueError(f'config.model.bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
@@ -383,7 +424,9 @@ def build_model(model_config, modalities: tuple[str, ...], num_classes: int) -> 
       modalities=tuple(modalities), encoders=encs, num_classes=num_classes,
       head_hidden=model_config.head_hidden, head_dropout=model_config.head_dropout,
       freeze_trunk=model_config.freeze_trunk,
-      learnable_norm=model_config.feature_norm == 'learnable',
+      feature_norm=variant['feature_norm'],
+      feature_dropout=float(variant['feature_dropout']),
+      uni_head=variant['uni_head'],
       trunk_seed=int(model_config.get('trunk_seed', -1)),
       bn_mode=bn_mode, dsu=bool(model_config.get('dsu', False)),
       dsu_p=float(model_config.get('dsu_p', 0.5)))

@@ -21,6 +21,12 @@ inner-step consistency modes (``grad_dot`` and ``off`` have no theta' pass):
             output is the same, so it is computed once, but its BN running statistics are
             updated once per student pass, as there. The trainable part's statistics are
             updated by the theta pass, then by the theta' pass.
+
+The peers' methods (``methods.EXTENSIONS``; ``mbcd_jax/extensions.py``) use the same step with
+AMD, consistency and MBCD's distillation off: one training pass gives the embeddings and
+logits, the method adds its terms (and its extra parameters, in ``params['extra']``), and a
+method with its own teacher (CMRF's moving average) gets the teacher's embeddings and updates
+it after the optimizer step. Nothing here depends on which method it is.
 """
 import functools
 from typing import Any, Mapping, NamedTuple
@@ -30,12 +36,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mbcd_jax import amd, batchnorm, consistency, distill, ema, losses, models
+from mbcd_jax import amd, batchnorm, consistency, distill, ema, extensions, losses, models
 from mbcd_jax.methods import MethodSpec
 from mbcd_jax.models import MultiModalModel
 
 PyTree = Any
 _DSU_STREAM = 0x05D5   # fold_in constant: DSU's randomness, apart from dropout's and AMD's
+_FEATURE_DROPOUT_STREAM = 0xFD   # the embedding dropout of the peers' model variant
+_EXTENSION_STREAM = 0xE7         # a plug-in method's own randomness
+_EXTENSION_INIT_STREAM = 0xE8
 
 
 @flax.struct.dataclass
@@ -54,6 +63,8 @@ class TrainState:
     teacher_frozen, teacher_batch_stats: 'port' BN mode with a teacher: the EMA of ``frozen``
       and of ``batch_stats`` (the reference averages the encoders' whole state); else None
       (the teacher reads the student's ``frozen``).
+    extra_state, teacher_extra_state: a plug-in method's non-trained state (e.g. its
+      projectors' BN statistics) and the teacher's average of it; else None.
   """
   step: jax.Array
   params: PyTree
@@ -63,6 +74,8 @@ class TrainState:
   batch_stats: PyTree | None = None
   teacher_frozen: PyTree | None = None
   teacher_batch_stats: PyTree | None = None
+  extra_state: PyTree | None = None
+  teacher_extra_state: PyTree | None = None
 
 
 def weights(state: TrainState, who: str = 'student') -> models.Weights:
@@ -87,7 +100,8 @@ def make_optimizer(optim_config) -> optax.GradientTransformation:
 
 
 def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTransformation,
-               params: PyTree, frozen: PyTree) -> TrainState:
+               params: PyTree, frozen: PyTree, extra_state: PyTree | None = None
+               ) -> TrainState:
   """A step-0 state from the student's variables.
 
   Args:
@@ -96,14 +110,16 @@ def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
       ``models.load_pretrained`` give them); in the 'port' BN mode they are moved out to
       ``batch_stats``. The teacher (if any) starts as a copy of the whole student, as the
       reference's deepcopy.
+    extra_state: a plug-in method's non-trained state (its parameters are in ``params``).
   """
   batch_stats = None
   if model.bn_mode == 'port':
     frozen, batch_stats = models.split_batch_stats(frozen)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                     opt_state=tx.init(params), teacher=None, batch_stats=batch_stats)
-  if spec.ema:
-    state = state.replace(teacher=ema.init(params))
+                     opt_state=tx.init(params), teacher=None, batch_stats=batch_stats,
+                     extra_state=extra_state)
+  if spec.has_teacher:
+    state = state.replace(teacher=ema.init(params), teacher_extra_state=ema.init(extra_state))
     if model.bn_mode == 'port':
       state = state.replace(teacher_frozen=ema.init(frozen),
                             teacher_batch_stats=ema.init(batch_stats))
@@ -112,9 +128,15 @@ def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
 
 def init_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTransformation,
                rng: jax.Array, example_batch: Mapping[str, jax.Array]) -> TrainState:
-  """Initialises the student, the optimizer and (if the method has one) the teacher."""
+  """Initialises the student, the optimizer and (if the method has one) the teacher; a
+  plug-in method's parameters go to ``params['extra']``."""
   params, frozen = model.init(rng, example_batch)
-  return make_state(model, spec, tx, params, frozen)
+  extra_state = None
+  if spec.extension is not None:
+    ext = spec.extension
+    params['extra'], extra_state = ext.init(jax.random.fold_in(rng, _EXTENSION_INIT_STREAM),
+                                            model.feature_dims, model.modalities, ext.hparams)
+  return make_state(model, spec, tx, params, frozen, extra_state)
 
 
 def student_variables(state: TrainState) -> tuple[PyTree, PyTree]:
@@ -133,10 +155,19 @@ class _UniPass(NamedTuple):
   grads: PyTree        # grad_theta_k CE_k for every k, idem
 
 
+class ExtensionInputs(NamedTuple):
+  """What a plug-in method's terms read beyond the batch (``extensions.StepView``)."""
+  state: PyTree                               # TrainState.extra_state
+  step: jax.Array                             # 0-based index of this optimizer step
+  teacher: extensions.TeacherView | None      # for a method with its own teacher
+
+
 def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
             labels: jax.Array, p_teacher: jax.Array | None, rng: jax.Array, *,
             model: MultiModalModel, spec: MethodSpec,
-            batch_stats: PyTree | None = None) -> tuple[jax.Array, tuple[dict, list]]:
+            batch_stats: PyTree | None = None,
+            extension_inputs: ExtensionInputs | None = None
+            ) -> tuple[jax.Array, tuple[dict, list, PyTree]]:
   """Eq. 9's objective for one batch.
 
   Args:
@@ -148,17 +179,20 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
     rng: dropout / AMD / DSU randomness for this step.
     batch_stats: the student's BN running statistics ('port' BN mode; present for the
       variables' sake, a training pass normalises with batch statistics).
+    extension_inputs: for a plug-in method (``spec.extension``).
   Returns:
     (loss, (scalar metrics, [BN moments of each student pass, in order] — empty in the
-    'frozen' BN mode)).
+    'frozen' BN mode —, the plug-in method's new state or None)).
   """
   r_uni, r_fused, r_amd = jax.random.split(rng, 3)
   r_dsu = jax.random.fold_in(rng, _DSU_STREAM) if model.dsu else None
+  r_drop = (jax.random.fold_in(rng, _FEATURE_DROPOUT_STREAM) if model.feature_dropout > 0
+            else None)
   norms = params['norms']
 
   def encode(enc_params, dsu_rng=None):
     return model.encode_all_train(enc_params, norms, frozen, feats, batch_stats,
-                                  dsu_rng=dsu_rng)
+                                  dsu_rng=dsu_rng, dropout_rng=r_drop)
 
   def uni_loss(h):
     # Probe heads (erm / ema) read stop-gradient features so they cannot shape the encoders.
@@ -214,6 +248,19 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
     ce_mm, z_mm = fused_ce(uni.h)
     loss = ce_mm + ce_uni
 
+  # A plug-in method's terms on the same pass ('own': they replace the classification loss).
+  new_extra_state = None
+  if spec.extension is not None:
+    ext, ext_in = spec.extension, extension_inputs
+    view = extensions.StepView(
+        params=params['extra'], state=ext_in.state, feats=uni.h, uni_logits=uni.z,
+        fused_logits=z_mm, labels=labels, rng=jax.random.fold_in(rng, _EXTENSION_STREAM),
+        step=ext_in.step, modalities=model.modalities, teacher=ext_in.teacher)
+    terms, ext_metrics, new_extra_state = ext.terms(view, ext.hparams)
+    loss = sum(terms.values()) + (loss if ext.classification == 'fused' else 0.0)
+    metrics.update({f'{ext.name}/{k}': v for k, v in terms.items()})
+    metrics.update({f'{ext.name}/raw/{k}': v for k, v in ext_metrics.items()})
+
   # 4-5. Distillation from the teacher's fused prediction into the fused and uni-modal branches.
   if spec.distill:
     l_dis, kl_terms = distill.distillation_loss(
@@ -227,7 +274,7 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
   for m in model.modalities:
     metrics[f'ce_uni/{m}'] = uni.ces[m]
     metrics[f'p_drop/{m}'] = p_drop[m]
-  return loss, (metrics, passes if model.bn_mode == 'port' else [])
+  return loss, (metrics, passes if model.bn_mode == 'port' else [], new_extra_state)
 
 
 def update_batch_stats(model: MultiModalModel, batch_stats: PyTree, trunk_moments: dict,
@@ -276,25 +323,43 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
     z_teacher = model.predict(weights(state, 'teacher'), batch,
                               feats=None if port else feats)['fused']
     p_teacher = distill.teacher_probs(z_teacher, spec.temperature)
+  ext_in = None
+  if spec.extension is not None:
+    teacher_view = None
+    if spec.extension.teacher != 'none':
+      _, h_teacher = model.predict(weights(state, 'teacher'), batch,
+                                   feats=None if port else feats, with_features=True)
+      teacher_view = extensions.TeacherView(
+          jax.lax.stop_gradient(state.teacher['extra']), state.teacher_extra_state,
+          jax.lax.stop_gradient(h_teacher))
+    ext_in = ExtensionInputs(state.extra_state, state.step, teacher_view)
 
   grad_fn = jax.grad(functools.partial(loss_fn, model=model, spec=spec), has_aux=True)
-  grads, (metrics, passes) = grad_fn(state.params, state.frozen, feats, batch['label'],
-                                     p_teacher, rng, batch_stats=state.batch_stats)
+  grads, (metrics, passes, extra_state) = grad_fn(
+      state.params, state.frozen, feats, batch['label'], p_teacher, rng,
+      batch_stats=state.batch_stats, extension_inputs=ext_in)
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
-  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state)
+  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                      extra_state=extra_state)
   if port:
     new = new.replace(batch_stats=update_batch_stats(model, state.batch_stats, trunk_moments,
                                                      passes))
-  # 6. EMA after the optimizer step (and, in 'port' mode, after this step's statistics).
-  if spec.ema:
-    new = new.replace(teacher=ema.update(state.teacher, params, spec.ema_beta))
+  # 6. The teacher after the optimizer step (and, in 'port' mode, after this step's
+  #    statistics): MBCD's EMA, or a plug-in method's own average of the whole student.
+  if spec.has_teacher:
+    if spec.ema:
+      average = lambda old, cur: ema.update(old, cur, spec.ema_beta)
+    else:
+      ext = spec.extension
+      average = lambda old, cur: ext.teacher_update(old, cur, state.step, ext.hparams)
+    new = new.replace(teacher=average(state.teacher, params),
+                      teacher_extra_state=average(state.teacher_extra_state, new.extra_state))
     if port:
       new = new.replace(
-          teacher_frozen=ema.update(state.teacher_frozen, new.frozen, spec.ema_beta),
-          teacher_batch_stats=ema.update(state.teacher_batch_stats, new.batch_stats,
-                                         spec.ema_beta))
+          teacher_frozen=average(state.teacher_frozen, new.frozen),
+          teacher_batch_stats=average(state.teacher_batch_stats, new.batch_stats))
   return new, metrics
 
 
@@ -317,7 +382,7 @@ def guard_nonfinite(old: TrainState, new: TrainState, metrics: dict, *,
     keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(finite, a, b), n, o)
     new = new.replace(**{f: keep(getattr(new, f), getattr(old, f)) for f in (
         'params', 'opt_state', 'teacher', 'batch_stats', 'teacher_frozen',
-        'teacher_batch_stats')})
+        'teacher_batch_stats', 'extra_state', 'teacher_extra_state')})
   return new, metrics
 
 

@@ -79,7 +79,7 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   loaders = {s: input_pipeline.make_loader(config, s, process_index=pid, process_count=pcount)
              for s in ('train', 'val', 'test')}
   model = models.build_model(config.model, tuple(config.data.modalities),
-                             config.data.num_classes)
+                             config.data.num_classes, spec.name)
   tx = step_lib.make_optimizer(config.optim)
   example = {k: v[:1] for k, v in loaders['train'].dataset(0)[0].items()}
   init = _make_init(config, model, spec, tx, mesh, example)
@@ -114,12 +114,13 @@ def _make_init(config, model, spec, tx, mesh, example) -> Callable:
     if not pretrained:
       return state
     params, frozen = models.load_pretrained(model, config.model,
-                                            *step_lib.student_variables(state))
+                                            *step_lib.student_variables(state), spec.name)
     # A fresh step-0 state: BN statistics where the BN mode keeps them, the optimizer state
     # for the loaded parameters, the teacher a copy of the whole loaded student. Every leaf
     # gets a buffer of its own: the teacher starts as the student's very arrays, and the
     # train step donates the state (one buffer in two donated leaves is an error).
-    state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, params, frozen))
+    state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, params, frozen,
+                                                       state.extra_state))
     return jax.device_put(state, repl)
 
   return init
@@ -442,8 +443,9 @@ def _print_summary(run: Run, progress: Progress, workdir: str):
   print(_summary_line('  test (unseen domain, last epoch)', last['test'], who, mods))
   print(_summary_line(f'  test at best validation (epoch {best["epoch"]})', best['test'],
                       who, mods))
-  if run.spec.ema:
-    print(_summary_line('  student test (last epoch)', last['test'], 'student', mods))
+  if run.spec.has_teacher:
+    other = 'student' if who == 'teacher' else 'teacher'
+    print(_summary_line(f'  {other} test (last epoch)', last['test'], other, mods))
   print(f'  summary: {os.path.join(workdir, "summary.json")}')
 
 

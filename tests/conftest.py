@@ -16,18 +16,20 @@ MODS = ('video', 'flow', 'audio')
 
 
 def tiny_model(num_classes=5, dropout=0.5, freeze_trunk=True, learnable_norm=False,
-               modalities=MODS):
+               modalities=MODS, widths=(6, 5, 4), **variant):
+  """``variant``: model-variant keys (feature_norm, feature_dropout, uni_head) to set."""
   enc = ml_collections.ConfigDict({
       'video': {'name': 'frame_cnn', 'trunk_widths': (4, 4), 'trunk_strides': (1, 2),
-                'width': 6},
+                'width': widths[0]},
       'flow': {'name': 'frame_cnn', 'trunk_widths': (4, 4), 'trunk_strides': (1, 2),
-               'width': 5},
+               'width': widths[1]},
       'audio': {'name': 'spec_cnn', 'trunk_widths': (4, 4), 'trunk_strides': (1, 2),
-                'width': 4},
+                'width': widths[2]},
   })
   mc = ml_collections.ConfigDict(dict(
       encoders=enc, head_hidden=8, head_dropout=dropout, freeze_trunk=freeze_trunk,
       feature_norm='learnable' if learnable_norm else 'parameter_free'))
+  mc.update(variant)
   return models.build_model(mc, modalities, num_classes)
 
 

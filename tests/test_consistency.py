@@ -167,7 +167,7 @@ def test_first_order_gradient_is_the_frozen_inner_gradient_formula(setup):
 def test_grad_dot_penalty_value(setup):
   model, params, frozen, feats, labels = setup
   alpha = 0.03
-  _, (metrics, _) = _loss('grad_dot', alpha, setup)(params)
+  _, (metrics, *_) = _loss('grad_dot', alpha, setup)(params)
 
   def ce_uni(enc):
     h = model.encode_all(enc, params['norms'], frozen, feats)

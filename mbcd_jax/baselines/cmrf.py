@@ -49,6 +49,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import extensions
 from mbcd_jax import losses
 from mbcd_jax.baselines import simmmdg
 
@@ -204,3 +205,31 @@ def loss_terms(params: PyTree, batch_stats: PyTree, feats: Mapping[str, jax.Arra
                           modalities=modalities,
                           teacher_params=teacher_params, teacher_batch_stats=teacher_batch_stats,
                           teacher_feats=teacher_feats, step=step, cfg=cfg)
+
+
+# ---------------------------------------------------------------- the train step's plug-in
+def _init_ext(rng, dims, modalities, cfg):
+  return init(rng, {m: dims[m] for m in modalities}, cfg)
+
+
+def _terms_ext(view, cfg):
+  t = view.teacher
+  terms, aux = loss_terms(view.params, view.state, view.feats, view.uni_logits,
+                          view.fused_logits, view.labels, view.rng,
+                          modalities=tuple(view.modalities), teacher_params=t.params,
+                          teacher_batch_stats=t.state, teacher_feats=t.feats, step=view.step,
+                          cfg=cfg)
+  return terms, aux['raw'], aux['batch_stats']
+
+
+def _teacher_update(teacher, student, step, cfg):
+  return sma_update(teacher, student, step, cfg.sma_start_step)
+
+
+# CE of the fused and (weighted) uni-modal Linear heads are among its terms; the SMA teacher
+# averages the whole student; model selection and the reported model are the student's.
+EXTENSION = extensions.Extension(
+    name='cmrf', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
+    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
+           ('audio_tail_init', 'random')),
+    teacher='sma', teacher_update=_teacher_update, evaluated='student')

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mbcd_jax import extensions
 from mbcd_jax import losses
 from mbcd_jax.baselines import simmmdg
 
@@ -363,3 +364,25 @@ def loss_terms(params: PyTree, batch_stats: PyTree, feats: Mapping[str, jax.Arra
   return loss_terms_given(params, batch_stats, feats, uni_logits, fused_logits, labels,
                           draw(rng, feats, modalities, cfg), modalities=modalities, cfg=cfg,
                           cols=cols)
+
+
+# ---------------------------------------------------------------- the train step's plug-in
+def _init_ext(rng, dims, modalities, cfg):
+  return init(rng, {m: dims[m] for m in modalities}, cfg)
+
+
+def _terms_ext(view, cfg):
+  mods = tuple(view.modalities)
+  dims = {m: view.feats[m].shape[-1] for m in mods}
+  terms, aux = loss_terms(view.params, view.state, view.feats, view.uni_logits,
+                          view.fused_logits, view.labels, view.rng, modalities=mods, cfg=cfg,
+                          cols=jigsaw_setup(dims, mods, cfg))
+  return terms, aux['raw'], aux['batch_stats']
+
+
+# Its entropy-weighted CE is the classification loss (uni-modal Linear heads trained by it);
+# features without LayerNorm, head dropout on video/flow, random audio tail (SimMMDG's code).
+EXTENSION = extensions.Extension(
+    name='moosa', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
+    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
+           ('audio_tail_init', 'random')))

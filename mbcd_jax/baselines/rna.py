@@ -19,10 +19,13 @@ As the public benchmark port trains it (``train_RNA.py``), the objective is
   16, 20 epochs; the audio tail (layer4 + fc) starts from random init; model selection = the
   epoch with the best source-validation accuracy.
 """
+import dataclasses
 from typing import Mapping
 
 import jax
 import jax.numpy as jnp
+
+from mbcd_jax import extensions
 
 ORDER = ('video', 'flow', 'audio')   # numerator-before-denominator order of the pairs
 
@@ -68,3 +71,28 @@ def loss_terms(feats: Mapping[str, jax.Array], *, alpha: float = 1.0) -> tuple[d
   """
   l = relative_norm_alignment(feats)
   return {'rna': alpha * l}, {'rna_unweighted': l}
+
+
+# ---------------------------------------------------------------- the train step's plug-in
+@dataclasses.dataclass(frozen=True)
+class Hparams:
+  alpha: float = 1.0   # the port's --alpha_RNA
+
+
+def _init(rng, dims, modalities, hp):
+  del rng, dims, hp
+  pairs(modalities)   # refuses a single modality at build time
+  return {}, {}
+
+
+def _terms(view: extensions.StepView, hp: Hparams):
+  terms, raw = loss_terms(view.feats, alpha=hp.alpha)
+  return terms, raw, view.state
+
+
+# The features without LayerNorm, the mmaction heads' dropout on video/flow, the random audio
+# tail (the module docstring); uni-modal heads stay probes (stop-gradient), fused CE only.
+EXTENSION = extensions.Extension(
+    name='rna', hparams=Hparams(), init=_init, terms=_terms, classification='fused',
+    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'mlp'),
+           ('audio_tail_init', 'random')))

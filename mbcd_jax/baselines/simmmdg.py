@@ -60,6 +60,7 @@ import jax
 import jax.numpy as jnp
 
 from mbcd_jax import batchnorm
+from mbcd_jax import extensions
 
 ORDER = ('video', 'flow', 'audio')   # canonical order; naming only (no term depends on it)
 PyTree = dict
@@ -296,3 +297,24 @@ def loss_terms(params: PyTree, feats: Mapping[str, jax.Array], labels: jax.Array
   terms = {'contrast': hp.alpha_contrast * l_con, 'translation': hp.alpha_trans * l_trans,
            'distance': hp.distance_coeff * l_dis}
   return terms, {'unweighted': raw, 'batch_stats': new_stats}
+
+
+# ---------------------------------------------------------------- the train step's plug-in
+def _init_ext(rng, dims, modalities, hp):
+  del modalities
+  return init(rng, dims, hp)
+
+
+def _terms_ext(view, hp):
+  terms, aux = loss_terms(view.params, view.feats, view.labels, view.rng,
+                          batch_stats=view.state, hp=hp)
+  return terms, aux['unweighted'], aux['batch_stats']
+
+
+# Features without LayerNorm, the mmaction heads' dropout on video/flow, the random audio tail;
+# fused CE only (the uni-modal heads stay stop-gradient probes).
+EXTENSION = extensions.Extension(
+    name='simmmdg', hparams=Hparams(), init=_init_ext, terms=_terms_ext,
+    classification='fused',
+    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'mlp'),
+           ('audio_tail_init', 'random')))
