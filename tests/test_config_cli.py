@@ -70,6 +70,7 @@ def _other_value(value, kind):
   if kind is int:
     return str(value + 3), value + 3
   if kind is float:
+    value = 0.0 if value is None else value   # a placeholder (None = "the method's")
     return repr(value * 2 + 0.25), value * 2 + 0.25
   if kind is str:
     return 'zz', 'zz'
