@@ -428,7 +428,10 @@ def main(argv):
               targets=[t for t in (f.targets or '').split(',') if t] or None,
               modalities_first=paper_grid is not None)
   # Catches config mistakes (and settings without an authors' recipe) before hours of training.
-  configs = [make_config(base, r) for r in runs]
+  try:
+    configs = [make_config(base, r) for r in runs]
+  except ValueError as e:
+    raise SystemExit(f'mbcd_jax.experiments: error: {" ".join(str(e).split())}') from None
   name = f.table or ('results' if f.grid == 'methods' else f.grid)
   table_kw = table_options(base, protocol, paper=paper_grid is not None, title=f.title, name=name)
   if f.tables_only:

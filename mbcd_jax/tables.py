@@ -243,13 +243,15 @@ def with_paper(table: dict, protocol: str, dataset: str) -> dict:
   """``table`` (a ``pivot``) with the paper's row after each of ours the paper has.
 
   A paper row's cells are ``(mean, std, 3)`` for the columns the table has (the paper's three
-  seeds) and its printed average in 'Avg' (over all its targets, std nan: not printed).
+  seeds) and its printed average in 'Avg' (over all its targets, std nan: not printed). Rows
+  whose targets are not the table's (another protocol) are left out.
   """
   rows = []
   for r in table['rows']:
     rows.append(r)
     paper = paper_numbers.lookup(protocol, dataset, r['modalities'], r['variant'])
-    if paper is None:
+    # A row of the paper's table only where it has one of our targets (its protocol's).
+    if paper is None or not any(c in paper for c in table['columns'] if c != 'Avg'):
       continue
     cells = {c: (*paper[c], 3) for c in table['columns'] if c in paper}
     rows.append({'modalities': r['modalities'], 'variant': f'{r["variant"]} (paper)',
