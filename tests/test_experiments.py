@@ -208,3 +208,14 @@ def test_cli_dry_run_lists_the_paper_grids(tmp_path):
              '--config.train.recipe=authors')
   assert out.returncode != 0 and 'none for the single-source run' in out.stderr
   assert not os.path.exists(tmp_path / 'simmmdg__recipe=authors')
+
+
+def test_table_options_paper_numbers_on_real_data_only(base):
+  kw = experiments.table_options(base, 'multi_source', paper=True, name='table1')
+  assert kw['paper'] is None and 'left out' in kw['header'][-1]
+  assert kw['header'][0].startswith("Recipe: config.train.recipe='shared'")
+  real = common.load_config(os.path.join(ROOT, 'configs/epic.py'))
+  kw = experiments.table_options(real, 'single_source', paper=True, name='table2')
+  assert kw['paper'] == ('single_source', 'epic') and len(kw['header']) == 2
+  assert "target domain's test split" in kw['header'][1]
+  assert experiments.table_options(real, 'multi_source', paper=False)['paper'] is None
