@@ -18,6 +18,7 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   args = config_lib.parse_config_arg(arg, 'configs/epic.py')
   c = config_lib.dataset_config('epic', sources=('D2', 'D3'), target='D1')
   c.model.encoders = hac.paper_encoders()
+  c.method.cmrf.sma_start_step = 400   # CMRF's README commands on EPIC-Kitchens
   if args:
     hac.apply_synthetic(c, smoke='smoke' in args)
   return c

@@ -14,6 +14,7 @@ from ml_collections import config_dict
 
 from mbcd_jax import MODALITIES
 from mbcd_jax import methods
+from mbcd_jax import recipes
 # The split readers own each dataset's domain and class names; they import nothing heavy.
 from mbcd_jax.data import epic as epic_data
 from mbcd_jax.data import hac as hac_data
@@ -171,6 +172,9 @@ def base_config() -> ml_collections.ConfigDict:
       b1=0.9, b2=0.999, eps=1e-8))   # Adam moments
   c.train = ml_collections.ConfigDict(dict(
       epochs=20,                  # passes over the source domains' train splits
+      # 'shared': the values here (the MMDG benchmark's recipe) | 'authors': each method's
+      # authors' per-setting epochs and coefficients (mbcd_jax/recipes.py), set by normalize.
+      recipe='shared',
       log_every=10,               # steps between train-metric log lines
       eval_every_epochs=1,        # epochs between val + test evaluations
       progress=True,              # tqdm progress bar with rate and ETA
@@ -332,6 +336,8 @@ def _validate_train(config):
   from mbcd_jax import checkpoint  # pylint: disable=g-import-not-at-top  (orbax: only here)
   t = config.train
   _check_range(config, 'train.epochs', 1, integer=True)
+  _check(t.recipe in recipes.RECIPES,
+         f'config.train.recipe must be one of {recipes.RECIPES}, got {t.recipe!r}')
   _check_range(config, 'train.log_every', 1, integer=True)
   _check_range(config, 'train.eval_every_epochs', 1, integer=True)
   _check_range(config, 'train.checkpoint_every_steps', 0, integer=True)
@@ -373,8 +379,11 @@ def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
   return _validate_method(config)
 
 
-def normalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """Lets ``--config.data.sources=animal`` or ``=animal,cartoon`` mean a tuple of domains."""
+def normalize(config: ml_collections.ConfigDict, *, recipe: bool = True
+              ) -> ml_collections.ConfigDict:
+  """Lets ``--config.data.sources=animal`` or ``=animal,cartoon`` mean a tuple of domains, and
+  resolves ``config.train.recipe`` (``recipes.apply``) unless ``recipe=False`` (a study's base
+  config, whose runs each resolve their own)."""
   with config.unlocked():
     for key in ('sources', 'modalities', 'domains'):
       value = config.data[key]
@@ -382,4 +391,4 @@ def normalize(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       # absl turns --config.data.sources=D2,D3 into ('D2,D3',): split on commas too.
       config.data[key] = tuple(s.strip() for item in items for s in str(item).split(',')
                                if s.strip())
-  return config
+  return recipes.apply(config) if recipe else config

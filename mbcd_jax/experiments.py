@@ -1,5 +1,13 @@
 r"""The paper's experiments as commands: protocol runner, ablation grids, result tables.
 
+  # The paper's Table 1 (multi-source; V+A, V+F, F+A, V+F+A; ERM, RNA-Net, SimMMDG, MOOSA,
+  # CMRF, MBCD) and Table 2 (single-source V+F+A), on real data, 3 seeds, the paper's numbers
+  # beside ours; --methods narrows the rows, --config.train.recipe=authors runs each method
+  # with its authors' per-setting epochs and coefficients (mbcd_jax/recipes.py):
+  python -m mbcd_jax.experiments --config=configs/hac.py --config.data.dir=/data/hac_prepared \
+      --grid=table1 --workdir=runs/hac_table1
+  python -m mbcd_jax.experiments --config=configs/epic.py --config.data.dir=/data/epic_prepared \
+      --grid=table2 --workdir=runs/epic_table2
   # Table 1/2-shaped multi-source study (leave one domain out), 3 seeds:
   python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --protocol=multi_source \
       --methods=erm,ema,mbcd --seeds=0,1,2 --workdir=runs/study
@@ -16,7 +24,8 @@ r"""The paper's experiments as commands: protocol runner, ablation grids, result
   # Config overrides apply to every run (ml_collections flags):
   python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --config.train.epochs=10 ...
 
-Runs land in ``<workdir>/<variant>/<modalities>/<sources>_to_<target>/seed<k>/``; a run is
+Runs land in ``<workdir>/<variant>/<modalities>/<sources>_to_<target>/seed<k>/`` (the variant
+directory gets ``__recipe=authors`` for a method whose authors' recipe changes the run); a run is
 finished when its ``summary.json`` exists, so re-running the command skips finished runs and
 completes the table. The variant directory is named after the config overrides (not the row
 label), so tables that share a run share its directory (e.g. ``--grid=table4`` reuses the erm,
@@ -46,12 +55,22 @@ from typing import Any, Callable, Sequence
 import ml_collections
 
 from mbcd_jax import config_lib, tables
+from mbcd_jax import methods as methods_lib
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 
 # ---------------------------------------------------------------------------- grids
-GRIDS = ('methods', 'table4', 'table5', 'leave_one_out', 'sweep_alpha', 'sweep_beta',
-         'sweep_lambda', 'imbalance')
+GRIDS = ('methods', 'table1', 'table2', 'table4', 'table5', 'leave_one_out', 'sweep_alpha',
+         'sweep_beta', 'sweep_lambda', 'imbalance')
+# Tables 1-2: the paper's methods (row label = the paper's name, run directory = the method's).
+PAPER_METHODS = [('ERM', 'erm'), ('RNA-Net', 'rna'), ('SimMMDG', 'simmmdg'), ('MOOSA', 'moosa'),
+                 ('CMRF', 'cmrf'), ('MBCD', 'mbcd')]
+# grid -> (protocol, modality sets in the paper's block order).
+PAPER_GRIDS = {
+    'table1': ('multi_source', (('video', 'audio'), ('video', 'flow'), ('flow', 'audio'),
+                                ('video', 'flow', 'audio'))),
+    'table2': ('single_source', (('video', 'flow', 'audio'),)),
+}
 TABLE4 = [('none (erm)', 'erm'), ('ema', 'ema'), ('ema+amd', 'ema_amd'),
           ('ema+gcc', 'ema_gcc'), ('ema+dl', 'ema_dl'), ('mbcd (all)', 'mbcd')]
 TABLE5 = [('no dropout', 'mbcd_no_amd'), ('fixed 0.5', 'mbcd_fixed_dropout'),
@@ -98,16 +117,25 @@ def _get(config, key: str):
   return node
 
 
-def variants(grid: str, methods: Sequence[str] = ('erm', 'ema', 'mbcd'),
+def variants(grid: str, methods: Sequence[str] | None = ('erm', 'ema', 'mbcd'),
              values: Sequence[float] | None = None) -> list[Variant]:
   """The table rows of ``grid``.
 
   ``methods`` is used by 'methods' (one row each), the sweeps (each method x value; default
-  for sweeps: mbcd) and 'imbalance' (each method x dominance). ``values`` replaces a sweep's
-  default values. The imbalance grid's dominance=1 row is the balanced control.
+  for sweeps: mbcd) and 'imbalance' (each method x dominance); for 'table1' / 'table2' it
+  narrows ``PAPER_METHODS`` (None: all six). ``values`` replaces a sweep's default values. The
+  imbalance grid's dominance=1 row is the balanced control.
   """
   if grid == 'methods':
     return [Variant(m, (('method.name', m),)) for m in methods]
+  if grid in PAPER_GRIDS:
+    known = [m for _, m in PAPER_METHODS]
+    unknown = sorted(set(methods or ()) - set(known))
+    if unknown:
+      raise ValueError(f'--methods: {unknown} are not in --grid={grid}; its methods: '
+                       f'{", ".join(known)}')
+    return [Variant(label, (('method.name', m),)) for label, m in PAPER_METHODS
+            if methods is None or m in methods]
   fixed = {'table4': TABLE4, 'table5': TABLE5, 'leave_one_out': LEAVE_ONE_OUT}
   if grid in fixed:
     return [Variant(label, (('method.name', m),)) for label, m in fixed[grid]]
@@ -157,20 +185,27 @@ def protocol_settings(protocol: str, domains: Sequence[str],
 
 def plan(workdir: str, base: ml_collections.ConfigDict, *, protocol: str = 'multi_source',
          variant_list: Sequence[Variant], modality_sets: Sequence[Sequence[str]],
-         seeds: Sequence[int], targets: Sequence[str] | None = None) -> list[RunSpec]:
+         seeds: Sequence[int], targets: Sequence[str] | None = None,
+         modalities_first: bool = False) -> list[RunSpec]:
   """Every run of the study, variants x modality sets x settings x seeds, in table order.
 
   ``base`` gives the domains, and the values an override can equal without changing the run
-  (see ``Variant.slug``).
+  (see ``Variant.slug``). ``modalities_first``: modality sets x variants instead, the row
+  order of the paper's Table 1 (a block of methods per modality set).
   """
   domains = base.data.domains
+  settings = protocol_settings(protocol, domains, targets)
+  pairs = [(vi, v, mi, mods) for vi, v in enumerate(variant_list)
+           for mi, mods in enumerate(modality_sets)]
+  if modalities_first:
+    pairs.sort(key=lambda p: (p[2], p[0]))
   runs = []
-  for vi, v in enumerate(variant_list):
-    for mods in modality_sets:
-      for si, (sources, target) in enumerate(protocol_settings(protocol, domains, targets)):
-        for seed in seeds:
-          runs.append(run_spec(workdir, base, v, mods, sources, target, seed,
-                               order=vi, setting_order=si))
+  for vi, v, mi, mods in pairs:
+    order = mi * len(variant_list) + vi if modalities_first else vi
+    for si, (sources, target) in enumerate(settings):
+      for seed in seeds:
+        runs.append(run_spec(workdir, base, v, mods, sources, target, seed,
+                             order=order, setting_order=si))
   return runs
 
 
@@ -180,7 +215,8 @@ def run_spec(workdir: str, base: ml_collections.ConfigDict, variant: Variant,
   """One run of a study: ``<workdir>/<variant slug>/<modalities>/<sources>_to_<target>/
   seed<k>`` and the overrides that make its config from ``base``."""
   mods, sources = tuple(modalities), tuple(sources)
-  run_dir = os.path.join(workdir, variant.slug(base), '_'.join(mods),
+  run_dir = os.path.join(workdir, variant.slug(base) + _recipe_suffix(base, variant),
+                         '_'.join(mods),
                          f'{"+".join(sources)}_to_{target}', f'seed{seed}')
   overrides = variant.overrides + (('data.modalities', mods), ('data.sources', sources),
                                    ('data.target', target), ('seed', int(seed)))
@@ -190,6 +226,17 @@ def run_spec(workdir: str, base: ml_collections.ConfigDict, variant: Variant,
           ('overrides', [[k, list(x) if isinstance(x, tuple) else x]
                          for k, x in variant.overrides]))
   return RunSpec(run_dir, overrides, meta)
+
+
+def _recipe_suffix(base: ml_collections.ConfigDict, variant: Variant) -> str:
+  """'__recipe=authors' for a run the recipe changes (a method with authors' recipes), so it
+  never reuses the shared recipe's run directory; '' otherwise (MBCD, ERM: 'authors' is
+  'shared', the runs are the same)."""
+  recipe = _get(base, 'train.recipe') or 'shared'
+  ext = methods_lib.EXTENSIONS.get(dict(variant.overrides).get('method.name', base.method.name))
+  if recipe == 'shared' or ext is None or ext.recipes is None:
+    return ''
+  return f'__recipe={recipe}'
 
 
 def make_config(base: ml_collections.ConfigDict, run: RunSpec) -> ml_collections.ConfigDict:
@@ -327,6 +374,23 @@ def run_one(run_dir: str, train_fn: TrainFn | str | None = None):
 
 
 # ---------------------------------------------------------------------------- command line
+def table_options(base: ml_collections.ConfigDict, protocol: str, *, paper: bool,
+                  title: str = 'Results', name: str = 'results') -> dict:
+  """``tables.write_tables`` keywords for a study on ``base``: the paper's numbers beside ours
+  for the paper's grids on real data (its numbers are of the real datasets, not of the
+  synthetic benchmark), and the header lines saying how the runs were made."""
+  d = base.data
+  header = [f'Recipe: config.train.recipe={base.train.recipe!r} (epochs of each run: '
+            f'{name}_runs.csv).',
+            tables.target_set_note(d.dataset, config_lib.target_test_split_only(d))]
+  on_real = paper and d.source == 'prepared'
+  if paper and not on_real:
+    header.append('The paper\'s numbers are left out: these runs are on the synthetic '
+                  'benchmark, not on the real dataset.')
+  return dict(title=title, name=name, header=header,
+              paper=(protocol, d.dataset) if on_real else None)
+
+
 def parse_modality_sets(text: str | None, default: Sequence[str]) -> list[tuple[str, ...]]:
   """'video,flow,audio;flow,audio' -> [('video', 'flow', 'audio'), ('flow', 'audio')]."""
   if not text:
@@ -343,29 +407,44 @@ def main(argv):
     return
   if f.config is None or f.workdir is None:
     raise SystemExit('--config and --workdir are required')
-  base = config_lib.normalize(f.config)
-  methods_default = 'erm,ema,mbcd' if f.grid in ('methods', 'imbalance') else 'mbcd'
-  methods = [m for m in (f.methods or methods_default).split(',') if m]
+  # Each run resolves its own recipe (config.train.recipe) once its method is set.
+  base = config_lib.normalize(f.config, recipe=False)
+  paper_grid = PAPER_GRIDS.get(f.grid)
+  if paper_grid and f['protocol'].present and f.protocol != paper_grid[0]:
+    raise SystemExit(f'--grid={f.grid} is the {paper_grid[0]} protocol; drop --protocol')
+  if paper_grid:
+    methods = [m for m in f.methods.split(',') if m] if f.methods else None
+  else:
+    methods_default = 'erm,ema,mbcd' if f.grid in ('methods', 'imbalance') else 'mbcd'
+    methods = [m for m in (f.methods or methods_default).split(',') if m]
   values = [float(v) for v in f.values.split(',')] if f.values else None
   vlist = variants(f.grid, methods, values)
-  runs = plan(f.workdir, base, protocol=f.protocol, variant_list=vlist,
-              modality_sets=parse_modality_sets(f.modalities, base.data.modalities),
-              seeds=[int(s) for s in f.seeds.split(',')],
-              targets=[t for t in (f.targets or '').split(',') if t] or None)
-  for r in runs:   # catch config mistakes before hours of training
-    make_config(base, r)
+  protocol, modality_sets = paper_grid or (
+      f.protocol, parse_modality_sets(None, base.data.modalities))
+  if f.modalities:
+    modality_sets = parse_modality_sets(f.modalities, base.data.modalities)
+  runs = plan(f.workdir, base, protocol=protocol, variant_list=vlist,
+              modality_sets=modality_sets, seeds=[int(s) for s in f.seeds.split(',')],
+              targets=[t for t in (f.targets or '').split(',') if t] or None,
+              modalities_first=paper_grid is not None)
+  # Catches config mistakes (and settings without an authors' recipe) before hours of training.
+  try:
+    configs = [make_config(base, r) for r in runs]
+  except ValueError as e:
+    raise SystemExit(f'mbcd_jax.experiments: error: {" ".join(str(e).split())}') from None
   name = f.table or ('results' if f.grid == 'methods' else f.grid)
+  table_kw = table_options(base, protocol, paper=paper_grid is not None, title=f.title, name=name)
   if f.tables_only:
-    print(tables.write_tables(f.workdir, title=f.title, runs=runs, name=name))
+    print(tables.write_tables(f.workdir, runs=runs, **table_kw))
     return
   if f.dry_run:
-    for r in runs:
-      print(('done  ' if r.finished else 'todo  ') + r.run_dir)
+    for r, c in zip(runs, configs):
+      print(('done  ' if r.finished else 'todo  ') + f'{r.run_dir}  epochs={c.train.epochs}')
     return
   result = run_all(base, runs, train_fn=f.train_fn, parallel=f.parallel,
                    devices=[d for d in (f.devices or '').split(',') if d],
                    device_env=f.device_env)
-  paths = tables.write_tables(f.workdir, title=f.title, runs=runs, name=name)
+  paths = tables.write_tables(f.workdir, runs=runs, **table_kw)
   print(f'\n{len(result["done"])} trained, {len(result["skipped"])} skipped, '
         f'{len(result["failed"])} failed in {result["wall_time_s"]:.0f} s')
   for d, e in result['failed']:
@@ -383,11 +462,15 @@ def _define_flags():
   flags.DEFINE_string('workdir', None, 'Study directory (one sub-directory per run).')
   flags.DEFINE_enum('protocol', 'multi_source', ['multi_source', 'single_source'],
                     'Leave-one-domain-out, or each domain -> each other domain.')
-  flags.DEFINE_enum('grid', 'methods', list(GRIDS), 'Which rows: --methods, or an ablation grid.')
+  flags.DEFINE_enum('grid', 'methods', list(GRIDS), 'Which rows: --methods, the paper\'s '
+                    'Tables 1-2 (table1: multi-source, 4 modality sets; table2: single-source '
+                    'V+F+A; both set the protocol and modality sets), or an ablation grid.')
   flags.DEFINE_string('methods', None, 'Comma-separated presets (mbcd_jax/methods.py); '
-                      'default erm,ema,mbcd (methods, imbalance) or mbcd (sweeps).')
+                      'default erm,ema,mbcd (methods, imbalance), mbcd (sweeps), all six of '
+                      'the paper (table1, table2: narrows them).')
   flags.DEFINE_string('values', None, 'Comma-separated sweep values (replace the defaults).')
-  flags.DEFINE_string('modalities', None, "Modality sets separated by ';' (default: config's).")
+  flags.DEFINE_string('modalities', None, "Modality sets separated by ';' (default: config's; "
+                      "table1/table2: the paper's).")
   flags.DEFINE_string('seeds', '0,1,2', 'Comma-separated training seeds.')
   flags.DEFINE_string('targets', None, 'Restrict to these target domains (comma-separated).')
   flags.DEFINE_integer('parallel', 1, 'Runs at a time (subprocesses when > 1).')

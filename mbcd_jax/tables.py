@@ -15,6 +15,9 @@ result). ``collect`` turns them into long rows, one per run and model-selection 
   Avg std            the std over seeds of each seed's average over the targets, using only
                      the seeds that finished every target (so it is the spread of the number a
                      single 3-target study would report).
+
+``with_paper`` puts the paper's own row (``mbcd_jax/paper_numbers.py``) under each of ours that
+the paper has (same method, modality set and protocol), labelled ``<method> (paper)``.
 """
 import csv
 import json
@@ -23,6 +26,8 @@ import os
 from typing import Iterable, Mapping, Sequence
 
 import numpy as np
+
+from mbcd_jax import paper_numbers
 
 RULES = ('best_val', 'last')
 RULE_TITLES = {'best_val': 'model selected by best source-domain validation accuracy',
@@ -56,7 +61,8 @@ def modality_label(mods: Iterable[str]) -> str:
 def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
   """One finished run -> one long row per selection rule.
 
-  Row fields: variant, modalities, setting, target, seed, rule, epoch, val (the evaluated
+  Row fields: variant, modalities, setting, target, seed, rule, epoch (the selected one),
+  epochs (the run's length, the resolved recipe's), val (the evaluated
   model's fused source-validation accuracy), fused and each modality (its test accuracies),
   student_fused (the student's fused test accuracy, also for EMA methods).
   """
@@ -68,7 +74,7 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
     row = dict(variant=meta['variant'], modalities=modality_label(mods),
                setting=setting_label(summary['sources'], summary['target']),
                target=summary['target'], seed=int(meta['seed']), rule=rule,
-               epoch=sel['epoch'], val=sel['val'][f'{who}/fused'],
+               epoch=sel['epoch'], epochs=summary.get('epochs'), val=sel['val'][f'{who}/fused'],
                fused=sel['test'][f'{who}/fused'],
                student_fused=sel['test'].get('student/fused', math.nan))
     for m in mods:
@@ -233,6 +239,39 @@ def paired_markdown(rows: Sequence[Mapping], rule: str, baseline: str | None = N
   return '\n'.join(lines) + '\n'
 
 
+def with_paper(table: dict, protocol: str, dataset: str) -> dict:
+  """``table`` (a ``pivot``) with the paper's row after each of ours the paper has.
+
+  A paper row's cells are ``(mean, std, 3)`` for the columns the table has (the paper's three
+  seeds) and its printed average in 'Avg' (over all its targets, std nan: not printed). Rows
+  whose targets are not the table's (another protocol) are left out.
+  """
+  rows = []
+  for r in table['rows']:
+    rows.append(r)
+    paper = paper_numbers.lookup(protocol, dataset, r['modalities'], r['variant'])
+    # A row of the paper's table only where it has one of our targets (its protocol's).
+    if paper is None or not any(c in paper for c in table['columns'] if c != 'Avg'):
+      continue
+    cells = {c: (*paper[c], 3) for c in table['columns'] if c in paper}
+    rows.append({'modalities': r['modalities'], 'variant': f'{r["variant"]} (paper)',
+                 'cells': cells, 'digits': 2})
+  return {'columns': table['columns'], 'rows': rows}
+
+
+def target_set_note(dataset: str, test_split_only: bool) -> str:
+  """One header line: which data of the target domain each row is tested on.
+
+  Ours follow the config (``config_lib.target_test_split_only``); the paper's rows follow
+  their code where it is known (``paper_numbers.HAC_TEST_SET``)."""
+  ours = "the target domain's test split" if test_split_only else 'the whole target domain'
+  if dataset != 'hac':
+    return f'Test set: {ours} (every method; on {dataset} the protocol fixes it).'
+  theirs = '; '.join(f'{m}: {rule}' for m, rule in paper_numbers.HAC_TEST_SET.items())
+  return (f'HAC test set. Our rows: {ours}, for every method (config.data.hac_test_split_only). '
+          f'The paper\'s rows, per method: {theirs}.')
+
+
 # ---------------------------------------------------------------------------- formatting
 def fmt_cell(cell, digits: int = 1) -> str:
   if cell is None:
@@ -250,7 +289,7 @@ def to_markdown(table: dict, title: str = '', digits: int = 1) -> str:
   lines.append('| Modalities | Method | ' + ' | '.join(cols) + ' |')
   lines.append('|---|---|' + '---:|' * len(cols))
   for r in table['rows']:
-    cells = [fmt_cell(r['cells'].get(c), digits) for c in cols]
+    cells = [fmt_cell(r['cells'].get(c), r.get('digits', digits)) for c in cols]
     lines.append(f'| {r["modalities"]} | {r["variant"]} | ' + ' | '.join(cells) + ' |')
   return '\n'.join(lines) + '\n'
 
@@ -276,10 +315,13 @@ def _write_csv(path: str, rows: Sequence[Mapping]):
 
 
 def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results', *,
-                 runs=None, name: str = 'results') -> dict:
+                 runs=None, name: str = 'results', header: Sequence[str] = (),
+                 paper: tuple[str, str] | None = None) -> dict:
   """Writes ``<name>.md``, ``<name>.csv`` (the pivot tables, both rules) and
   ``<name>_runs.csv`` (every run's long rows) into ``out_dir`` (default ``workdir``), from the
-  runs ``collect(workdir, runs)`` finds. Returns the file paths."""
+  runs ``collect(workdir, runs)`` finds. ``header``: lines under the title (how the runs were
+  made); ``paper``: ``(protocol, dataset)`` to show the paper's rows in the fused-accuracy
+  tables of the 'best_val' rule (the paper's). Returns the file paths."""
   out_dir = out_dir or workdir
   os.makedirs(out_dir, exist_ok=True)
   rows = collect(workdir, runs)
@@ -295,9 +337,12 @@ def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results
         'Top-1 accuracy (%) on the unseen target domain of the evaluated model (the EMA teacher '
         'for EMA methods), mean ± std over seeds (n per cell in results.csv). '
         'Avg: mean of the per-target means ± std over seeds of the per-seed average.', '']
+  md += [f'{line}\n' for line in header]
   csv_rows = []
   for rule in RULES:
     t = pivot(rows, rule)
+    if paper is not None and rule == 'best_val':
+      t = with_paper(t, *paper)
     md.append(to_markdown(t, f'Fused accuracy, {RULE_TITLES[rule]}'))
     csv_rows += to_csv_rows(t, rule)
     mt = modality_table(rows, rule, mods)

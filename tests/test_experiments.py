@@ -147,3 +147,75 @@ def test_cli_parallel_subprocesses_with_injected_train_fn(tmp_path):
   assert '| V+F+A | erm | 40.0 ± 0.0 | 40.0 ± 0.0 | 40.0 ± 0.0 |' in md
   again = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
   assert '0 trained, 2 skipped' in again.stdout
+
+
+def test_paper_grids_plan_modality_blocks(base, tmp_path):
+  v = experiments.variants('table1', None)
+  assert [x.label for x in v] == ['ERM', 'RNA-Net', 'SimMMDG', 'MOOSA', 'CMRF', 'MBCD']
+  assert [x.label for x in experiments.variants('table2', ['mbcd', 'erm'])] == ['ERM', 'MBCD']
+  with pytest.raises(ValueError, match=r"\['ema'\] are not in --grid=table1"):
+    experiments.variants('table1', ['ema', 'mbcd'])
+  protocol, mods = experiments.PAPER_GRIDS['table1']
+  runs = experiments.plan(str(tmp_path), base, protocol=protocol, variant_list=v,
+                          modality_sets=mods, seeds=(0, 1), modalities_first=True)
+  assert len(runs) == 6 * 4 * 3 * 2
+  first = [os.path.relpath(r.run_dir, tmp_path) for r in runs[:7]]
+  assert first[:2] == [os.path.join('erm', 'video_audio', 'animal+cartoon_to_human', f'seed{s}')
+                       for s in (0, 1)]
+  assert first[6] == os.path.join('rna', 'video_audio', 'animal+cartoon_to_human', 'seed0')
+  # rows in the paper's order: a block of the six methods per modality set
+  blocks = []
+  for r in runs:
+    meta = dict(r.meta)
+    key = (tables.modality_label(meta['modalities']), meta['variant'], meta['order'])
+    if key not in blocks:
+      blocks.append(key)
+  assert [b[:2] for b in blocks[:7]] == [('V+A', m) for m, _ in experiments.PAPER_METHODS] + [
+      ('V+F', 'ERM')]
+  assert [b[2] for b in blocks] == list(range(24))
+  assert blocks[-1][:2] == ('V+F+A', 'MBCD')
+
+
+def _cli(tmp_path, *flags):
+  env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
+  return subprocess.run([sys.executable, '-m', 'mbcd_jax.experiments',
+                         f'--workdir={tmp_path}', '--dry_run', '--seeds=0', *flags],
+                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_cli_dry_run_lists_the_paper_grids(tmp_path):
+  out = _cli(tmp_path, '--config=configs/hac.py:smoke', '--grid=table1', '--methods=erm,cmrf')
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  rel = [l.split()[1][len(str(tmp_path)) + 1:] for l in lines]
+  assert len(lines) == 2 * 4 * 3 and all(l.startswith('todo  ') for l in lines)
+  assert rel[:4] == ['erm/video_audio/animal+cartoon_to_human/seed0',
+                     'erm/video_audio/human+cartoon_to_animal/seed0',
+                     'erm/video_audio/human+animal_to_cartoon/seed0',
+                     'cmrf/video_audio/animal+cartoon_to_human/seed0']
+  assert [r.split('/')[1] for r in rel[::6]] == ['video_audio', 'video_flow', 'flow_audio',
+                                                 'video_flow_audio']
+  # single-source V+F+A; the authors' recipe (CMRF: 15 epochs) in its own directory
+  out = _cli(tmp_path, '--config=configs/epic.py:smoke', '--grid=table2', '--methods=cmrf,mbcd',
+             '--config.train.recipe=authors')
+  assert out.returncode == 0, out.stderr[-2000:]
+  lines = out.stdout.splitlines()
+  assert len(lines) == 2 * 6
+  assert lines[0].endswith('cmrf__recipe=authors/video_flow_audio/D1_to_D2/seed0  epochs=15')
+  assert lines[6].endswith('/mbcd/video_flow_audio/D1_to_D2/seed0  epochs=1')
+  # a per-setting recipe has no single-source command: refused before any training
+  out = _cli(tmp_path, '--config=configs/hac.py:smoke', '--grid=table2', '--methods=simmmdg',
+             '--config.train.recipe=authors')
+  assert out.returncode != 0 and 'none for the single-source run' in out.stderr
+  assert not os.path.exists(tmp_path / 'simmmdg__recipe=authors')
+
+
+def test_table_options_paper_numbers_on_real_data_only(base):
+  kw = experiments.table_options(base, 'multi_source', paper=True, name='table1')
+  assert kw['paper'] is None and 'left out' in kw['header'][-1]
+  assert kw['header'][0].startswith("Recipe: config.train.recipe='shared'")
+  real = common.load_config(os.path.join(ROOT, 'configs/epic.py'))
+  kw = experiments.table_options(real, 'single_source', paper=True, name='table2')
+  assert kw['paper'] == ('single_source', 'epic') and len(kw['header']) == 2
+  assert "target domain's test split" in kw['header'][1]
+  assert experiments.table_options(real, 'multi_source', paper=False)['paper'] is None

@@ -145,3 +145,58 @@ def test_paired_markdown_compares_later_rows_with_first_and_ema(tmp_path):
   assert '| V+A | mbcd | erm | +7.0 ± 0.0 |' in md
   assert '| V+A | mbcd | ema | +5.0 ± 0.0 |' in md
   assert md.count('\n| V+A |') == 3     # no row against itself, no row against a later one
+
+
+def test_paper_rows_beside_ours(tmp_path):
+  root = str(tmp_path)
+  src = {'human': ['animal', 'cartoon'], 'animal': ['human', 'cartoon'],
+         'cartoon': ['human', 'animal']}
+  for order, variant in enumerate(['ERM', 'EMA', 'MBCD']):
+    for si, t in enumerate(src):
+      for seed in (0, 1):
+        _write(root, variant, t, src[t], seed, 60.0 + order + seed, 50.0, order=order,
+               setting_order=si)
+  paths = tables.write_tables(root, paper=('multi_source', 'hac'), header=[
+      tables.target_set_note('hac', False)])
+  md = open(paths['markdown']).read()
+  lines = md.splitlines()
+  best = lines.index('**Fused accuracy, model selected by best source-domain validation '
+                     'accuracy**')
+  body = [l for l in lines[best + 4:best + 9]]
+  # ours, then the paper's row of the same method and modality set (V+A, Table 1); EMA has none
+  assert body == [
+      '| V+A | ERM | 60.5 ± 0.7 | 60.5 ± 0.7 | 60.5 ± 0.7 | 60.5 ± 0.7 |',
+      '| V+A | ERM (paper) | 72.96 ± 0.69 | 74.10 ± 3.65 | 51.96 ± 1.73 | 66.34 |',
+      '| V+A | EMA | 61.5 ± 0.7 | 61.5 ± 0.7 | 61.5 ± 0.7 | 61.5 ± 0.7 |',
+      '| V+A | MBCD | 62.5 ± 0.7 | 62.5 ± 0.7 | 62.5 ± 0.7 | 62.5 ± 0.7 |',
+      '| V+A | MBCD (paper) | 80.08 ± 0.44 | 78.81 ± 0.72 | 53.09 ± 1.84 | 70.66 |']
+  assert lines[best + 2] == '| Modalities | Method | A,C→H | H,C→A | H,A→C | Avg |'
+  # the last-epoch table (not the paper's rule) has no paper rows
+  assert md.count('(paper)') == 2
+  assert ('HAC test set. Our rows: the whole target domain, for every method '
+          '(config.data.hac_test_split_only). The paper\'s rows, per method: ERM: as '
+          'configured; RNA-Net: as configured; SimMMDG: whole target domain;') in md
+  assert 'MBCD: whole target domain.' in md
+  csv_text = open(paths['csv']).read()
+  assert 'MBCD (paper)' in csv_text
+  # paired differences never use the paper's rows
+  assert '(paper)' not in tables.paired_markdown(tables.collect(root), 'best_val')
+
+
+def test_target_set_note_follows_the_config():
+  assert tables.target_set_note('hac', True).startswith(
+      "HAC test set. Our rows: the target domain's test split")
+  assert tables.target_set_note('epic', True) == (
+      "Test set: the target domain's test split (every method; on epic the protocol fixes it).")
+
+
+def test_paper_rows_only_for_the_columns_we_have():
+  t = {'columns': ['D1→D2', 'Avg'],
+       'rows': [{'modalities': 'V+F+A', 'variant': 'CMRF', 'cells': {'D1→D2': (50.0, 1.0, 3)}}]}
+  out = tables.with_paper(t, 'single_source', 'epic')
+  paper = out['rows'][1]
+  assert (paper['modalities'], paper['variant'], paper['digits']) == ('V+F+A', 'CMRF (paper)', 2)
+  assert paper['cells']['D1→D2'] == (59.35, 0.24, 3) and set(paper['cells']) == {'D1→D2', 'Avg'}
+  avg = paper['cells']['Avg']   # the paper's average over all six pairs; no std printed
+  assert avg[0] == 59.51 and math.isnan(avg[1])
+  assert len(tables.with_paper(t, 'multi_source', 'epic')['rows']) == 1   # no V+F+A D1→D2 in T1

@@ -72,6 +72,18 @@ class Config:
   audio_weight: float = 0.5         # the authors' 1/2 on audio's CE and distillation terms
 
 
+# The README commands: 15 epochs everywhere; the SMA teacher starts averaging at this step.
+AUTHORS_SMA_START_STEP = {'epic': 400, 'hac': 100}
+
+
+def authors_recipe(dataset: str, modalities: Sequence[str], target: str) -> dict | None:
+  """``Extension.recipes``: per dataset (the same for every modality set and target)."""
+  del modalities, target
+  if dataset not in AUTHORS_SMA_START_STEP:
+    return None
+  return {'epochs': 15, 'sma_start_step': AUTHORS_SMA_START_STEP[dataset]}
+
+
 def authors_pairs(modalities: Sequence[str]) -> list[tuple[str, str]]:
   """The mixed pairs in the authors' order (it decides which draw goes to which pair):
   (video, flow), (video, audio), (flow, audio), restricted to the modalities present."""
@@ -232,4 +244,5 @@ EXTENSION = extensions.Extension(
     name='cmrf', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
            ('audio_tail_init', 'random')),
-    teacher='sma', teacher_update=_teacher_update, evaluated='student')
+    teacher='sma', teacher_update=_teacher_update, evaluated='student',
+    recipes=authors_recipe)

@@ -59,6 +59,7 @@ import numpy as np
 
 from mbcd_jax import extensions
 from mbcd_jax import losses
+from mbcd_jax import recipes
 from mbcd_jax.baselines import simmmdg
 
 PyTree = Any
@@ -121,6 +122,18 @@ README_RECIPES = {
     ('hac', 'video+flow+audio', 'H,A->C'): (20, 0.7, 0.001, {'jigsaw_num_splits': 2,
                                                              'alpha_trans': 0.5}),
 }
+
+
+def authors_recipe(dataset: str, modalities: Sequence[str], target: str) -> dict | None:
+  """``Extension.recipes``: the README command of the multi-source setting with this target
+  (``README_RECIPES``) as ``{'epochs', 'mask_ratio', 'entropy_min_weight', ...}``, or None."""
+  mods = recipes.modality_key(modalities)
+  # README_RECIPES names the target by its letter on HAC ('A,C->H') and in full on EPIC.
+  abbrev = target if any(c.isdigit() for c in target) else target[:1].upper()
+  for (ds, m, setting), (epochs, mask, ent_min, extra) in README_RECIPES.items():
+    if (ds, m) == (dataset, mods) and setting.split('->')[1] == abbrev:
+      return {'epochs': epochs, 'mask_ratio': mask, 'entropy_min_weight': ent_min, **extra}
+  return None
 
 
 def authors_order(modalities: Sequence[str]) -> tuple[str, ...]:
@@ -384,5 +397,6 @@ def _terms_ext(view, cfg):
 # features without LayerNorm, head dropout on video/flow, random audio tail (SimMMDG's code).
 EXTENSION = extensions.Extension(
     name='moosa', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
+    recipes=authors_recipe,
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
            ('audio_tail_init', 'random')))

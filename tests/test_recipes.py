@@ -1,0 +1,158 @@
+"""config.train.recipe: 'shared' leaves a config alone, 'authors' writes each method's README
+command for the setting (epochs, per-setting coefficients), in one place (recipes.apply via
+config_lib.normalize); the configs' CMRF sma_start_step; the paper's numbers as transcribed."""
+import json
+import os
+
+import numpy as np
+import pytest
+
+from configs import epic, hac
+from mbcd_jax import config_lib, experiments, paper_numbers, recipes
+from mbcd_jax.baselines import moosa, simmmdg
+
+MULTI = {'hac': {'human': ('animal', 'cartoon'), 'animal': ('human', 'cartoon'),
+                 'cartoon': ('human', 'animal')},
+         'epic': {'D1': ('D2', 'D3'), 'D2': ('D1', 'D3'), 'D3': ('D1', 'D2')}}
+
+
+def _config(dataset, method, modalities, target, sources=None, recipe='authors'):
+  c = (hac if dataset == 'hac' else epic).get_config()
+  c.method.name = method
+  c.data.modalities = modalities
+  c.data.target = target
+  c.data.sources = sources or MULTI[dataset][target]
+  c.train.recipe = recipe
+  return config_lib.normalize(c)
+
+
+def test_shared_changes_nothing():
+  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf'):
+    c = _config('epic', method, ('video', 'flow', 'audio'), 'D1', recipe='shared')
+    ref = epic.get_config()
+    assert c.train.epochs == 20
+    assert c.method.to_dict() == {**ref.method.to_dict(), 'name': method}
+
+
+def test_mbcd_and_erm_authors_is_shared():
+  for method in ('erm', 'ema', 'mbcd', 'mbcd_no_amd'):
+    c = _config('hac', method, ('flow', 'audio'), 'human')
+    ref = hac.get_config()
+    assert c.train.epochs == 20 and c.method.to_dict() == {**ref.method.to_dict(),
+                                                           'name': method}
+
+
+def test_simmmdg_authors_recipes():
+  c = _config('epic', 'simmmdg', ('video', 'flow', 'audio'), 'D1')
+  assert (c.train.epochs, c.method.simmmdg.trans_hidden, c.method.simmmdg.alpha_trans) == (
+      10, 1024, 0.1)
+  c = _config('epic', 'simmmdg', ('audio', 'flow', 'video'), 'D3')   # any modality order
+  assert (c.train.epochs, c.method.simmmdg.trans_hidden, c.method.simmmdg.alpha_trans) == (
+      15, 2048, 1.0)
+  assert _config('epic', 'simmmdg', ('video', 'audio'), 'D3').train.epochs == 25
+  assert _config('hac', 'simmmdg', ('flow', 'audio'), 'cartoon').train.epochs == 20
+  assert _config('hac', 'simmmdg', ('video', 'flow', 'audio'), 'animal').train.epochs == 10
+  # every (dataset, modality set, target) of Table 1 has a command
+  assert len(simmmdg.AUTHORS_RECIPES) == 2 * 4 * 3
+
+
+def test_moosa_authors_recipes():
+  c = _config('hac', 'moosa', ('video', 'flow', 'audio'), 'animal')
+  m = c.method.moosa
+  assert (c.train.epochs, m.mask_ratio, m.entropy_min_weight, m.jigsaw_num_splits,
+          m.jigsaw_samples, m.alpha_trans) == (10, 0.7, 0.001, 2, 64, 0.1)
+  c = _config('epic', 'moosa', ('video', 'audio'), 'D2')
+  m = c.method.moosa
+  assert (c.train.epochs, m.mask_ratio, m.entropy_min_weight, m.jigsaw_num_splits) == (
+      10, 0.7, 1.0, 4)
+  c = _config('hac', 'moosa', ('video', 'flow', 'audio'), 'cartoon')
+  assert (c.train.epochs, c.method.moosa.alpha_trans) == (20, 0.5)
+
+
+def test_cmrf_and_rna_are_per_dataset_and_allow_single_source():
+  for target, sources in (('human', None), ('animal', ('cartoon',))):
+    c = _config('hac', 'cmrf', ('video', 'flow', 'audio'), target, sources)
+    assert (c.train.epochs, c.method.cmrf.sma_start_step) == (15, 100)
+  c = _config('epic', 'cmrf', ('flow', 'audio'), 'D2', ('D1',))
+  assert (c.train.epochs, c.method.cmrf.sma_start_step) == (15, 400)
+  assert _config('epic', 'rna', ('video', 'audio'), 'D1', ('D3',)).train.epochs == 20
+
+
+def test_unknown_setting_is_one_line_naming_it():
+  with pytest.raises(ValueError) as e:
+    _config('hac', 'simmmdg', ('video', 'flow', 'audio'), 'human', ('animal',))
+  msg = str(e.value)
+  assert '\n' not in msg and 'single-source' in msg
+  assert 'dataset=hac' in msg and 'modalities=video+flow+audio' in msg and 'target=human' in msg
+  with pytest.raises(ValueError, match=r'moosa has no authors.*dataset=epic, '
+                                       r'modalities=video, .*target=D1'):
+    _config('epic', 'moosa', ('video',), 'D1')
+  with pytest.raises(ValueError, match='config.train.recipe must be one of'):
+    _config('hac', 'mbcd', ('video', 'audio'), 'human', recipe='paper')
+
+
+def test_apply_is_idempotent_and_what_the_runner_records(tmp_path):
+  c = _config('hac', 'moosa', ('video', 'flow', 'audio'), 'cartoon')
+  again = config_lib.normalize(c)
+  assert again.to_dict() == c.to_dict()
+  # A study whose base is a plug-in under 'authors': each run resolves its own recipe, so the
+  # erm runs keep the config's epochs (no leak from the base's method).
+  base = hac.get_config('smoke')
+  base.method.name = 'simmmdg'
+  base.train.recipe = 'authors'
+  base = config_lib.normalize(base, recipe=False)
+  runs = experiments.plan(str(tmp_path), base,
+                          variant_list=experiments.variants('table1', ['erm', 'simmmdg']),
+                          modality_sets=[('flow', 'audio')], seeds=(0,), targets=['cartoon'],
+                          modalities_first=True)
+  seen = {}
+
+  def record(config, workdir):
+    seen[config.method.name] = config.train.epochs
+    with open(os.path.join(workdir, 'summary.json'), 'w') as f:
+      json.dump({}, f)
+  experiments.run_all(base, runs, train_fn=record, log=lambda s: None)
+  assert seen == {'erm': 1, 'simmmdg': 20}
+  assert [os.path.relpath(r.run_dir, tmp_path).split(os.sep)[0] for r in runs] == [
+      'erm', 'simmmdg__recipe=authors']
+  cfg = json.load(open(os.path.join(runs[1].run_dir, 'run_config.json')))
+  assert (cfg['train']['epochs'], cfg['train']['recipe']) == (20, 'authors')
+
+
+def test_configs_sma_start_step():
+  assert hac.get_config().method.cmrf.sma_start_step == 100
+  assert epic.get_config().method.cmrf.sma_start_step == 400
+  for mod in (hac, epic):
+    c = mod.get_config('synthetic')
+    assert c.method.cmrf.sma_start_step == 40
+    # 10% of the synthetic run: 2 sources x 160 examples / batch 16 x 20 epochs = 400 steps
+    steps = 2 * c.data.synthetic.train_per_domain // c.data.batch_size * c.train.epochs
+    assert c.method.cmrf.sma_start_step == steps // 10
+
+
+def test_modality_key():
+  assert recipes.modality_key(('audio', 'video')) == 'video+audio'
+  assert recipes.modality_key(['audio', 'flow']) == 'flow+audio'
+  assert moosa.authors_recipe('hac', ('flow', 'audio'), 'cartoon')['mask_ratio'] == 0.7
+
+
+def test_paper_numbers_transcription():
+  for table, n in ((paper_numbers.TABLE1, 3), (paper_numbers.TABLE2, 6)):
+    for key, (*cells, avg) in table.items():
+      assert len(cells) == n, key
+      # the printed average is the mean of the printed per-target means (to rounding)
+      assert abs(np.mean([m for m, _ in cells]) - avg) <= 0.011, key
+  assert len(paper_numbers.TABLE1) == 2 * 4 * 6 and len(paper_numbers.TABLE2) == 2 * 6
+  # the averages quoted in the paper's text and summary
+  for mods, method, e, h in (('V+F+A', 'ERM', 50.55, 62.87), ('V+F+A', 'SimMMDG', 63.34, 67.44),
+                             ('V+F+A', 'CMRF', 65.47, 70.64), ('V+F+A', 'MBCD', 67.58, 71.62),
+                             ('F+A', 'ERM', 56.47, 52.31), ('F+A', 'CMRF', 61.84, 57.74),
+                             ('F+A', 'MBCD', 63.08, 59.48)):
+    assert paper_numbers.TABLE1[('epic', mods, method)][-1] == e
+    assert paper_numbers.TABLE1[('hac', mods, method)][-1] == h
+  for method, e, h in (('CMRF', 59.51, 61.51), ('MBCD', 60.36, 64.48)):
+    assert paper_numbers.lookup('single_source', 'epic', 'V+F+A', method)['Avg'][0] == e
+    assert paper_numbers.lookup('single_source', 'hac', 'V+F+A', method)['Avg'][0] == h
+  row = paper_numbers.lookup('multi_source', 'hac', 'A+F', 'mbcd')   # any letter order
+  assert row['A,C→H'] == (63.76, 0.91) and row['H,A→C'] == (49.05, 0.19)
+  assert paper_numbers.lookup('multi_source', 'hac', 'V+F+A', 'ema') is None
