@@ -19,6 +19,7 @@ import atexit
 import dataclasses
 import functools
 import gc
+import weakref
 from typing import Any, Callable, Iterator
 
 import grain
@@ -153,6 +154,11 @@ class Loader:
       _prepare_worker_processes()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers,
                                                        per_worker_buffer_size=1))
+      it = iter(ds)
+      # Still running at exit (an epoch left part way: preemption, a benchmark, an error), its
+      # workers and read-ahead threads hold batches in shared memory: close it first.
+      atexit.register(_close_if_alive, weakref.ref(it))
+      return it
     return iter(ds)
 
 
@@ -163,10 +169,11 @@ def _prepare_worker_processes() -> None:
   - grain's workers read absl flags; outside an absl app (notebooks, tests) nothing has parsed
     them and grain would fail with UnparsedFlagAccessError: mark them parsed (their defaults),
     as absl.app would.
-  - Workers hand batches over in shared memory, which this process unlinks from a background
-    thread pool. At exit multiprocessing terminates that pool with unlinks still queued, and the
-    resource tracker warns about leaked shared_memory objects: finish them first (atexit
-    handlers run last-registered first, so this runs before multiprocessing's).
+  - Workers hand batches over in shared memory (/dev/shm), unlinked by the receiving process,
+    from a background thread pool, when a batch is garbage collected. At exit that is not
+    enough (see ``_finish_shared_memory_unlinks``); its handler is registered here, before any
+    iterator's ``_close_if_alive``, so it runs after them (atexit runs last-registered first),
+    and before multiprocessing's own exit handler, registered when it was imported.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
@@ -174,30 +181,53 @@ def _prepare_worker_processes() -> None:
   atexit.register(_finish_shared_memory_unlinks)
 
 
+def _close_if_alive(ref: weakref.ref) -> None:
+  """Closes a worker-process iterator still alive at exit.
+
+  Left to multiprocessing's exit handler, the workers are stopped while grain's read-ahead
+  threads keep taking batches out of their queues; those batches were never unlinked (the
+  resource tracker warned of leaked shared_memory objects, and removed them only later, or
+  never when the process group was killed). Closing joins the threads and unlinks what the
+  workers had queued.
+  """
+  it = ref()
+  if it is not None:
+    it.close()
+
+
+class _Detached(np.ndarray):
+  """A plain array type for grain shared-memory batches already unlinked at exit: the same
+  memory layout, without the ``__del__`` that would fail once modules are torn down."""
+
+
 def _finish_shared_memory_unlinks() -> None:
+  """Unlinks every shared-memory batch of this process before the interpreter exits."""
   try:
     from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
     arrays = shared_memory_array.SharedMemoryArray
     pool = arrays._del_thread_pool  # pylint: disable=protected-access
   except (ImportError, AttributeError):   # another grain version: nothing to finish
     return
+  gc.collect()   # batches dropped by the closed iterators: their unlinks are queued now
   if pool is not None:
     arrays._disable_async_del()   # pylint: disable=protected-access  (later ones: synchronous)
     pool.close()
     pool.join()
   # Batches still referenced now are never deleted in order: unlink their blocks (the mappings
-  # stay valid until the process ends).
+  # stay valid until the process ends) and detach the arrays, whose __del__ would run during
+  # interpreter teardown, when the mmap module it needs is gone (an AttributeError per array).
   names = set()
   for obj in gc.get_objects():
-    if (isinstance(obj, arrays) and getattr(obj, '_unlink_on_del', False)
-        and getattr(obj, 'shm', None) is not None):
-      obj._unlink_on_del = False  # pylint: disable=protected-access  (views share the block)
-      if obj.shm.name not in names:
-        names.add(obj.shm.name)
+    if isinstance(obj, arrays):
+      shm = getattr(obj, 'shm', None)
+      if getattr(obj, '_unlink_on_del', False) and shm is not None and shm.name not in names:
+        names.add(shm.name)
         try:
-          obj.shm.unlink()
+          shm.unlink()
         except FileNotFoundError:
           pass
+      obj._unlink_on_del = False  # pylint: disable=protected-access  (views share the block)
+      obj.__class__ = _Detached
 
 
 def synthetic_spec(config) -> synthetic.SyntheticSpec:

@@ -156,6 +156,7 @@ def test_resume_mid_epoch(store_dir):
 
 
 _WORKERS_SCRIPT = """
+import dataclasses
 import sys
 from tests.data import test_pipeline as t
 ref = list(t._loader(sys.argv[1], 'train').epoch(0))
@@ -164,19 +165,41 @@ got = list(ld.epoch(0))          # still referenced at exit
 it = ld.epoch(1)
 next(it)
 del it                           # stopped part way
+class Repeated:                   # a long epoch: the workers are busy at exit
+  def __init__(self, source): self.source = source
+  def __len__(self): return 50 * len(self.source)
+  def __getitem__(self, i): return self.source[i % len(self.source)]
+running = dataclasses.replace(ld, source=Repeated(ld.source)).epoch(0)
+next(running)                    # part way and still running at exit
 print('same' if t._equal(ref, got) else 'different', len(got))
 """
 
+# Loaded by every interpreter of the run (the spawned workers too): shared-memory blocks get a
+# prefix of their own, so blocks of other programs on the machine do not count.
+_SHM_PREFIX_SITE = """
+from multiprocessing import shared_memory
+shared_memory._SHM_NAME_PREFIX = '/psm_{prefix}_'
+shared_memory._SHM_SAFE_NAME_LENGTH = 64   # Linux allows 255; the default 14 fits no prefix
+"""
 
-def test_worker_processes_give_the_same_batches_and_no_leak(store_dir):
-  """2 grain worker processes: the in-process batches, and no shared memory left at exit (a
-  separate interpreter, so its exit can be watched)."""
+
+def test_worker_processes_give_the_same_batches_and_no_leak(store_dir, tmp_path):
+  """2 grain worker processes: the in-process batches, and no shared memory left in /dev/shm
+  at exit, also with an epoch still running (a separate interpreter, so its exit can be
+  watched)."""
+  prefix = f'mbcdtest{os.getpid()}'
+  (tmp_path / 'sitecustomize.py').write_text(_SHM_PREFIX_SITE.format(prefix=prefix))
+  pythonpath = os.pathsep.join([str(tmp_path), ROOT])
   r = subprocess.run([sys.executable, '-c', _WORKERS_SCRIPT, store_dir], cwd=ROOT,
                      capture_output=True, text=True, timeout=300,
-                     env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
+                     env=dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS='cpu'))
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.split() == ['same', '3'], r.stdout
+  if os.path.isdir('/dev/shm'):   # Linux; the blocks' names are ours (prefix), so none may stay
+    left = [n for n in os.listdir('/dev/shm') if n.startswith(f'psm_{prefix}_')]
+    assert not left, f'shared memory left after exit: {left}'
   assert 'leaked shared_memory' not in r.stderr, r.stderr[-3000:]
+  assert "no attribute 'mmap'" not in r.stderr, r.stderr[-3000:]
 
 
 def test_modality_subset(store_dir):
