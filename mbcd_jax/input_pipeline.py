@@ -8,8 +8,9 @@ Splits follow the protocol: 'train' = the source domains' train splits, 'val' = 
 domains' test splits (in-domain model selection), 'test' = the unseen target domain (HAC: the
 whole domain, as SimMMDG and the port, unless ``data.hac_test_split_only``; EPIC: its test split).
 
-Batches are dicts of numpy arrays: modality -> float32 ``[b, ...]`` (model-ready), 'label' and
-'domain' int32 ``[b]``, and for eval 'mask' float32 ``[b]`` (0 for padding). ``b = B / P`` is
+Batches are dicts of numpy arrays: modality -> float32 ``[b, ...]`` (model-ready; video and flow
+uint8 with ``data.normalize_on_device``, for ``normalize_frames``), 'label' and 'domain' int32
+``[b]``, and for eval 'mask' float32 ``[b]`` (0 for padding). ``b = B / P`` is
 this process's share of the global batch ``B``: process p of P gets rows ``[p*b, (p+1)*b)`` of
 every global batch. The order and every example's randomness depend on (seed, epoch, position
 in the epoch's global order) only, so P processes together see exactly the global batches of
@@ -30,20 +31,44 @@ from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
 
 
-def normalize_record(rec: dict) -> dict:
+def normalize_record(rec: dict, frames: bool = True) -> dict:
   """Decoded record -> model-ready example (the deterministic part of the real test transform):
-  RGB (x - mean) / std, flow (x - 128) / 128, audio per-sample z-score with a channel axis."""
+  RGB (x - mean) / std, flow (x - 128) / 128, audio per-sample z-score with a channel axis.
+  ``frames`` False: RGB and flow stay uint8 (``normalize_frames`` on the device)."""
   out = {}
   for k, v in rec.items():
-    if k == 'video':
+    if k == 'video' and frames:
       out[k] = transforms.normalize_rgb(v)
-    elif k == 'flow':
+    elif k == 'flow' and frames:
       out[k] = transforms.normalize_flow(v)
     elif k == 'audio':
       a = v.astype(np.float32)
       out[k] = ((a - a.mean()) / (a.std() + 1e-8))[..., None]
     else:
       out[k] = v
+  return out
+
+
+def normalize_frames(batch: dict) -> dict:
+  """The device half of ``data.normalize_on_device``: uint8 'video' ``[..., 3]`` / 'flow'
+  ``[..., 2]`` -> float32, gathered from the host normalisation's own float32 tables, so the
+  values are the host's bit for bit. Anything else, float frames included, passes unchanged
+  (the dtype is known when tracing: with the option off this adds nothing to the step)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top  (grain workers never call it)
+  out = dict(batch)
+  for k, lut in (('video', transforms.RGB_LUT), ('flow', transforms.FLOW_LUT)):
+    x = out.get(k)
+    if x is not None and x.dtype == np.uint8:
+      out[k] = jnp.asarray(lut)[jnp.asarray(x).astype(jnp.int32), jnp.arange(lut.shape[1])]
+  return out
+
+
+def normalize_frames_host(batch: dict) -> dict:
+  """``normalize_frames`` in numpy, for batches used on the host (the analyses)."""
+  out = dict(batch)
+  for k, fn in (('video', transforms.normalize_rgb), ('flow', transforms.normalize_flow)):
+    if k in out and out[k].dtype == np.uint8:
+      out[k] = fn(out[k])
   return out
 
 
@@ -246,7 +271,8 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
 
   ``data.source`` 'synthetic': the embedded benchmark, records normalised deterministically;
   'prepared': the store at ``data.dir`` with the paper's clip transforms (``data.clip``), random
-  for 'train'.
+  for 'train'. ``data.normalize_on_device``: video / flow come as uint8, for
+  ``normalize_frames`` in the jitted step.
   """
   if split not in ('train', 'val', 'test'):
     raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -259,6 +285,8 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
       domains, sub = tuple(d.sources), 'train' if train else 'test'
     source = synthetic.SyntheticSource(synthetic_spec(config), domains, sub, d.modalities)
     transform, random_transform = normalize_record, False
+    if d.normalize_on_device:
+      transform = functools.partial(normalize_record, frames=False)
   else:
     source = prepared.make_source(d, split)
     transform, random_transform = prepared.make_transform(d, train), train
