@@ -12,9 +12,10 @@ shapes (RGB 32 x 224 x 224, flow 8 x 224 x 224, audio 257 x 1004, train-time ran
 1. the cost of one training example per core: one thread, clip by clip, split into read
    (ArrayRecord read + unpack; zstd for raw), decode (only the sampled frames: 32 RGB, 8 x 2
    flow), spatial (RandomResizedCrop + resize to 224 + flip), normalise (uint8 -> float32),
-   audio (window, spectrogram, z-score, noise, mask). The staged example is checked equal to
-   ``ClipTransform``'s. "without normalise" is the host's cost when uint8 frames are shipped
-   and normalised in the jitted step (``data.normalize_on_device``).
+   audio (window, spectrogram, z-score, noise, mask), collate (the copy into the batch). The
+   staged example is checked equal to ``ClipTransform``'s. "without normalise" is the host's
+   cost when uint8 frames are shipped and normalised in the jitted step
+   (``data.normalize_on_device``; collate then copies uint8, counted as float32 here).
 2. the loader's clips/s (``input_pipeline.make_loader``, ``data.source='prepared'``): in-process
    with 1 and 2 read threads (``data.read_threads``) and with worker processes
    (``data.num_workers``), per frame format; and the peers' way: per sample, decode the whole
@@ -83,11 +84,12 @@ def make_tree(root, clips_per_domain, frames, seconds_audio):
                            rng.integers(-8000, 8000, int(seconds_audio * RATE)))
 
 
-def _config(out, batch, workers, threads):
+def _config(out, batch, workers, threads, on_device=False):
   """The HAC paper config on the prepared store (clip recipe at its defaults)."""
   c = config_lib.dataset_config('hac', ('animal', 'cartoon'), 'human')
   c.data.dir, c.data.batch_size, c.data.eval_batch_size = out, batch, batch
   c.data.num_workers, c.data.read_threads = workers, threads
+  c.data.normalize_on_device = on_device
   return c
 
 
@@ -104,13 +106,15 @@ class _Repeated:
     return self._source[int(i) % len(self._source)]
 
 
-def time_ours(out, batch, workers, threads, seconds, reps=100):
-  """clips/s of the training loader, and seconds to its first batch.
+def time_ours(out, batch, workers, threads, seconds, reps=100, on_device=False):
+  """clips/s of the training loader, and seconds to its first batch (``on_device``: uint8
+  frames, ``data.normalize_on_device``).
 
   The epoch repeats the few benchmark clips ``reps`` times: a real epoch has thousands of clips,
   so the per-epoch start-up (worker processes, first reads), reported apart, is not throughput.
   """
-  loader = input_pipeline.make_loader(_config(out, batch, workers, threads), 'train')
+  loader = input_pipeline.make_loader(_config(out, batch, workers, threads, on_device),
+                                      'train')
   loader = dataclasses.replace(loader, source=_Repeated(loader.source, reps))
   t0 = time.perf_counter()
   it = loader.epoch(0)
@@ -160,11 +164,13 @@ def _load():
 
 
 # ------------------------------------------------------------------------- cost per example
-STAGES = ('read', 'decode', 'spatial', 'normalise', 'audio')
+STAGES = ('read', 'decode', 'spatial', 'normalise', 'audio', 'collate')
 
 
-def staged_example(source, i, tf: transforms.ClipTransform, rng, times):
-  """``tf(source[i], rng)`` step by step, adding each stage's seconds to ``times``.
+def staged_example(source, i, tf: transforms.ClipTransform, rng, times, slots=None):
+  """``tf(source[i], rng)`` step by step, adding each stage's seconds to ``times``; with
+  ``slots`` (dict of arrays), the example is then copied into them, as the loader's batching
+  copies it into its batch ('collate').
 
   The same calls in the same order as ``ClipTransform.__call__`` (HAC, all modalities, train),
   so the random draws and the result are the same; ``stage_costs`` checks that.
@@ -196,6 +202,12 @@ def staged_example(source, i, tf: transforms.ClipTransform, rng, times):
                               inds[-1] / cfg.hac_audio_fps, rate)
   out['audio'] = transforms.audio_features(x, cfg, rng, rate)
   lap('audio')
+  if slots is not None:
+    for k, v in out.items():
+      if k not in slots:
+        slots[k] = np.empty(v.shape, v.dtype)
+      slots[k][...] = v
+    lap('collate')
   return out
 
 
@@ -211,10 +223,11 @@ def stage_costs(out, n):
                          dict.fromkeys(STAGES, 0.0))
     for k in got:
       assert np.array_equal(ref[k], got[k]), f'staged {k} differs from ClipTransform'
-  times = dict.fromkeys(STAGES, 0.0)
+  times, slots = dict.fromkeys(STAGES, 0.0), {}
   load0 = _load()
   for i in range(n):
-    staged_example(source, i % len(source), tf, input_pipeline.example_rng(1, 0, i), times)
+    staged_example(source, i % len(source), tf, input_pipeline.example_rng(1, 0, i), times,
+                   slots)
   ms = {k: 1e3 * v / n for k, v in times.items()}
   ms['total'] = sum(ms.values())
   ms['load'] = max(load0, _load())
@@ -306,21 +319,27 @@ def main():
   # 2. Loader throughput. Rounds alternate the rows, and each row reports its median: on a
   # shared machine, load from other processes then biases every row alike instead of whichever
   # ran during a burst.
-  cases = [('peers: decode mp4s per sample, 1 process', 'peers', None, None, 1)]
+  cases = [('peers: decode mp4s per sample, 1 process', 'peers', None, None, 1, False)]
   for fmt in formats:
-    cases += [(f'ours ({fmt}): in-process, 1 thread', fmt, 0, 1, 1),
-              (f'ours ({fmt}): in-process, 2 threads', fmt, 0, 2, 2),
-              (f'ours ({fmt}): {a.workers} worker processes', fmt, a.workers, 1, a.workers)]
+    cases += [(f'ours ({fmt}): in-process, 1 thread', fmt, 0, 1, 1, False),
+              (f'ours ({fmt}): in-process, 2 threads', fmt, 0, 2, 2, False),
+              (f'ours ({fmt}): {a.workers} worker processes', fmt, a.workers, 1, a.workers,
+               False)]
+  cases += [(f'ours ({formats[0]}, normalise on device): in-process, 1 thread', formats[0], 0,
+             1, 1, True),
+            (f'ours ({formats[0]}, normalise on device): in-process, 2 threads', formats[0], 0,
+             2, 2, True)]
   per = a.seconds / a.rounds
   rates = {c[0]: [] for c in cases}
   startups = {c[0]: [] for c in cases}
   loads = {c[0]: [] for c in cases}
   for r in range(a.rounds):
-    for label, fmt, workers, threads, _ in cases:
+    for label, fmt, workers, threads, _, on_device in cases:
       if fmt == 'peers':
         rates[label].append(time_peers(stores[formats[0]], per))
       else:
-        rate, startup = time_ours(stores[fmt], a.batch, workers, threads, per)
+        rate, startup = time_ours(stores[fmt], a.batch, workers, threads, per,
+                                  on_device=on_device)
         rates[label].append(rate)
         startups[label].append(startup)
       loads[label].append(_load())
@@ -334,7 +353,7 @@ def main():
   print('| pipeline | clips/s | clips/s per core used | vs peers | disk MiB/clip | '
         'first batch s | load avg |')
   print('|---|---:|---:|---:|---:|---:|---:|')
-  for label, fmt, _, _, used in cases:
+  for label, fmt, _, _, used, _ in cases:
     r = float(np.median(rates[label]))
     used = min(used, os.cpu_count())
     startup = f'{np.median(startups[label]):.1f}' if startups[label] else '-'

@@ -29,18 +29,23 @@ from mbcd_jax.data import spectrogram, store
 
 RGB_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 RGB_STD = np.array([58.395, 57.12, 57.375], np.float32)
-# uint8 -> normalised float32 look-up tables [256, C]: one gather per channel is ~2x faster
-# than the arithmetic on a 32x224x224x3 clip and gives the same float32 values.
+# uint8 -> normalised float32 look-up tables [256, C]: a table look-up gives the arithmetic's
+# float32 values, and is faster than it (the device half, input_pipeline.normalize_frames,
+# gathers from these very tables).
 RGB_LUT = (np.arange(256, dtype=np.float32)[:, None] - RGB_MEAN) / RGB_STD
 FLOW_LUT = np.repeat(((np.arange(256, dtype=np.float32) - 128.0) / 128.0)[:, None], 2, 1)
 
 
 def normalize(frames: np.ndarray, lut: np.ndarray) -> np.ndarray:
-  """uint8 ``[..., C]`` -> float32 ``lut[x, c]``."""
-  out = np.empty(frames.shape, np.float32)
-  for c in range(frames.shape[-1]):
-    out[..., c] = lut[:, c][frames[..., c]]
-  return out
+  """uint8 ``[..., C]`` -> float32 ``lut[x, c]``.
+
+  OpenCV's LUT, all channels in one pass: 7 ms for a 32x224x224x3 clip on one core where
+  numpy's per-channel gather takes 32 ms (the host's largest per-clip cost after it).
+  """
+  x = np.ascontiguousarray(frames)   # a flipped crop is a negative-stride view
+  c = x.shape[-1]
+  out = _cv2().LUT(x.reshape(1, -1, c), np.ascontiguousarray(lut.reshape(1, 256, c)))
+  return out.reshape(x.shape)
 
 
 def normalize_rgb(frames: np.ndarray) -> np.ndarray:
@@ -175,10 +180,22 @@ def spatial(frames: np.ndarray, cfg: ClipConfig, rng: np.random.Generator | None
   out = _resize_frames(np.ascontiguousarray(frames[:, y0:y1, x0:x1]),
                        (cfg.crop_size, cfg.crop_size))
   if rng.random() < cfg.flip_prob:
-    out = out[:, :, ::-1]
+    out = _flip_frames(out)
     if is_flow:
-      out = out.copy()
       out[..., 0] = 255 - out[..., 0]
+  return out
+
+
+def _flip_frames(frames: np.ndarray) -> np.ndarray:
+  """uint8 ``[T, h, w, C]`` mirrored left-right, as a new contiguous array.
+
+  Not the ``[:, :, ::-1]`` view: every later copy of a negative-stride view (normalisation,
+  the batch's stack) runs 3-4x slower; OpenCV's flip writes it in ~1.5 ms per RGB clip.
+  """
+  cv2 = _cv2()
+  out = np.empty_like(frames)
+  for i, f in enumerate(frames):
+    out[i] = cv2.flip(f, 1).reshape(out.shape[1:])
   return out
 
 
