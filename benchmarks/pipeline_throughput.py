@@ -1,8 +1,9 @@
 r"""Train-pipeline cost and throughput from prepared shards vs the peers' decode-the-mp4 way.
 
-  python benchmarks/pipeline_throughput.py            # ~6 min on 2 CPU cores
+  python benchmarks/pipeline_throughput.py            # ~8 min on 2 busy CPU cores
   python benchmarks/pipeline_throughput.py --clips_per_domain=2 --seconds=6 --rounds=1  # quick
-  python benchmarks/pipeline_throughput.py --step_flops   # + the cores-needed estimate (~1 min)
+  python benchmarks/pipeline_throughput.py --step_flops   # + the cores-needed estimate (+1 min)
+  python benchmarks/pipeline_throughput.py --seconds=0    # the cost tables only (~2 min)
 
 Writes a HAC-layout tree of textured, H.264-compressed clips (340 x 256, 24 fps; RGB, flow x/y,
 16 kHz wav), prepares it once per frame format (``prepare --codec``: 'jpeg', the default, every
@@ -24,12 +25,18 @@ shapes (RGB 32 x 224 x 224, flow 8 x 224 x 224, audio 257 x 1004, train-time ran
 3. with ``--step_flops``: the MBCD train step's FLOPs at the paper shapes (XLA's cost analysis
    of the lowered, not compiled, step: ``benchmarks/device_check.py``'s builders, SlowFast-R101
    + SlowOnly-R50 + ResNet-18, bfloat16, BN mode 'port', batch 16; compiling it takes tens of
-   minutes on 2 CPU cores, and the unoptimised HLO counts at least what the compiled one runs),
-   the clips/s an accelerator at ``--peak_tflops`` x ``--mfu`` consumes, and the host cores
-   that takes at the measured cost per clip.
+   minutes on 2 CPU cores, and the unoptimised HLO still holds work the compiler may merge or
+   drop, so the count leans high), the clips/s an accelerator at ``--peak_tflops`` x ``--mfu``
+   consumes, and the host cores that takes at the measured cost per clip.
 
 Every measurement records the load average (``os.getloadavg()``): on a shared machine the
 numbers are upper bounds on the cost. Prints markdown tables.
+
+Last run (2 cores, load average 14-20, so costs lean high): 13.07 TFLOP per MBCD step of 16
+clips = 817 GFLOP/clip; 989 TFLOP/s x 35% = 346 TFLOP/s -> 346e12 / 817e9 = 424 clips/s per
+H100; JPEG store 52.5 CPU ms/clip = 19.1 clips/s/core -> 424 / 19.1 = 22 cores (46.6 ms, 20
+cores with ``data.normalize_on_device``; raw store 161.6 ms, 68 cores; the peers' per-sample
+mp4 decode 236.3 ms, 101 cores).
 """
 import argparse
 import dataclasses
@@ -175,10 +182,12 @@ def staged_example(source, i, tf: transforms.ClipTransform, rng, times, slots=No
   The same calls in the same order as ``ClipTransform.__call__`` (HAC, all modalities, train),
   so the random draws and the result are the same; ``stage_costs`` checks that.
   """
-  cfg, clock = tf.cfg, [time.perf_counter()]
+  # CPU time of this thread: the core-seconds a stage costs, which other processes on a shared
+  # machine inflate far less than they do wall time.
+  cfg, clock = tf.cfg, [time.thread_time()]
 
   def lap(stage):
-    t = time.perf_counter()
+    t = time.thread_time()
     times[stage] += t - clock[0]
     clock[0] = t
 
@@ -212,8 +221,9 @@ def staged_example(source, i, tf: transforms.ClipTransform, rng, times, slots=No
 
 
 def stage_costs(out, n):
-  """ms per example of each stage, one thread, over ``n`` examples of the train split (cycled);
-  checks the staged examples against the loader's transform."""
+  """CPU ms per example of each stage (and 'wall', the elapsed ms per example), one thread, over
+  ``n`` examples of the train split (cycled); checks the staged examples against the loader's
+  transform."""
   cfg = _config(out, 1, 0, 1)
   source = pipeline.make_source(cfg.data, 'train')
   tf = pipeline.make_transform(cfg.data, train=True)
@@ -224,14 +234,28 @@ def stage_costs(out, n):
     for k in got:
       assert np.array_equal(ref[k], got[k]), f'staged {k} differs from ClipTransform'
   times, slots = dict.fromkeys(STAGES, 0.0), {}
-  load0 = _load()
+  load0, t0 = _load(), time.perf_counter()
   for i in range(n):
     staged_example(source, i % len(source), tf, input_pipeline.example_rng(1, 0, i), times,
                    slots)
   ms = {k: 1e3 * v / n for k, v in times.items()}
   ms['total'] = sum(ms.values())
+  ms['wall'] = 1e3 * (time.perf_counter() - t0) / n
   ms['load'] = max(load0, _load())
   return ms
+
+
+def peers_cost(out, n):
+  """CPU ms and wall ms per example of the peers' way (whole mp4s decoded, then the transform),
+  one thread."""
+  index = store.load_index(out, 'hac')
+  entries = pipeline.select(index, 'train', ('animal', 'cartoon'), 'human')
+  tf = pipeline.make_transform(_config(out, 1, 0, 1).data, train=True)
+  load0, c0, t0 = _load(), time.thread_time(), time.perf_counter()
+  for i in range(n):
+    tf(peers_record(entries[i % len(entries)]), input_pipeline.example_rng(1, 0, i))
+  return dict(total=1e3 * (time.thread_time() - c0) / n,
+              wall=1e3 * (time.perf_counter() - t0) / n, load=max(load0, _load()))
 
 
 # ------------------------------------------------------------------------- accelerator demand
@@ -271,7 +295,8 @@ def main():
   p.add_argument('--clips_per_domain', type=int, default=4)
   p.add_argument('--frames', type=int, default=96, help='frames per clip (4 s at 24 fps)')
   p.add_argument('--batch', type=int, default=8)
-  p.add_argument('--seconds', type=float, default=24.0, help='timing per row, all rounds')
+  p.add_argument('--seconds', type=float, default=24.0,
+                 help='timing per loader row, all rounds (0: the cost tables only)')
   p.add_argument('--workers', type=int, default=2)
   p.add_argument('--rounds', type=int, default=2, help='alternating rounds; median reported')
   p.add_argument('--stage_clips', type=int, default=24, help='examples timed per stage table')
@@ -303,18 +328,26 @@ def main():
 
   # 1. Cost of one example per core.
   costs = {fmt: stage_costs(stores[fmt], a.stage_clips) for fmt in formats}
+  peers_ms = peers_cost(stores[formats[0]], max(4, a.stage_clips // 4))
   print()
-  print(f'Host cost of one training example, ms on one core ({a.stage_clips} examples, '
-        f'{a.frames}-frame {W}x{H} clips):')
+  print(f'Host cost of one training example, CPU ms on one core ({a.stage_clips} examples, '
+        f'{a.frames}-frame {W}x{H} clips; wall: elapsed ms per example):')
   print()
   print('| store | ' + ' | '.join(STAGES) + ' | total | clips/s/core | without normalise: '
-        'ms, clips/s/core | load avg |')
-  print('|---|' + '---:|' * (len(STAGES) + 5))
+        'ms, clips/s/core | wall | load avg |')
+  print('|---|' + '---:|' * (len(STAGES) + 6))
   for fmt, ms in costs.items():
     host = ms['total'] - ms['normalise']
     print(f'| {fmt} | ' + ' | '.join(f'{ms[k]:.1f}' for k in STAGES) +
           f' | {ms["total"]:.1f} | {1e3 / ms["total"]:.1f} | {host:.1f}, {1e3 / host:.1f} | '
-          f'{ms["load"]:.1f} |', flush=True)
+          f'{ms["wall"]:.1f} | {ms["load"]:.1f} |', flush=True)
+  print(f'| peers (whole mp4s) | ' + ' | '.join('-' for _ in STAGES) +
+        f' | {peers_ms["total"]:.1f} | {1e3 / peers_ms["total"]:.1f} | - | '
+        f'{peers_ms["wall"]:.1f} | {peers_ms["load"]:.1f} |')
+  print()
+  print('per core vs the peers: ' + ', '.join(
+      f'{fmt} {peers_ms["total"] / ms["total"]:.1f}x ({fmt} without normalise '
+      f'{peers_ms["total"] / (ms["total"] - ms["normalise"]):.1f}x)' for fmt, ms in costs.items()))
 
   # 2. Loader throughput. Rounds alternate the rows, and each row reports its median: on a
   # shared machine, load from other processes then biases every row alike instead of whichever
@@ -330,6 +363,8 @@ def main():
             (f'ours ({formats[0]}, normalise on device): in-process, 2 threads', formats[0], 0,
              2, 2, True)]
   per = a.seconds / a.rounds
+  if a.seconds <= 0:   # the cost tables only
+    cases = []
   rates = {c[0]: [] for c in cases}
   startups = {c[0]: [] for c in cases}
   loads = {c[0]: [] for c in cases}
@@ -345,20 +380,21 @@ def main():
       loads[label].append(_load())
       print(f'round {r}: {label}: {rates[label][-1]:.2f} clips/s '
             f'(load average {loads[label][-1]:.1f})', flush=True)
-  peers = float(np.median(rates[cases[0][0]]))
-  print()
-  print(f'Train loader at the paper shapes, {os.cpu_count()} CPU cores, {a.frames}-frame '
-        f'{W}x{H} clips, batch {a.batch} (median of {a.rounds} rounds):')
-  print()
-  print('| pipeline | clips/s | clips/s per core used | vs peers | disk MiB/clip | '
-        'first batch s | load avg |')
-  print('|---|---:|---:|---:|---:|---:|---:|')
-  for label, fmt, _, _, used, _ in cases:
-    r = float(np.median(rates[label]))
-    used = min(used, os.cpu_count())
-    startup = f'{np.median(startups[label]):.1f}' if startups[label] else '-'
-    print(f'| {label} | {r:.2f} | {r / used:.2f} | {r / peers:.1f}x | {disk[fmt] / 2**20:.2f} '
-          f'| {startup} | {np.median(loads[label]):.1f} |')
+  if cases:
+    peers = float(np.median(rates[cases[0][0]]))
+    print()
+    print(f'Train loader at the paper shapes, {os.cpu_count()} CPU cores, {a.frames}-frame '
+          f'{W}x{H} clips, batch {a.batch} (median of {a.rounds} rounds):')
+    print()
+    print('| pipeline | clips/s | clips/s per core used | vs peers | disk MiB/clip | '
+          'first batch s | load avg |')
+    print('|---|---:|---:|---:|---:|---:|---:|')
+    for label, fmt, _, _, used, _ in cases:
+      r = float(np.median(rates[label]))
+      used = min(used, os.cpu_count())
+      startup = f'{np.median(startups[label]):.1f}' if startups[label] else '-'
+      print(f'| {label} | {r:.2f} | {r / used:.2f} | {r / peers:.1f}x | {disk[fmt] / 2**20:.2f} '
+            f'| {startup} | {np.median(loads[label]):.1f} |')
 
   # 3. Host cores an accelerator needs.
   if a.step_flops:
