@@ -50,7 +50,7 @@ RESUME_MODES = ('strict', 'allow_changes', 'restart')
 # run is executed or reported, never what it computes.
 OPERATIONAL_KEYS = frozenset({
     'train.resume_mode', 'train.progress', 'train.async_checkpointing', 'data.num_workers',
-    'data.read_threads',
+    'data.read_threads', 'data.normalize_on_device',
 })
 # What this program writes into a workdir (anything else is left alone, see check_workdir).
 OWN_FILES = ('metrics.jsonl', 'config.json', 'summary.json', SUBDIR)

@@ -115,6 +115,9 @@ def base_config() -> ml_collections.ConfigDict:
       eval_batch_size=32,         # global eval batch (examples)
       num_workers=0,              # grain worker processes (0 = in-process)
       read_threads=2,             # threads per process running the per-example transform
+      # Ship RGB / flow frames as uint8 and normalise them in the jitted steps (the same float32
+      # values, bit for bit): ~10% less host CPU per clip, 4x fewer frame bytes to the device.
+      normalize_on_device=False,
       # Prepared data only: the clip recipe (mbcd_jax/data/transforms.py), the paper's values.
       clip=ml_collections.ConfigDict(dict(
           video_frames=32,            # RGB frames per example
@@ -284,6 +287,8 @@ def _validate_data(config):
   _check_range(config, 'data.batch_size', 1, integer=True)
   _check_range(config, 'data.eval_batch_size', 1, integer=True)
   _check_range(config, 'data.num_workers', 0, integer=True)
+  _check(isinstance(d.normalize_on_device, bool),
+         f'config.data.normalize_on_device must be True or False, got {d.normalize_on_device!r}')
   if d.source == 'synthetic':
     _check(d.synthetic.dominant in MODALITIES,
            f'config.data.synthetic.dominant: unknown modality {d.synthetic.dominant!r}; '

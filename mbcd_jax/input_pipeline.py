@@ -8,8 +8,9 @@ Splits follow the protocol: 'train' = the source domains' train splits, 'val' = 
 domains' test splits (in-domain model selection), 'test' = the unseen target domain (HAC: the
 whole domain, as SimMMDG and the port, unless ``data.hac_test_split_only``; EPIC: its test split).
 
-Batches are dicts of numpy arrays: modality -> float32 ``[b, ...]`` (model-ready), 'label' and
-'domain' int32 ``[b]``, and for eval 'mask' float32 ``[b]`` (0 for padding). ``b = B / P`` is
+Batches are dicts of numpy arrays: modality -> float32 ``[b, ...]`` (model-ready; video and flow
+uint8 with ``data.normalize_on_device``, for ``normalize_frames``), 'label' and 'domain' int32
+``[b]``, and for eval 'mask' float32 ``[b]`` (0 for padding). ``b = B / P`` is
 this process's share of the global batch ``B``: process p of P gets rows ``[p*b, (p+1)*b)`` of
 every global batch. The order and every example's randomness depend on (seed, epoch, position
 in the epoch's global order) only, so P processes together see exactly the global batches of
@@ -19,6 +20,7 @@ import atexit
 import dataclasses
 import functools
 import gc
+import weakref
 from typing import Any, Callable, Iterator
 
 import grain
@@ -29,20 +31,44 @@ from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
 
 
-def normalize_record(rec: dict) -> dict:
+def normalize_record(rec: dict, frames: bool = True) -> dict:
   """Decoded record -> model-ready example (the deterministic part of the real test transform):
-  RGB (x - mean) / std, flow (x - 128) / 128, audio per-sample z-score with a channel axis."""
+  RGB (x - mean) / std, flow (x - 128) / 128, audio per-sample z-score with a channel axis.
+  ``frames`` False: RGB and flow stay uint8 (``normalize_frames`` on the device)."""
   out = {}
   for k, v in rec.items():
-    if k == 'video':
+    if k == 'video' and frames:
       out[k] = transforms.normalize_rgb(v)
-    elif k == 'flow':
+    elif k == 'flow' and frames:
       out[k] = transforms.normalize_flow(v)
     elif k == 'audio':
       a = v.astype(np.float32)
       out[k] = ((a - a.mean()) / (a.std() + 1e-8))[..., None]
     else:
       out[k] = v
+  return out
+
+
+def normalize_frames(batch: dict) -> dict:
+  """The device half of ``data.normalize_on_device``: uint8 'video' ``[..., 3]`` / 'flow'
+  ``[..., 2]`` -> float32, gathered from the host normalisation's own float32 tables, so the
+  values are the host's bit for bit. Anything else, float frames included, passes unchanged
+  (the dtype is known when tracing: with the option off this adds nothing to the step)."""
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top  (grain workers never call it)
+  out = dict(batch)
+  for k, lut in (('video', transforms.RGB_LUT), ('flow', transforms.FLOW_LUT)):
+    x = out.get(k)
+    if x is not None and x.dtype == np.uint8:
+      out[k] = jnp.asarray(lut)[jnp.asarray(x).astype(jnp.int32), jnp.arange(lut.shape[1])]
+  return out
+
+
+def normalize_frames_host(batch: dict) -> dict:
+  """``normalize_frames`` in numpy, for batches used on the host (the analyses)."""
+  out = dict(batch)
+  for k, fn in (('video', transforms.normalize_rgb), ('flow', transforms.normalize_flow)):
+    if k in out and out[k].dtype == np.uint8:
+      out[k] = fn(out[k])
   return out
 
 
@@ -153,6 +179,11 @@ class Loader:
       _prepare_worker_processes()
       ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=self.num_workers,
                                                        per_worker_buffer_size=1))
+      it = iter(ds)
+      # Still running at exit (an epoch left part way: preemption, a benchmark, an error), its
+      # workers and read-ahead threads hold batches in shared memory: close it first.
+      atexit.register(_close_if_alive, weakref.ref(it))
+      return it
     return iter(ds)
 
 
@@ -163,10 +194,11 @@ def _prepare_worker_processes() -> None:
   - grain's workers read absl flags; outside an absl app (notebooks, tests) nothing has parsed
     them and grain would fail with UnparsedFlagAccessError: mark them parsed (their defaults),
     as absl.app would.
-  - Workers hand batches over in shared memory, which this process unlinks from a background
-    thread pool. At exit multiprocessing terminates that pool with unlinks still queued, and the
-    resource tracker warns about leaked shared_memory objects: finish them first (atexit
-    handlers run last-registered first, so this runs before multiprocessing's).
+  - Workers hand batches over in shared memory (/dev/shm), unlinked by the receiving process,
+    from a background thread pool, when a batch is garbage collected. At exit that is not
+    enough (see ``_finish_shared_memory_unlinks``); its handler is registered here, before any
+    iterator's ``_close_if_alive``, so it runs after them (atexit runs last-registered first),
+    and before multiprocessing's own exit handler, registered when it was imported.
   """
   from absl import flags  # pylint: disable=g-import-not-at-top
   if not flags.FLAGS.is_parsed():
@@ -174,30 +206,53 @@ def _prepare_worker_processes() -> None:
   atexit.register(_finish_shared_memory_unlinks)
 
 
+def _close_if_alive(ref: weakref.ref) -> None:
+  """Closes a worker-process iterator still alive at exit.
+
+  Left to multiprocessing's exit handler, the workers are stopped while grain's read-ahead
+  threads keep taking batches out of their queues; those batches were never unlinked (the
+  resource tracker warned of leaked shared_memory objects, and removed them only later, or
+  never when the process group was killed). Closing joins the threads and unlinks what the
+  workers had queued.
+  """
+  it = ref()
+  if it is not None:
+    it.close()
+
+
+class _Detached(np.ndarray):
+  """A plain array type for grain shared-memory batches already unlinked at exit: the same
+  memory layout, without the ``__del__`` that would fail once modules are torn down."""
+
+
 def _finish_shared_memory_unlinks() -> None:
+  """Unlinks every shared-memory batch of this process before the interpreter exits."""
   try:
     from grain._src.python.ipc import shared_memory_array  # pylint: disable=g-import-not-at-top
     arrays = shared_memory_array.SharedMemoryArray
     pool = arrays._del_thread_pool  # pylint: disable=protected-access
   except (ImportError, AttributeError):   # another grain version: nothing to finish
     return
+  gc.collect()   # batches dropped by the closed iterators: their unlinks are queued now
   if pool is not None:
     arrays._disable_async_del()   # pylint: disable=protected-access  (later ones: synchronous)
     pool.close()
     pool.join()
   # Batches still referenced now are never deleted in order: unlink their blocks (the mappings
-  # stay valid until the process ends).
+  # stay valid until the process ends) and detach the arrays, whose __del__ would run during
+  # interpreter teardown, when the mmap module it needs is gone (an AttributeError per array).
   names = set()
   for obj in gc.get_objects():
-    if (isinstance(obj, arrays) and getattr(obj, '_unlink_on_del', False)
-        and getattr(obj, 'shm', None) is not None):
-      obj._unlink_on_del = False  # pylint: disable=protected-access  (views share the block)
-      if obj.shm.name not in names:
-        names.add(obj.shm.name)
+    if isinstance(obj, arrays):
+      shm = getattr(obj, 'shm', None)
+      if getattr(obj, '_unlink_on_del', False) and shm is not None and shm.name not in names:
+        names.add(shm.name)
         try:
-          obj.shm.unlink()
+          shm.unlink()
         except FileNotFoundError:
           pass
+      obj._unlink_on_del = False  # pylint: disable=protected-access  (views share the block)
+      obj.__class__ = _Detached
 
 
 def synthetic_spec(config) -> synthetic.SyntheticSpec:
@@ -216,7 +271,8 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
 
   ``data.source`` 'synthetic': the embedded benchmark, records normalised deterministically;
   'prepared': the store at ``data.dir`` with the paper's clip transforms (``data.clip``), random
-  for 'train'.
+  for 'train'. ``data.normalize_on_device``: video / flow come as uint8, for
+  ``normalize_frames`` in the jitted step.
   """
   if split not in ('train', 'val', 'test'):
     raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -229,6 +285,8 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
       domains, sub = tuple(d.sources), 'train' if train else 'test'
     source = synthetic.SyntheticSource(synthetic_spec(config), domains, sub, d.modalities)
     transform, random_transform = normalize_record, False
+    if d.normalize_on_device:
+      transform = functools.partial(normalize_record, frames=False)
   else:
     source = prepared.make_source(d, split)
     transform, random_transform = prepared.make_transform(d, train), train

@@ -81,19 +81,23 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   model = models.build_model(config.model, tuple(config.data.modalities),
                              config.data.num_classes, spec.name)
   tx = step_lib.make_optimizer(config.optim)
-  example = {k: v[:1] for k, v in loaders['train'].dataset(0)[0].items()}
+  example = input_pipeline.normalize_frames_host(
+      {k: v[:1] for k, v in loaders['train'].dataset(0)[0].items()})
   init = _make_init(config, model, spec, tx, mesh, example)
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
   def guarded_step(state, batch, rng):
+    batch = input_pipeline.normalize_frames(batch)   # uint8 frames only (data.normalize_on_device)
     new, metrics = step_lib.train_step(state, batch, rng, model=model, spec=spec, tx=tx)
     return step_lib.guard_nonfinite(state, new, metrics,
                                     skip=config.train.nan_policy == 'skip')
 
   train_step = jax.jit(guarded_step, in_shardings=(repl, data, repl),
                        out_shardings=(repl, repl), donate_argnums=(0,))
-  eval_step = jax.jit(functools.partial(step_lib.eval_step, model=model),
-                      in_shardings=(repl, data), out_shardings=repl)
+  def eval_step(state, batch):
+    return step_lib.eval_step(state, input_pipeline.normalize_frames(batch), model=model)
+
+  eval_step = jax.jit(eval_step, in_shardings=(repl, data), out_shardings=repl)
   return Run(config=config, model=model, spec=spec, tx=tx, mesh=mesh, loaders=loaders,
              init=init, train_step=train_step, eval_step=eval_step)
 

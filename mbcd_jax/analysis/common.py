@@ -205,8 +205,8 @@ def evaluated_params(trained: Trained, who: str | None = None) -> PyTree:
 def batches(trained: Trained, split: str, limit: int | None = None) -> Iterator[dict]:
   """The split's (padded, fixed-order) eval batches as numpy dicts with a 'mask'. For 'train'
   the eval loader order is used too (no shuffling, no augmentation: a fixed set)."""
+  from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
   if split == 'train':
-    from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
     loader = input_pipeline.Loader(
         trained.run.loaders['train'].source, trained.run.loaders['val'].transform,
         trained.config.data.eval_batch_size, train=False)
@@ -215,7 +215,7 @@ def batches(trained: Trained, split: str, limit: int | None = None) -> Iterator[
   for i, b in enumerate(loader.epoch(0)):
     if limit is not None and i >= limit:
       return
-    yield b
+    yield input_pipeline.normalize_frames_host(b)   # model-ready with data.normalize_on_device
 
 
 def _predict(trained: Trained, batch: Mapping[str, Any], who: str | None, params: PyTree | None,

@@ -14,6 +14,7 @@ Config fields read (``config.data``):
   modalities       subset of ('video', 'flow', 'audio')
   hac_test_split_only  bool (HAC target: its test split only)
   clip             fields of ``transforms.ClipConfig`` (the paper recipe by default)
+  normalize_on_device  bool (video / flow stay uint8; the jitted steps normalise them)
 """
 import os
 
@@ -121,7 +122,9 @@ def make_source(config_data, split: str) -> PreparedSource:
 
 def make_transform(config_data, train: bool) -> transforms.ClipTransform:
   """The split's per-example transform: random crops, flips and audio masking if ``train``
-  (called as ``fn(record, rng)``), else the deterministic test transform."""
+  (called as ``fn(record, rng)``), else the deterministic test transform; video / flow left
+  uint8 if ``normalize_on_device``."""
   d = config_data
   return transforms.ClipTransform(d.dataset, _tuple(d.modalities),
-                                  transforms.ClipConfig.from_config(d.clip), train)
+                                  transforms.ClipConfig.from_config(d.clip), train,
+                                  normalize=not d.normalize_on_device)

@@ -156,6 +156,7 @@ def test_resume_mid_epoch(store_dir):
 
 
 _WORKERS_SCRIPT = """
+import dataclasses
 import sys
 from tests.data import test_pipeline as t
 ref = list(t._loader(sys.argv[1], 'train').epoch(0))
@@ -164,19 +165,41 @@ got = list(ld.epoch(0))          # still referenced at exit
 it = ld.epoch(1)
 next(it)
 del it                           # stopped part way
+class Repeated:                   # a long epoch: the workers are busy at exit
+  def __init__(self, source): self.source = source
+  def __len__(self): return 50 * len(self.source)
+  def __getitem__(self, i): return self.source[i % len(self.source)]
+running = dataclasses.replace(ld, source=Repeated(ld.source)).epoch(0)
+next(running)                    # part way and still running at exit
 print('same' if t._equal(ref, got) else 'different', len(got))
 """
 
+# Loaded by every interpreter of the run (the spawned workers too): shared-memory blocks get a
+# prefix of their own, so blocks of other programs on the machine do not count.
+_SHM_PREFIX_SITE = """
+from multiprocessing import shared_memory
+shared_memory._SHM_NAME_PREFIX = '/psm_{prefix}_'
+shared_memory._SHM_SAFE_NAME_LENGTH = 64   # Linux allows 255; the default 14 fits no prefix
+"""
 
-def test_worker_processes_give_the_same_batches_and_no_leak(store_dir):
-  """2 grain worker processes: the in-process batches, and no shared memory left at exit (a
-  separate interpreter, so its exit can be watched)."""
+
+def test_worker_processes_give_the_same_batches_and_no_leak(store_dir, tmp_path):
+  """2 grain worker processes: the in-process batches, and no shared memory left in /dev/shm
+  at exit, also with an epoch still running (a separate interpreter, so its exit can be
+  watched)."""
+  prefix = f'mbcdtest{os.getpid()}'
+  (tmp_path / 'sitecustomize.py').write_text(_SHM_PREFIX_SITE.format(prefix=prefix))
+  pythonpath = os.pathsep.join([str(tmp_path), ROOT])
   r = subprocess.run([sys.executable, '-c', _WORKERS_SCRIPT, store_dir], cwd=ROOT,
                      capture_output=True, text=True, timeout=300,
-                     env=dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu'))
+                     env=dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS='cpu'))
   assert r.returncode == 0, r.stderr[-3000:]
   assert r.stdout.split() == ['same', '3'], r.stdout
+  if os.path.isdir('/dev/shm'):   # Linux; the blocks' names are ours (prefix), so none may stay
+    left = [n for n in os.listdir('/dev/shm') if n.startswith(f'psm_{prefix}_')]
+    assert not left, f'shared memory left after exit: {left}'
   assert 'leaked shared_memory' not in r.stderr, r.stderr[-3000:]
+  assert "no attribute 'mmap'" not in r.stderr, r.stderr[-3000:]
 
 
 def test_modality_subset(store_dir):
@@ -246,3 +269,72 @@ def test_clip_and_read_threads_are_declared_config_fields(monkeypatch):
   assert fv.config.data.read_threads == 3
   with pytest.raises(ValueError, match='read_threads'):
     input_pipeline.Loader([0, 1], lambda r: r, 2, train=True, read_threads=0)
+
+
+# --------------------------------------------------------------------------- normalise on device
+def _device_normalized(batches):
+  import jax  # pylint: disable=g-import-not-at-top
+  fn = jax.jit(input_pipeline.normalize_frames)
+  return [{k: np.asarray(v) for k, v in fn(b).items()} for b in batches]
+
+
+def test_normalize_on_device_gives_the_host_values_bit_for_bit(store_dir):
+  """uint8 frames from the loader + the jitted normalisation = the default float32 batches,
+  train (random crops / flips) and eval; the host-side twin (analyses) too."""
+  for split, epoch in (('train', 1), ('val', 0)):
+    ref = list(_loader(store_dir, split).epoch(epoch))
+    raw = list(_loader(store_dir, split, normalize_on_device=True).epoch(epoch))
+    assert raw[0]['video'].dtype == raw[0]['flow'].dtype == np.uint8
+    assert ref[0]['video'].dtype == np.float32
+    assert _equal(ref, _device_normalized(raw))
+    assert _equal(ref, [input_pipeline.normalize_frames_host(b) for b in raw])
+
+
+def test_normalize_on_device_synthetic_and_float_passthrough():
+  c = config_lib.base_config()
+  c.data.synthetic = {k: v for k, v in dataclasses.asdict(SPEC).items()
+                      if k not in ('num_classes', 'domains')}
+  c.data.batch_size = 4
+  ref = list(input_pipeline.make_loader(c, 'train').epoch(0))
+  c.data.normalize_on_device = True
+  raw = list(input_pipeline.make_loader(c, 'train').epoch(0))
+  assert raw[0]['video'].dtype == np.uint8
+  assert _equal(ref, _device_normalized(raw))
+  assert _equal(ref, _device_normalized(ref))   # float frames pass unchanged
+
+
+def test_normalize_on_device_is_a_checked_bool():
+  import ml_collections  # pylint: disable=g-import-not-at-top
+  from configs import hac  # pylint: disable=g-import-not-at-top
+  assert config_lib.base_config().data.normalize_on_device is False
+  c = hac.get_config('synthetic')
+  config_lib.validate(c)
+  c = ml_collections.ConfigDict(c.to_dict(), type_safe=False)   # as a hand-built config could
+  c.data.normalize_on_device = 1
+  with pytest.raises(ValueError, match='config.data.normalize_on_device must be True or False'):
+    config_lib.validate(c)
+
+
+def test_normalize_on_device_train_and_eval_steps_are_unchanged():
+  """The run's jitted train and eval steps on uint8 batches: the default run's numbers exactly
+  (embedded benchmark, smoke encoders, video + audio, ERM, one step from the same init)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  from configs import hac  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  outs, init = [], None
+  for on_device in (False, True):
+    c = hac.get_config('synthetic,smoke')
+    c.method = config_lib.method_config('erm')   # the step's wiring is the same; compiles faster
+    c.data.modalities = ('video', 'audio')
+    c.data.normalize_on_device = on_device
+    run = train.build(c)
+    init = init or run.init(jax.random.key(0))   # one init: the same start for both
+    state = jax.tree.map(jax.numpy.copy, init)  # the train step donates its state
+    batch = next(run.loaders['train'].epoch(0))
+    assert (batch['video'].dtype == np.uint8) == on_device
+    ev = run.eval_step(state, sharding.shard_batch(next(run.loaders['val'].epoch(0)), run.mesh))
+    state, metrics = run.train_step(state, sharding.shard_batch(batch, run.mesh),
+                                    jax.random.key(1))
+    outs.append(jax.device_get((metrics, ev, state.params)))
+  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
+    np.testing.assert_array_equal(a, b)

@@ -169,3 +169,16 @@ def test_normalisation_values():
   flow = transforms.normalize_flow(f)
   np.testing.assert_allclose(flow, (f.astype(np.float64) - 128.0) / 128.0, rtol=0, atol=1e-7)
   assert flow[0, 8, 0, 0] == 0.0 and flow[0, 0, 0, 1] == -1.0   # 128: no motion; 0: -1
+
+def test_normalize_is_the_table_gather_for_every_value_and_layout():
+  """OpenCV's LUT = numpy's per-channel gather from the same tables, bit for bit: every uint8
+  value, 3 and 2 channels, a flipped (negative-stride) view, a flat [N, C] array."""
+  rng = np.random.default_rng(0)
+  for lut, c in ((transforms.RGB_LUT, 3), (transforms.FLOW_LUT, 2)):
+    x = np.concatenate([np.repeat(np.arange(256, dtype=np.uint8)[:, None], c, 1).reshape(
+        1, 16, 16, c), rng.integers(0, 256, (1, 16, 16, c), np.uint8)])
+    for v in (x, x[:, :, ::-1], x.reshape(-1, c)):
+      want = np.stack([lut[:, k][v[..., k]] for k in range(c)], -1)
+      got = transforms.normalize(v, lut)
+      assert got.dtype == np.float32 and got.shape == v.shape
+      np.testing.assert_array_equal(got, want)
