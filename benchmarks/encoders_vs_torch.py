@@ -11,9 +11,12 @@ training with a frozen trunk:
 * stage: layer4 + pool forward and backward w.r.t. layer4's parameters, from the trunk's output.
 
 Each number is the median of ``--reps`` timed calls after two warm-up calls (JAX compiles in
-the first); the two frameworks' calls alternate. Ratios > 1 mean JAX is faster. Both frameworks compute in float32 with the
-BatchNorms in inference mode; PyTorch runs in its default NCDHW layout with
-``torch.set_num_threads(os.cpu_count())``. The whole-MBCD-step comparison is not here.
+the first); the two frameworks' calls alternate round by round. Ratios > 1 mean JAX is faster.
+The machine's load is sampled at the start, after every round and at the end, shown per row
+and under the table, and the table is flagged LOADED when others used the CPUs
+(``benchmarks/_load.py``; ``--refuse_under_load`` exits non-zero instead). Both frameworks
+compute in float32 with the BatchNorms in inference mode; PyTorch runs in its default NCDHW
+layout with ``torch.set_num_threads(os.cpu_count())``. The whole-MBCD-step comparison is not here.
 """
 import argparse
 import os
@@ -27,7 +30,8 @@ import numpy as np
 import torch
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders')]
+sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
+import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -65,21 +69,24 @@ def _torch_parts(name, model):
   return trunk, stage, stage_params
 
 
-def _median_times(fns, reps):
+def _median_times(fns, reps, monitor=None):
   """Median ms of each function; reps are interleaved so that load from other processes on a
-  shared machine hits both frameworks alike."""
+  shared machine hits both frameworks alike. ``monitor``: a ``_load.LoadMonitor`` sampled
+  after every round."""
   for fn in fns:
     fn(), fn()
   ts = [[] for _ in fns]
-  for _ in range(reps):
+  for r in range(reps):
     for fn, t_list in zip(fns, ts):
       t = time.perf_counter()
       fn()
       t_list.append(time.perf_counter() - t)
+    if monitor is not None:
+      monitor.record(f'round {r + 1}')
   return [statistics.median(t) * 1e3 for t in ts]
 
 
-def bench(name, model, shape, reps):
+def bench(name, model, shape, reps, monitor=None):
   torch.set_num_threads(os.cpu_count())
   ref.randomize_(model, seed=0)
   x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
@@ -125,9 +132,10 @@ def bench(name, model, shape, reps):
 
   ms = {}
   ms['torch trunk'], ms['jax trunk'] = _median_times(
-      [torch_trunk, lambda: jax.block_until_ready(j_trunk(trunk_vars, xj))], reps)
+      [torch_trunk, lambda: jax.block_until_ready(j_trunk(trunk_vars, xj))], reps, monitor)
   ms['torch stage'], ms['jax stage'] = _median_times(
-      [torch_stage, lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats))], reps)
+      [torch_stage, lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats))], reps,
+      monitor)
   return ms
 
 
@@ -135,20 +143,25 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--reps', type=int, default=5)
   parser.add_argument('--only', default='', help='comma-separated encoder names')
+  _load.add_flag(parser)
   args = parser.parse_args()
+  monitor = _load.LoadMonitor()
+  _load.refuse_at_start(monitor, args.refuse_under_load)
   print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, '
         f'{os.cpu_count()} CPU threads, median of {args.reps}\n')
   print('| encoder | torch input | trunk fwd torch ms | jax ms | speed-up '
-        '| layer4 fwd+bwd torch ms | jax ms | speed-up |')
-  print('|' + '---|' * 8)
+        '| layer4 fwd+bwd torch ms | jax ms | speed-up | load |')
+  print('|' + '---|' * 9)
   for name, model, shape in _cases():
     if args.only and name not in args.only.split(','):
       continue
-    ms = bench(name, model, shape, args.reps)
+    since = len(monitor.samples)
+    ms = bench(name, model, shape, args.reps, monitor)
     print(f'| {name} | {"x".join(map(str, shape))} | {ms["torch trunk"]:.0f} | '
           f'{ms["jax trunk"]:.0f} | {ms["torch trunk"] / ms["jax trunk"]:.2f} | '
           f'{ms["torch stage"]:.0f} | {ms["jax stage"]:.0f} | '
-          f'{ms["torch stage"] / ms["jax stage"]:.2f} |', flush=True)
+          f'{ms["torch stage"] / ms["jax stage"]:.2f} | {monitor.span(since)} |', flush=True)
+  _load.finish(monitor, args.refuse_under_load)
 
 
 if __name__ == '__main__':
