@@ -17,12 +17,19 @@ and under the table, and the table is flagged LOADED when others used the CPUs
 (``benchmarks/_load.py``; ``--refuse_under_load`` exits non-zero instead). Both frameworks
 compute in float32 with the BatchNorms in inference mode; PyTorch runs in its default NCDHW
 layout with ``torch.set_num_threads(os.cpu_count())``. The whole-MBCD-step comparison is not here.
+
+``--lax_conv3d`` also times, interleaved with the two, the same JAX encoders with every 3-D conv
+as one ``lax.conv_general_dilated`` (how ``nn.Conv`` computes it) instead of
+``mbcd_jax/encoders/conv3d.py``'s 2-D / 1-D rewrite: that ratio measures the rewrite alone and,
+interleaved, stays meaningful on a loaded machine (the audio ResNet-18 has no 3-D convs: its
+ratio shows the noise).
 """
 import argparse
 import os
 import statistics
 import sys
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -35,7 +42,14 @@ import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.encoders import conv3d as conv3d_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
+
+
+def _lax_conv3d(x, kernel, strides, padding, precision=None):
+  return jax.lax.conv_general_dilated(x, kernel, strides, [(p, p) for p in padding],
+                                      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+                                      precision=precision)
 
 
 def _cases():
@@ -86,7 +100,7 @@ def _median_times(fns, reps, monitor=None):
   return [statistics.median(t) * 1e3 for t in ts]
 
 
-def bench(name, model, shape, reps, monitor=None):
+def bench(name, model, shape, reps, monitor=None, lax_conv3d=False):
   torch.set_num_threads(os.cpu_count())
   ref.randomize_(model, seed=0)
   x = torch.randn(*shape, generator=torch.Generator().manual_seed(0))
@@ -120,22 +134,34 @@ def bench(name, model, shape, reps, monitor=None):
   feats = j_trunk(trunk_vars, xj)
   frozen = {'batch_stats': stage_vars['batch_stats']}
 
-  @jax.jit
-  def j_stage(params, feats):
+  def stage_loss_and_grad(params, feats):
     def loss(p):
       return jnp.mean(jnp.square(enc.stage.apply({**frozen, 'params': p}, feats) @ wj))
     return jax.value_and_grad(loss)(params)
+  j_stage = jax.jit(stage_loss_and_grad)
 
   # Same model, same numbers: the loss of both frameworks agrees.
   lt, lj = torch_stage().item(), float(j_stage(stage_vars['params'], feats)[0])
   assert abs(lt - lj) <= 1e-3 * abs(lt) + 1e-6, (name, lt, lj)
 
+  trunks = [torch_trunk, lambda: jax.block_until_ready(j_trunk(trunk_vars, xj))]
+  stages = [torch_stage, lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats))]
+  if lax_conv3d:
+    # Other jit wrappers, traced (here, once) while conv3d is swapped for the 3-D conv.
+    j_trunk3, j_stage3 = jax.jit(lambda v, x: enc.trunk.apply(v, x)), jax.jit(
+        lambda p, f: stage_loss_and_grad(p, f))
+    with mock.patch.object(conv3d_lib, 'conv3d', _lax_conv3d):
+      lj3 = float(j_stage3(stage_vars['params'], feats)[0])
+      j_trunk3(trunk_vars, xj)
+    assert abs(lj3 - lj) <= 1e-4 * abs(lj) + 1e-6, (name, lj, lj3)
+    trunks.append(lambda: jax.block_until_ready(j_trunk3(trunk_vars, xj)))
+    stages.append(lambda: jax.block_until_ready(j_stage3(stage_vars['params'], feats)))
   ms = {}
-  ms['torch trunk'], ms['jax trunk'] = _median_times(
-      [torch_trunk, lambda: jax.block_until_ready(j_trunk(trunk_vars, xj))], reps, monitor)
-  ms['torch stage'], ms['jax stage'] = _median_times(
-      [torch_stage, lambda: jax.block_until_ready(j_stage(stage_vars['params'], feats))], reps,
-      monitor)
+  t, s = _median_times(trunks, reps, monitor), _median_times(stages, reps, monitor)
+  ms['torch trunk'], ms['jax trunk'] = t[:2]
+  ms['torch stage'], ms['jax stage'] = s[:2]
+  if lax_conv3d:
+    ms['jax3d trunk'], ms['jax3d stage'] = t[2], s[2]
   return ms
 
 
@@ -143,24 +169,32 @@ def main():
   parser = argparse.ArgumentParser()
   parser.add_argument('--reps', type=int, default=5)
   parser.add_argument('--only', default='', help='comma-separated encoder names')
+  parser.add_argument('--lax_conv3d', action='store_true',
+                      help='also time JAX with 3-D convs as one lax conv (before the rewrite)')
   _load.add_flag(parser)
   args = parser.parse_args()
   monitor = _load.LoadMonitor()
   _load.refuse_at_start(monitor, args.refuse_under_load)
   print(f'jax {jax.__version__} ({jax.default_backend()}), torch {torch.__version__}, '
         f'{os.cpu_count()} CPU threads, median of {args.reps}\n')
+  extra = ('' if not args.lax_conv3d else
+           ' trunk jax lax-3d ms | rewrite speed-up | layer4 jax lax-3d ms | rewrite speed-up |')
   print('| encoder | torch input | trunk fwd torch ms | jax ms | speed-up '
-        '| layer4 fwd+bwd torch ms | jax ms | speed-up | load |')
-  print('|' + '---|' * 9)
+        '| layer4 fwd+bwd torch ms | jax ms | speed-up |' + extra + ' load |')
+  print('|' + '---|' * (9 + 4 * args.lax_conv3d))
   for name, model, shape in _cases():
     if args.only and name not in args.only.split(','):
       continue
     since = len(monitor.samples)
-    ms = bench(name, model, shape, args.reps, monitor)
+    ms = bench(name, model, shape, args.reps, monitor, args.lax_conv3d)
+    extra = ('' if not args.lax_conv3d else
+             f' {ms["jax3d trunk"]:.0f} | {ms["jax3d trunk"] / ms["jax trunk"]:.2f} |'
+             f' {ms["jax3d stage"]:.0f} | {ms["jax3d stage"] / ms["jax stage"]:.2f} |')
     print(f'| {name} | {"x".join(map(str, shape))} | {ms["torch trunk"]:.0f} | '
           f'{ms["jax trunk"]:.0f} | {ms["torch trunk"] / ms["jax trunk"]:.2f} | '
           f'{ms["torch stage"]:.0f} | {ms["jax stage"]:.0f} | '
-          f'{ms["torch stage"] / ms["jax stage"]:.2f} | {monitor.span(since)} |', flush=True)
+          f'{ms["torch stage"] / ms["jax stage"]:.2f} |{extra} {monitor.span(since)} |',
+          flush=True)
   _load.finish(monitor, args.refuse_under_load)
 
 

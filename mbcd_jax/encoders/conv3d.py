@@ -1,9 +1,9 @@
 """A 3-D convolution computed as 2-D / 1-D convolutions: same parameter, same numbers, faster.
 
-XLA's CPU backend has fast kernels for 2-D convolutions and for matmuls, but lowers most 3-D
-convolutions to a generic loop that is 2-100x slower (measured on 2 cores, float32: the
-SlowFast fast-pathway stem (5,7,7) took 252 ms forward as a 3-D conv and 16 ms as below; a
-(1,7,7) stem with spatial stride 2 took 2.3 s for forward + backward as 3-D, 12 ms as 2-D).
+XLA's CPU backend runs 2-D convolutions and matmuls much faster than 3-D convolutions
+(float32, 2 shared cores, so roughly: the SlowFast fast-pathway stem (5,7,7) on 2x16x64x64x3
+took 250 ms forward as a 3-D conv and 16 ms as below; a stride-2 (1,3,3) conv's input
+gradient on 14x14 frames 176 ms as 3-D, 18 ms as 2-D).
 Almost every convolution of the mmaction2 ResNet3d / SlowFast backbones has a kernel of 1
 along time or along both spatial axes, so it is really a 2-D convolution over frames or a 1-D
 convolution over time. ``conv3d`` picks, by the kernel's shape:
@@ -11,11 +11,17 @@ convolution over time. ``conv3d`` picks, by the kernel's shape:
 * kernel ``(1, 1, 1)``: subsample by the strides, then one matmul over channels;
 * kernel ``(1, kh, kw)``: subsample time by its stride, 2-D conv over the ``B * T`` frames;
 * kernel ``(kt, 1, 1)`` with no spatial stride or padding (inflated ``conv1``, the lateral
-  fusions): 1-D conv over ``T`` on ``[B * H * W, T, C]`` (measured a little faster than a
-  3-D conv forward and 2x faster backward; keeps no extra copy of the input for the backward);
+  fusions): 1-D conv over ``T`` on ``[B * H * W, T, C]`` (as fast as stacking the shifted
+  frames below, within the noise of a shared machine, and keeps no copies of the input);
 * anything else (the fast pathway's ``(5, 7, 7)`` stem): the ``kt`` time-shifted copies of the
   input are stacked on the channel axis and one 2-D conv with ``kt * Cin`` input channels does
   the rest. This holds ``kt`` copies of the input, cheap for a stem (``Cin`` is 3).
+
+Except on tiny frames: when an output frame has at most ``TINY_FRAME`` (4) pixels, the plain
+3-D conv is kept, because there XLA CPU's *gradients* of the 2-D conv are the slow ones (layer4
+at 64x64 inputs, 2x2 output frames: the stage's forward + backward took 2.0 s rewritten vs
+0.33 s as 3-D convs; at the paper's 224x224 inputs, 7x7 frames, 1.1 s rewritten vs 2.2 s as
+3-D). Timings: one SlowOnly-R50 layer4 (batch 2 / 1), 2 shared cores, fastest of 5.
 
 The kernel stays one ``[kt, kh, kw, Cin, Cout]`` parameter named ``kernel`` (what ``nn.Conv``
 holds, initialised the same way), so checkpoints and the PyTorch converter are unaffected; it is
@@ -30,6 +36,7 @@ import jax.numpy as jnp
 
 Dtype = Any
 _2D = ('NHWC', 'HWIO', 'NHWC')
+TINY_FRAME = 4  # output pixels per frame at or below which the 3-D conv is kept
 
 
 def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
@@ -51,6 +58,12 @@ def conv3d(x: jax.Array, kernel: jax.Array, strides: Sequence[int] = (1, 1, 1),
   kt, kh, kw, cin, cout = kernel.shape
   st, sh, sw = strides
   pt, ph, pw = padding
+  h_out = (x.shape[2] + 2 * ph - kh) // sh + 1
+  w_out = (x.shape[3] + 2 * pw - kw) // sw + 1
+  if h_out * w_out <= TINY_FRAME:
+    return jax.lax.conv_general_dilated(x, kernel, strides, [(p, p) for p in padding],
+                                        dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+                                        precision=precision)
   if pt:
     x = jnp.pad(x, ((0, 0), (pt, pt), (0, 0), (0, 0), (0, 0)))
   b, t = x.shape[:2]

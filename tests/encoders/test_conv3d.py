@@ -28,6 +28,9 @@ CASES = [
     ((1, 1, 1), (1, 1, 1), (1, 1, 0)),   # padded 1x1x1
     ((3, 2, 1), (2, 2, 2), (0, 1, 0)),
 ]
+# (kernel, strides, padding, input H x W): tiny output frames take the plain 3-D conv.
+TINY = [((1, 3, 3), (1, 2, 2), (0, 1, 1), (4, 4)), ((3, 1, 1), (1, 1, 1), (1, 0, 0), (2, 2)),
+        ((1, 1, 1), (1, 1, 1), (0, 0, 0), (1, 3))]
 
 
 def _ref(x, k, s, p):
@@ -35,11 +38,12 @@ def _ref(x, k, s, p):
                                       dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'))
 
 
-@pytest.mark.parametrize('kernel,strides,padding', CASES)
-def test_conv3d_matches_3d_conv_forward_and_gradient(kernel, strides, padding):
+@pytest.mark.parametrize('kernel,strides,padding,hw',
+                         [c + ((8, 7),) for c in CASES] + TINY)
+def test_conv3d_matches_3d_conv_forward_and_gradient(kernel, strides, padding, hw):
   rng = np.random.default_rng(sum(kernel) * 100 + sum(strides) * 10 + sum(padding))
   with jax.enable_x64(True):
-    x = jnp.asarray(rng.standard_normal((2, 9, 8, 7, 3)))
+    x = jnp.asarray(rng.standard_normal((2, 9, *hw, 3)))
     k = jnp.asarray(rng.standard_normal((*kernel, 3, 4)))
     want, vjp_ref = jax.vjp(lambda x, k: _ref(x, k, strides, padding), x, k)
     got, vjp = jax.vjp(lambda x, k: conv3d(x, k, strides, padding), x, k)
