@@ -54,7 +54,10 @@ on tiny encoders.
 
 Each time is the median of ``--reps`` calls after two warm-up calls (JAX compiles in the first);
 the frameworks' calls alternate round by round so that load from other processes hits all
-alike. Ratio = torch ms / JAX ms (> 1: JAX faster).
+alike. Ratio = torch ms / JAX ms (> 1: JAX faster). The machine's load is sampled at the
+start, after every round and at the end, shown per row and under the table, and the table is
+flagged LOADED when others used the CPUs (``benchmarks/_load.py``; ``--refuse_under_load``
+exits non-zero instead).
 """
 import argparse
 import contextlib
@@ -76,6 +79,7 @@ import torch.nn.functional as F
 
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
+import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 from encoders_vs_torch import _median_times  # pylint: disable=g-import-not-at-top,wrong-import-position
 
@@ -796,7 +800,7 @@ def check(encs, batch):
   return out
 
 
-def bench(mods, encs, batch, reps):
+def bench(mods, encs, batch, reps, monitor=None):
   port, step, state, (tb, labels), jb = make_setup(mods, encs, batch)
   once = make_setup(mods, encs, batch, trunk_once=True)[0]
   first = float(port.step(tb, labels))
@@ -812,7 +816,7 @@ def bench(mods, encs, batch, reps):
   jax_step()
   compile_s = time.perf_counter() - t0
   ms = _median_times([jax_step, lambda: port.step(tb, labels), lambda: once.step(tb, labels)],
-                     reps)
+                     reps, monitor)
   return ms, compile_s, first
 
 
@@ -847,7 +851,11 @@ def main():
                       help='width_div of the port-semantics check (smaller: faster)')
   parser.add_argument('--port_audio_width', type=int, default=8)
   parser.add_argument('--no_timing', action='store_true')
+  _load.add_flag(parser)
   args = parser.parse_args()
+  monitor = _load.LoadMonitor()
+  if not args.no_timing:
+    _load.refuse_at_start(monitor, args.refuse_under_load)
   threads = os.cpu_count()
   torch.set_num_threads(threads)
   encs = make_encoders(args.video_depth, args.width_div, args.audio_width)
@@ -872,14 +880,16 @@ def main():
   if args.no_timing:
     return
   print('\n| set-up | JAX ms | torch (port) ms | ratio | torch (trunk once) ms | ratio | '
-        'JAX compile s |')
-  print('|' + '---|' * 7)
+        'JAX compile s | load |')
+  print('|' + '---|' * 8)
   for name in args.setups.split(','):
     mods = tuple(name.split('+'))
-    ms, compile_s, _ = bench(mods, encs, args.batch, args.reps)
+    since = len(monitor.samples)
+    ms, compile_s, _ = bench(mods, encs, args.batch, args.reps, monitor)
     print(f'| {"+".join(m[0].upper() for m in mods)} | {ms[0]:.0f} | {ms[1]:.0f} | '
-          f'{ms[1] / ms[0]:.2f} | {ms[2]:.0f} | {ms[2] / ms[0]:.2f} | {compile_s:.0f} |',
-          flush=True)
+          f'{ms[1] / ms[0]:.2f} | {ms[2]:.0f} | {ms[2] / ms[0]:.2f} | {compile_s:.0f} | '
+          f'{monitor.span(since)} |', flush=True)
+  _load.finish(monitor, args.refuse_under_load)
 
 
 if __name__ == '__main__':

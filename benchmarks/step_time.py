@@ -10,7 +10,10 @@ Encoder set-ups on the embedded benchmark's encoders and shapes (configs/hac.py:
   (d) as (c) with bn_mode='port': BN on batch statistics in the student's passes, running
       statistics updated, the teacher's own inference-mode trunk pass (one more trunk run).
 Prints the trunk's FLOP share (XLA cost analysis) and a table of median step times. Timings of
-the methods are interleaved round by round so that background load hits them alike.
+the methods are interleaved round by round so that background load hits them alike. The
+machine's load is sampled at the start, after every round and at the end, shown per set-up and
+under the table, and the table is flagged LOADED when others used the CPUs
+(``benchmarks/_load.py``; ``--refuse_under_load`` exits non-zero instead).
 """
 import argparse
 import functools
@@ -23,7 +26,9 @@ import time
 import jax
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                os.path.dirname(os.path.abspath(__file__))]
+import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import config_lib, models, step  # pylint: disable=g-import-not-at-top
 
 VARIANTS = [('erm', {}), ('ema', {}),
@@ -75,7 +80,10 @@ def main():
   ap.add_argument('--reps', type=int, default=20)
   ap.add_argument('--batch', type=int, default=16)
   ap.add_argument('--setups', default='a,b,c,d', help='comma-separated subset of a,b,c,d')
+  _load.add_flag(ap)
   args = ap.parse_args()
+  monitor = _load.LoadMonitor()
+  _load.refuse_at_start(monitor, args.refuse_under_load)
   c = _config()
   batch = _batch(c, args.batch)
   print(f'jax {jax.__version__} on {jax.devices()[0].platform} x{jax.device_count()}, '
@@ -111,7 +119,8 @@ def main():
       jax.block_until_ready(m)
       label = name if not over else f'{name} ({over["consistency"]})'
       fns.append([label, f, state, []])
-    for _ in range(args.reps):
+    since = len(monitor.samples)
+    for r in range(args.reps):
       for entry in fns:
         _, f, state, times = entry
         t = time.perf_counter()
@@ -119,14 +128,17 @@ def main():
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t)
         entry[2] = state
+      monitor.record(f'{key} round {r + 1}')
+    load = monitor.span(since)
     base = statistics.median(fns[0][3])
     for label, _, _, times in fns:
       med = statistics.median(times)
-      rows.append((setup, label, 1e3 * med, med / base))
-  print(f'\n| set-up | method | step ms (median of {args.reps}) | x erm |')
-  print('|---|---|---:|---:|')
-  for setup, label, ms, ratio in rows:
-    print(f'| {setup} | {label} | {ms:.1f} | {ratio:.2f} |')
+      rows.append((setup, label, 1e3 * med, med / base, load))
+  print(f'\n| set-up | method | step ms (median of {args.reps}) | x erm | load |')
+  print('|---|---|---:|---:|---|')
+  for setup, label, ms, ratio, load in rows:
+    print(f'| {setup} | {label} | {ms:.1f} | {ratio:.2f} | {load} |')
+  _load.finish(monitor, args.refuse_under_load)
 
 
 if __name__ == '__main__':

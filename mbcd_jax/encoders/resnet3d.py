@@ -29,6 +29,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from mbcd_jax import batchnorm
+from mbcd_jax.encoders.conv3d import Conv3d
 
 Dtype = Any
 
@@ -50,9 +51,12 @@ def batch_norm(dtype: Dtype, name: str) -> batchnorm.BatchNorm:
 class ConvModule(nn.Module):
   """mmcv ``ConvModule``: bias-free conv -> [BN] -> [ReLU]. Sub-modules ``conv`` and ``bn``.
 
+  The conv is ``conv3d.Conv3d`` (``nn.Conv``'s parameter, computed as 2-D / 1-D convolutions,
+  which XLA's CPU backend runs much faster than 3-D ones).
+
   Attributes:
     features: output channels.
-    kernel: kernel size per spatial axis, e.g. ``(3, 1, 1)``.
+    kernel: kernel size per axis ``(kt, kh, kw)``, e.g. ``(3, 1, 1)``.
     strides: stride per axis (default ones).
     padding: symmetric zero padding per axis (PyTorch convention; default zeros).
     norm / act: whether BN / ReLU follow the conv.
@@ -68,10 +72,8 @@ class ConvModule(nn.Module):
   @nn.compact
   def __call__(self, x):
     n = len(self.kernel)
-    strides = tuple(self.strides or (1,) * n)
-    pad = [(p, p) for p in (self.padding or (0,) * n)]
-    x = nn.Conv(self.features, tuple(self.kernel), strides, padding=pad, use_bias=False,
-                dtype=self.dtype, name='conv')(x)
+    x = Conv3d(self.features, tuple(self.kernel), tuple(self.strides or (1,) * n),
+               tuple(self.padding or (0,) * n), dtype=self.dtype, name='conv')(x)
     if self.norm:
       x = batch_norm(self.dtype, 'bn')(x)
     if self.act:
