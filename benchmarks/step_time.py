@@ -1,4 +1,5 @@
-r"""Compiled train-step time of ERM, EMA and MBCD (each consistency mode), relative to ERM.
+r"""Compiled train-step time of every method, relative to ERM: EMA, MBCD (each consistency
+mode) and the peers' plug-ins (RNA-Net, SimMMDG, MOOSA, CMRF, each on its own model variant).
 
   JAX_PLATFORMS=cpu python benchmarks/step_time.py [--reps 20] [--batch 16] [--setups a,b,c,d]
 
@@ -35,7 +36,8 @@ VARIANTS = [('erm', {}), ('ema', {}),
             ('mbcd', {'consistency': 'off'}),
             ('mbcd', {'consistency': 'inner_first_order'}),
             ('mbcd', {'consistency': 'inner_second_order'}),
-            ('mbcd', {'consistency': 'grad_dot'})]
+            ('mbcd', {'consistency': 'grad_dot'}),
+            ('rna', {}), ('simmmdg', {}), ('moosa', {}), ('cmrf', {})]
 
 
 def _config():
@@ -113,6 +115,8 @@ def main():
         mc[k] = v
       from mbcd_jax import methods  # pylint: disable=g-import-not-at-top
       sp = methods.resolve(mc)
+      # A plug-in runs on its own model variant (no LayerNorm, head dropout, Linear heads...).
+      model = models.build_model(c.model, tuple(c.data.modalities), c.data.num_classes, name)
       state = step.init_state(model, sp, tx, jax.random.key(0), batch)
       f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
       state, m = f(state, batch, jax.random.key(1))     # compile
