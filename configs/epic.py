@@ -19,5 +19,5 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c = config_lib.dataset_config('epic', sources=('D2', 'D3'), target='D1')
   c.model.encoders = hac.paper_encoders()
   if args:
-    hac.apply_synthetic(c, smoke='smoke' in args)
+    hac.apply_synthetic(c, smoke='smoke' in args, scratch='scratch' in args)
   return c
