@@ -228,14 +228,19 @@ def pretrain_modality(spec: synthetic.SyntheticSpec, up, m: str, encoder_config)
   enc = encoders_lib.build(encoder_config['name'], encoder_kwargs(encoder_config))
   head = nn.Dense(up['classes'])
   x0, _ = task.batch(np.random.default_rng(0), 2)
-  r_t, r_s, r_h = jax.random.split(jax.random.key(up['seed']), 3)
-  trunk = flax.core.unfreeze(enc.trunk.init(r_t, x0))
-  stage = flax.core.unfreeze(enc.stage.init(r_s, enc.trunk.apply(trunk, x0)))
-  params = {'trunk': trunk.pop('params'), 'stage': stage.pop('params'),
-            'head': head.init(r_h, jnp.zeros((1, enc.feature_dim)))['params']}
-  stats = {'trunk': trunk.get('batch_stats', {}), 'stage': stage.get('batch_stats', {})}
   tx = optax.adam(up['lr'])
-  opt = tx.init(params)
+
+  @jax.jit
+  def init(x0):   # one compiled init (op-by-op it is dozens of small compilations)
+    r_t, r_s, r_h = jax.random.split(jax.random.key(up['seed']), 3)
+    trunk = flax.core.unfreeze(enc.trunk.init(r_t, x0))
+    stage = flax.core.unfreeze(enc.stage.init(r_s, enc.trunk.apply(trunk, x0)))
+    params = {'trunk': trunk.pop('params'), 'stage': stage.pop('params'),
+              'head': head.init(r_h, jnp.zeros((1, enc.feature_dim)))['params']}
+    stats = {'trunk': trunk.get('batch_stats', {}), 'stage': stage.get('batch_stats', {})}
+    return params, stats, tx.init(params)
+
+  params, stats, opt = init(x0)
 
   def variables(params, stats):
     return {'trunk': {'params': params['trunk'], 'batch_stats': stats['trunk']},
