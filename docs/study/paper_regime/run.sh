@@ -17,6 +17,8 @@ T2="Paper regime, world 2 (no part in any choice), multi-source, V+F+A"
 W2="--config.data.synthetic.world_seed=2"
 # Seed 0 on both worlds first, so that a cut study has both.
 if on w0; then $X --workdir=$OUT/w0 --seeds=0 --title="$T0"; fi
+# World 2 first on one target (one erm / ema / mbcd triple), then all three.
+if on w2; then $X --workdir=$OUT/w2 --seeds=0 --targets=human $W2 --title="$T2"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0 $W2 --title="$T2"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1 --title="$T0"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0,1 $W2 --title="$T2"; fi
