@@ -389,7 +389,7 @@ def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
       continue
     from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top
     kwargs = {k: v for k, v in ec.items() if k not in ('name', 'pretrained')}
-    trunk_vars, stage_vars = convert.load_pretrained(ec.name, path, **kwargs)
+    trunk_vars, stage_vars = convert.load_pretrained(ec.name, path, modality=m, **kwargs)
     stage_vars = dict(stage_vars)
     stage_params = stage_vars.pop('params')
     if model.freeze_trunk:

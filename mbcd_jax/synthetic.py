@@ -18,6 +18,11 @@ Generative model, for modality m, class c, domain d and one example::
   pattern — a colour cast and texture for video, a global motion bias for flow, a spectral
   tilt for audio.
 - Random per-example temporal and spatial rolls make the patterns non-trivially located.
+- **Styles** (``styles``): ``'fixed'``, one style per domain (the original benchmark);
+  ``'interpolated'``, the D domains share D style prototypes and domain d's examples each
+  interpolate (uniform weight) between prototypes d and d+1 (mod D), so with D >= 3 a domain
+  held out of the rest has every one of its styles between styles the sources show, modality by
+  modality, yet its style distribution differs from each source's (docs/benchmark.md).
 
 Everything is a pure function of ``(world_seed, domain, split, index)``, so the source is
 random-access, needs no storage and gives the same example every time it is read.
@@ -59,6 +64,7 @@ class SyntheticSpec:
   shift_audio: float = 1.0
   noise: float = 1.0               # noise std
   world_seed: int = 0              # fixes the patterns and domains (not the training seed)
+  styles: str = 'fixed'            # 'fixed' | 'interpolated' (module docstring)
 
   def shape(self, m: str) -> tuple:
     return {'video': self.video_shape + (3,), 'flow': self.flow_shape + (2,),
@@ -110,6 +116,41 @@ def _class_pattern(rng: np.random.Generator, shape: tuple) -> np.ndarray:
   return (pat / (pat.std() + 1e-8)).astype(np.float32)
 
 
+STYLES = ('fixed', 'interpolated')
+
+
+def draw_style(rng: np.random.Generator, m: str, shape: tuple, shift: float) -> tuple:
+  """One random style of modality ``m``: ``(gain, background [shape], offset)``.
+
+  A gain, a background pattern and an offset: a per-channel colour cast (video) or motion bias
+  (flow), a spectral tilt (audio, an offset linear in frequency). ``shift`` scales all three.
+  """
+  gain = np.exp(0.3 * shift * rng.standard_normal())
+  background = 0.5 * shift * _smooth_pattern(rng, shape, block=8)
+  if m == 'audio':   # spectral tilt: a frequency-dependent offset
+    f = np.linspace(-1, 1, shape[0], dtype=np.float32)[:, None]
+    offset = shift * rng.standard_normal() * f
+  else:              # colour cast / motion bias: a per-channel offset
+    offset = 0.5 * shift * rng.standard_normal(shape[-1]).astype(np.float32)
+  return np.float32(gain), background.astype(np.float32), offset
+
+
+def mix_styles(a: tuple, b: tuple, w: float) -> tuple:
+  """The style ``w`` of the way from ``a`` to ``b``: log-gain and offset linear in ``w``; the
+  background on the arc ``cos(pi w / 2) a + sin(pi w / 2) b``, which keeps the variance of two
+  independent patterns (a straight line would fade the texture half-way, a style neither end
+  has)."""
+  gain = np.exp((1 - w) * np.log(a[0]) + w * np.log(b[0]))
+  c, s = np.cos(np.pi / 2 * w), np.sin(np.pi / 2 * w)
+  return (np.float32(gain), (c * a[1] + s * b[1]).astype(np.float32),
+          ((1 - w) * a[2] + w * b[2]).astype(np.float32))
+
+
+def apply_style(x: np.ndarray, style: tuple) -> np.ndarray:
+  gain, background, offset = style
+  return gain * (x + background) + offset
+
+
 class _World:
   """The class patterns and domain styles, derived from ``world_seed``."""
 
@@ -125,15 +166,16 @@ class _World:
         rng = np.random.default_rng([spec.world_seed, mid, 1, d])
         self.specific[m, d] = np.stack(
             [_class_pattern(rng, shape) for _ in range(spec.num_classes)])
-        shift = spec.shift * getattr(spec, f'shift_{m}')
-        gain = np.exp(0.3 * shift * rng.standard_normal())
-        background = 0.5 * shift * _smooth_pattern(rng, shape, block=8)
-        if m == 'audio':   # spectral tilt: a frequency-dependent offset
-          f = np.linspace(-1, 1, shape[0], dtype=np.float32)[:, None]
-          offset = shift * rng.standard_normal() * f
-        else:              # colour cast / motion bias: a per-channel offset
-          offset = 0.5 * shift * rng.standard_normal(shape[-1]).astype(np.float32)
-        self.style[m, d] = (np.float32(gain), background.astype(np.float32), offset)
+        self.style[m, d] = draw_style(rng, m, shape, spec.shift * getattr(spec, f'shift_{m}'))
+    if spec.styles not in STYLES:
+      raise ValueError(f'synthetic styles must be one of {STYLES}, got {spec.styles!r}')
+
+  def domain_style(self, m: str, domain: int, rng: np.random.Generator) -> tuple:
+    """The style of one example of ``domain`` (draws from ``rng`` only if 'interpolated')."""
+    if self.spec.styles == 'fixed':
+      return self.style[m, domain]
+    n = len(self.spec.domains)
+    return mix_styles(self.style[m, domain], self.style[m, (domain + 1) % n], rng.random())
 
   def render(self, m: str, label: int, domain: int, rng: np.random.Generator) -> np.ndarray:
     spec = self.spec
@@ -146,8 +188,7 @@ class _World:
     axes = (1,) if m == 'audio' else (1, 2)   # time (audio) / space (video, flow)
     signal = np.roll(signal, tuple(int(s) for s in rng.integers(-4, 5, len(axes))), axis=axes)
     x = amp * visible * signal + spec.noise * rng.standard_normal(signal.shape, np.float32)
-    gain, background, offset = self.style[m, domain]
-    return gain * (x + background) + offset
+    return apply_style(x, self.domain_style(m, domain, rng))
 
 
 class SyntheticSource:

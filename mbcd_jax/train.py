@@ -33,6 +33,7 @@ import numpy as np
 import tqdm
 
 from mbcd_jax import checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
+from mbcd_jax import pretrain
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter
 
@@ -112,12 +113,14 @@ def _make_init(config, model, spec, tx, mesh, example) -> Callable:
     return step_lib.init_state(model, spec, tx, rng, example)
 
   pretrained = any(config.model.encoders[m].get('pretrained') for m in model.modalities)
+  # pretrained='synthetic': the upstream-pretrained file, trained now if not cached.
+  model_config = pretrain.resolve(config) if pretrained else config.model
 
   def init(rng):
     state = random_init(rng)
     if not pretrained:
       return state
-    params, frozen = models.load_pretrained(model, config.model,
+    params, frozen = models.load_pretrained(model, model_config,
                                             *step_lib.student_variables(state), spec.name)
     # A fresh step-0 state: BN statistics where the BN mode keeps them, the optimizer state
     # for the loaded parameters, the teacher a copy of the whole loaded student. Every leaf

@@ -6,7 +6,7 @@
 #   PHASE=main|ablations|analysis|curves|long|imbalance|sweeps|default|single|all (default all)
 #   PARALLEL=runs at a time (default 2: on 2 CPU cores two runs at once finish ~1.3x sooner)
 #
-# configs/hac.py:synthetic fixes the frozen random trunks (model.trunk_seed=0) for every training
+# configs/hac.py:synthetic,scratch fixes the frozen random trunks (model.trunk_seed=0) for every training
 # seed, as the paper's seeds share one pretrained checkpoint. Two benchmark settings, 10 epochs, ema_beta 0.98 (run length / EMA horizon = 4, the
 # config's rule), best-validation model selection reported first:
 #   W  = the study setting: default knobs with data.synthetic.shift_flow=0 (flow keeps its
@@ -20,11 +20,11 @@ A=${A:-runs/analysis_fs0}
 OUT=${OUT:-docs/study}
 PHASE=${PHASE:-all}
 P=${PARALLEL:-2}
-COMMON="--config=configs/hac.py:synthetic --config.train.epochs=10 --config.method.ema_beta=0.98"
+COMMON="--config=configs/hac.py:synthetic,scratch --config.train.epochs=10 --config.method.ema_beta=0.98"
 BASE="$COMMON --config.data.synthetic.shift_flow=0.0"
 X="python -m mbcd_jax.experiments $BASE --workdir=$W --parallel=$P"
 X1="python -m mbcd_jax.experiments $COMMON --workdir=$W1 --parallel=$P"
-XL="python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
+XL="python -m mbcd_jax.experiments --config=configs/hac.py:synthetic,scratch \
     --config.data.synthetic.shift_flow=0.0 --workdir=$WL --parallel=$P"
 TL="Multi-source, V+F+A, 20 epochs, beta 0.99, shift_flow=0"
 on() { [[ $PHASE == "$1" || $PHASE == all ]]; }

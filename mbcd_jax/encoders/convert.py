@@ -55,6 +55,12 @@ KINDS = {
                               drop=('cls_head.', 'data_preprocessor.'), modality='flow'),
     'vggsound_r18': dict(input_shape=(1, 64, 64, 1), strip=('module.', 'audnet.'),
                          drop=('fc.', 'fc_.', 'avgpool.'), modality='audio'),
+    # The embedded benchmark's small encoders (mbcd_jax/encoders/small.py), pretrained upstream
+    # by mbcd_jax/pretrain.py, never converted from PyTorch. frame_cnn serves video (3 channels)
+    # and flow (2), so its input shape, which fixes the first kernel, is per modality.
+    'frame_cnn': dict(input_shape={'video': (1, 2, 16, 16, 3), 'flow': (1, 2, 16, 16, 2)},
+                      strip=(), drop=(), modality='video'),
+    'spec_cnn': dict(input_shape=(1, 16, 16, 1), strip=(), drop=(), modality='audio'),
 }
 
 
@@ -78,8 +84,8 @@ def settings(kind: str, **encoder_kwargs) -> dict[str, Any]:
     ValueError: a kwarg the factory does not take (named).
   """
   _check_kind(kind)
-  from mbcd_jax.encoders import paper  # pylint: disable=g-import-not-at-top  (imports this module)
-  params = inspect.signature(getattr(paper, kind)).parameters
+  from mbcd_jax.encoders import paper, small  # pylint: disable=g-import-not-at-top  (imports this module)
+  params = inspect.signature(getattr(paper, kind, None) or getattr(small, kind)).parameters
   unknown = sorted(set(encoder_kwargs) - set(params))
   if unknown:
     raise ValueError(f'encoder {kind!r} has no setting {", ".join(unknown)}; '
@@ -103,11 +109,15 @@ def _check_settings(path: str, kind: str, recorded: Mapping[str, Any], wanted: M
                         f'converted: {fix}')
 
 
-def variable_shapes(kind: str, **encoder_kwargs) -> tuple[dict, dict]:
-  """Flat ``{(collection, *path): shape}`` of the trunk's and the stage's variables."""
+def variable_shapes(kind: str, modality: str | None = None, **encoder_kwargs) -> tuple[dict, dict]:
+  """Flat ``{(collection, *path): shape}`` of the trunk's and the stage's variables
+  (``modality`` picks the input shape of a kind that serves several, e.g. ``frame_cnn``)."""
   _check_kind(kind)
   enc = encoders_lib.build(kind, encoder_kwargs)
-  x = jax.ShapeDtypeStruct(KINDS[kind]['input_shape'], jnp.float32)
+  shape = KINDS[kind]['input_shape']
+  if isinstance(shape, dict):
+    shape = shape[modality or KINDS[kind]['modality']]
+  x = jax.ShapeDtypeStruct(shape, jnp.float32)
   key = jax.random.key(0)
   trunk = jax.eval_shape(enc.trunk.init, key, x)
   fmap = jax.eval_shape(enc.trunk.apply, trunk, x)
@@ -279,7 +289,7 @@ def load_pretrained(kind: str, path: str, trust_pickle: bool = False, modality: 
       recorded = {k: v for k, v in json.loads(blob['encoder_kwargs']).items() if k in wanted}
     _check_settings(path, kind, recorded, wanted, modality or KINDS[kind]['modality'])
     trunk, stage = blob['trunk'], blob['stage']
-    want_t, want_s = variable_shapes(kind, **encoder_kwargs)
+    want_t, want_s = variable_shapes(kind, modality, **encoder_kwargs)
     problems = []
     for part, tree, want in (('trunk', trunk, want_t), ('stage', stage, want_s)):
       have = {k: tuple(np.shape(v)) for k, v in flax.traverse_util.flatten_dict(tree).items()}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The paper-regime embedded study (docs/benchmark.md): erm / ema / mbcd on the default
+# benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
+# batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
+# Re-running skips finished runs. Run from the repo root.
+#   PHASE=w0|w2|all   world 0 (the default world) | world 2 (a world seed used in no choice)
+#   PARALLEL=runs at a time (default 2)
+set -u
+PHASE=${PHASE:-all}
+P=${PARALLEL:-2}
+OUT=${OUT:-runs/paper_regime}
+on() { [[ $PHASE == "$1" || $PHASE == all ]]; }
+X="python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --methods=erm,ema,mbcd --parallel=$P"
+t0=$(date +%s)
+T0="Paper regime, world 0 (default), multi-source, V+F+A"
+T2="Paper regime, world 2 (no part in any choice), multi-source, V+F+A"
+W2="--config.data.synthetic.world_seed=2"
+# Seed 0 on both worlds first, so that a cut study has both.
+if on w0; then $X --workdir=$OUT/w0 --seeds=0 --title="$T0"; fi
+# World 2 first on one target (one erm / ema / mbcd triple), then all three.
+if on w2; then $X --workdir=$OUT/w2 --seeds=0 --targets=human $W2 --title="$T2"; fi
+if on w2; then $X --workdir=$OUT/w2 --seeds=0 $W2 --title="$T2"; fi
+if on w0; then $X --workdir=$OUT/w0 --seeds=0,1 --title="$T0"; fi
+if on w2; then $X --workdir=$OUT/w2 --seeds=0,1 $W2 --title="$T2"; fi
+if on w0; then $X --workdir=$OUT/w0 --seeds=0,1,2 --title="$T0"; fi
+echo "phase $PHASE wall time: $(( $(date +%s) - t0 )) s"

@@ -1,0 +1,171 @@
+"""Synthetic upstream pretraining: cache key, atomic write, and loading what it trained."""
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import flax.linen as nn
+import jax
+import ml_collections
+import numpy as np
+import pytest
+
+from configs import hac
+from mbcd_jax import input_pipeline, models, pretrain, synthetic, train
+from mbcd_jax import encoders as encoders_lib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SPEC = synthetic.SyntheticSpec()
+ENC = dict(name='frame_cnn', trunk_widths=(32, 32, 48), trunk_strides=(1, 2, 2), width=64,
+           bn=True)
+
+
+def _key(spec=SPEC, up=None, m='video', enc=None):
+  return pretrain.cache_key(spec, up or pretrain.pretrain_config(), m, enc or ENC)
+
+
+def test_cache_key_changes_with_what_determines_the_file():
+  base = _key()
+  up = lambda **kw: ml_collections.ConfigDict({**pretrain.pretrain_config().to_dict(), **kw})
+  changed = {
+      'encoder width': _key(enc={**ENC, 'width': 32}),
+      'encoder bn': _key(enc={**ENC, 'bn': False}),
+      'input shape': _key(spec=dataclasses.replace(SPEC, video_shape=(4, 32, 32))),
+      'noise': _key(spec=dataclasses.replace(SPEC, noise=0.5)),
+      'style shift': _key(spec=dataclasses.replace(SPEC, shift_video=0.5)),
+      'steps': _key(up=up(steps=301)),
+      'seed': _key(up=up(seed=1)),
+      'classes': _key(up=up(classes=16)),
+      'lr': _key(up=up(lr=3e-4)),
+      'modality': _key(m='flow', enc={**ENC}),
+  }
+  assert len(set(changed.values()) | {base}) == len(changed) + 1, changed
+  # Downstream-only knobs, the cache location and the log cadence do not retrain.
+  same = [_key(spec=dataclasses.replace(SPEC, world_seed=3, dominance=1.0, styles='interpolated',
+                                        num_classes=8, shift_flow=0.0)),
+          _key(up=up(cache_dir='/elsewhere', log_every=7))]
+  assert all(k == base for k in same)
+
+
+def test_cache_key_changes_with_the_format_version(monkeypatch):
+  base = _key()
+  monkeypatch.setattr(pretrain, 'FORMAT_VERSION', pretrain.FORMAT_VERSION + 1)
+  assert _key() != base
+
+
+def test_unknown_pretrain_key_is_a_one_line_error():
+  with pytest.raises(ValueError, match=r'config.model.pretrain: unknown key\(s\) \[.stepz.\]'):
+    _key(up={'stepz': 3})
+
+
+def test_killed_write_leaves_no_file_under_the_cache_name(tmp_path):
+  path = tmp_path / 'video-abc.msgpack'
+  # A process killed (SIGKILL) after writing the data, before the rename.
+  script = textwrap.dedent(f'''
+      import os, signal, sys
+      sys.path.insert(0, {ROOT!r})
+      from mbcd_jax import pretrain
+      os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
+      pretrain.write_atomic({str(path)!r}, b'x' * 100000)
+  ''')
+  r = subprocess.run([sys.executable, '-c', script], capture_output=True, check=False)
+  assert r.returncode == -9, r.stderr.decode()[-2000:]
+  assert not path.exists()
+  left = os.listdir(tmp_path)
+  assert left and all(n.startswith('.') and n.endswith('.tmp') for n in left), left
+  # An exception mid-write removes the temporary file too; a later write succeeds.
+  with pytest.raises(ZeroDivisionError):
+    _failing_write(path)
+  pretrain.write_atomic(str(path), b'ok')
+  assert path.read_bytes() == b'ok'
+
+
+def _failing_write(path):
+  real = os.replace
+
+  def boom(*a):
+    raise ZeroDivisionError
+  os.replace = boom
+  try:
+    before = set(os.listdir(path.parent))
+    try:
+      pretrain.write_atomic(str(path), b'partial')
+    finally:
+      assert set(os.listdir(path.parent)) == before   # its temporary file is gone
+  finally:
+    os.replace = real
+
+
+def _tiny_config(tmp_path):
+  c = hac.get_config('synthetic,smoke')
+  c.data.modalities = ('audio',)   # one modality keeps the test fast (video: same code)
+  c.method.name = 'erm'            # AMD needs two modalities
+  for m in ('video', 'audio'):
+    c.model.encoders[m].bn = True
+    c.model.encoders[m].pretrained = pretrain.SENTINEL
+  c.model.pretrain = pretrain.pretrain_config()
+  c.model.pretrain.update(dict(classes=4, styles=4, amp=1.0, steps=30, batch_size=16, lr=3e-3,
+                               eval_examples=64, cache_dir=str(tmp_path)))
+  return c
+
+
+@pytest.fixture(scope='module')
+def cache(tmp_path_factory):
+  return tmp_path_factory.mktemp('pretrain_cache')
+
+
+def test_pretrained_encoder_reproduces_its_upstream_accuracy(cache, monkeypatch):
+  c = _tiny_config(cache)
+  mc = pretrain.resolve(c)
+  assert c.model.encoders.video.pretrained == pretrain.SENTINEL   # the run's config unchanged
+  spec = input_pipeline.synthetic_spec(c)
+  path = mc.encoders.audio.pretrained
+  assert path == pretrain.cache_path(spec, c.model.pretrain, 'audio', c.model.encoders.audio)
+  assert os.path.basename(path).startswith('audio-') and os.path.exists(path)
+  # Cached: a second resolve trains nothing.
+  monkeypatch.setattr(pretrain, 'pretrain_modality', lambda *a: pytest.fail('retrained'))
+  assert pretrain.resolve(c).encoders.audio.pretrained == path
+
+  # Load it as a DG run does (models.load_pretrained), then score the upstream task with the
+  # loaded trunk and stage and the file's upstream classifier.
+  task = pretrain.UpstreamTask(spec, c.model.pretrain.to_dict(), 'audio')
+  model = models.build_model(mc, ('audio',), c.data.num_classes)
+  params, frozen = model.init(jax.random.key(5), {'audio': task.eval_batch()[0][:2]})
+  params, frozen = models.load_pretrained(model, mc, params, frozen)
+  info = pretrain.read_upstream(path)
+  enc = encoders_lib.build('spec_cnn', pretrain.encoder_kwargs(c.model.encoders.audio))
+  variables = {'trunk': frozen['encoders']['audio']['trunk'],
+               'stage': {**frozen['encoders']['audio']['stage'],
+                         'params': params['encoders']['audio']['stage']},
+               'head': info['head']}
+  assert 'batch_stats' in variables['trunk']   # BN statistics came with the file
+  acc = pretrain.upstream_accuracy(enc, nn.Dense(4), variables, task)
+  assert acc == pytest.approx(info['accuracy'], abs=1e-6)
+  assert acc > 25.0 + 20.0, acc   # chance is 25%
+
+
+def test_train_build_loads_the_synthetic_pretrained_encoders(cache):
+  c = _tiny_config(cache)
+  run = train.build(c)
+  state = run.init(jax.random.key(0))
+  mc = pretrain.resolve(c)
+  from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top
+  trunk, stage = convert.load_pretrained('spec_cnn', mc.encoders.audio.pretrained,
+                                         modality='audio',
+                                         **pretrain.encoder_kwargs(c.model.encoders.audio))
+  for a, b in zip(jax.tree.leaves(state.params['encoders']['audio']['stage']),
+                  jax.tree.leaves(stage['params'])):
+    np.testing.assert_array_equal(a, b)
+  got = state.frozen['encoders']['audio']['trunk']['params']
+  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(trunk['params'])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_frame_cnn_file_shapes_follow_the_modality():
+  from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top
+  kw = dict(trunk_widths=(4,), trunk_strides=(1,), width=4, bn=True)
+  video, _ = convert.variable_shapes('frame_cnn', 'video', **kw)
+  flow, _ = convert.variable_shapes('frame_cnn', 'flow', **kw)
+  kernel = ('params', 'Conv_0', 'kernel')
+  assert video[kernel] == (3, 3, 3, 4) and flow[kernel] == (3, 3, 2, 4)

@@ -1,0 +1,31 @@
+"""The embedded benchmark's default world satisfies its stated principle (data statistics)."""
+import dataclasses
+
+from configs import hac
+from mbcd_jax import input_pipeline, world_check
+
+
+def _spec(arg):
+  spec = input_pipeline.synthetic_spec(hac.get_config(arg))
+  # Fewer examples per domain keep the test fast; the statistics are per-domain percentiles.
+  return dataclasses.replace(spec, train_per_domain=80, test_per_domain=24)
+
+
+def test_default_world_satisfies_the_principle():
+  report = world_check.check(_spec('synthetic'))
+  assert report.ok, '\n'.join(report.lines)
+  assert report.lines[-1] == 'principle: HOLDS'
+
+
+def test_fixed_styles_put_targets_outside_the_sources_span():
+  # The earlier benchmark (one style per domain): the check must be able to fail.
+  report = world_check.check(_spec('synthetic,scratch'))
+  assert not report.ok
+  assert any('outside the sources' in f for f in report.failures)
+  assert not any('no domain shift' in f for f in report.failures)
+
+
+def test_balanced_world_fails_the_imbalance_condition():
+  spec = dataclasses.replace(_spec('synthetic'), dominance=1.0, dominant_specific=0.1)
+  report = world_check.check(spec)
+  assert any(f.startswith('dominant video') for f in report.failures), report.failures
