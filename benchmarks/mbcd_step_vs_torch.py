@@ -523,6 +523,10 @@ def state_dict_np(module):
           for k, v in module.state_dict().items()}
 
 
+# Paper encoders take a dtype; the small CPU encoders (also converter kinds) do not.
+_DTYPED = ('slowfast_r101', 'slowonly_r50_flow', 'vggsound_r18')
+
+
 def build_jax_port(encoders, uni_heads, fused_head, *, hidden, dsu, amd, dtype):
   """Our model / method / optimizer and a step-0 state with the PyTorch modules' weights.
 
@@ -702,7 +706,7 @@ def jax_port_run(encoders, heads, channels, batch, labels, *, dtype='float64', h
   ``torch_port_run``. Call under ``jax.enable_x64(True)`` for float64.
   Returns per step: (metrics, state view)."""
   encoders = {m: dataclasses.replace(   # the paper encoders compute in their dtype kwarg
-      e, kwargs=dict(e.kwargs, dtype=dtype) if e.name in convert.KINDS else e.kwargs)
+      e, kwargs=dict(e.kwargs, dtype=dtype) if e.name in _DTYPED else e.kwargs)
               for m, e in encoders.items()}
   model, spec, tx, state = build_jax_port(encoders, heads[0], heads[1], hidden=hidden, dsu=dsu,
                                           amd=amd, dtype=dtype)
