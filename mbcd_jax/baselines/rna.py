@@ -25,19 +25,15 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import baselines
 from mbcd_jax import extensions
 
-ORDER = ('video', 'flow', 'audio')   # numerator-before-denominator order of the pairs
+ORDER = baselines.ORDER   # numerator-before-denominator order of the pairs
 
 
 def pairs(modalities) -> list[tuple[str, str]]:
   """Ordered (numerator, denominator) pairs for the present modalities."""
-  unknown = set(modalities) - set(ORDER)
-  if unknown:
-    raise ValueError(f'rna: unknown modalities {sorted(unknown)}; expected a subset of {ORDER}')
-  ms = [m for m in ORDER if m in modalities]
-  if len(ms) < 2:
-    raise ValueError(f'rna: needs at least two modalities, got {ms}')
+  ms = baselines.present(modalities, 'rna')
   return [(a, b) for i, a in enumerate(ms) for b in ms[i + 1:]]
 
 

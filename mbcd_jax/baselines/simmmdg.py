@@ -51,11 +51,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import baselines
 from mbcd_jax import batchnorm
 from mbcd_jax import extensions
 from mbcd_jax import recipes
 
-ORDER = ('video', 'flow', 'audio')   # canonical order; naming only (no term depends on it)
+ORDER = baselines.ORDER   # canonical order; naming only (no term depends on it)
 PyTree = dict
 
 
@@ -203,12 +204,7 @@ def translation_loss(pred: jax.Array, target: jax.Array) -> jax.Array:
 
 def ordered_pairs(modalities) -> list[tuple[str, str]]:
   """Every ordered (source, target) pair of the present modalities, in ``ORDER``."""
-  unknown = set(modalities) - set(ORDER)
-  if unknown:
-    raise ValueError(f'simmmdg: unknown modalities {sorted(unknown)}; expected a subset of {ORDER}')
-  ms = [m for m in ORDER if m in modalities]
-  if len(ms) < 2:
-    raise ValueError(f'simmmdg: needs at least two modalities, got {ms}')
+  ms = baselines.present(modalities, 'simmmdg')
   return [(a, b) for a in ms for b in ms if a != b]
 
 
