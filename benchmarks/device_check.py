@@ -14,8 +14,8 @@ stopped from outside keeps what finished. Parts, in the order they run:
 2. ``perf``: the paper's encoders at full size and shape (SlowFast-R101 on 32x224x224 RGB,
    SlowOnly-R50 on 8x224x224 flow, ResNet-18 on 257x1004 audio), ERM and MBCD, BN modes port and
    frozen, float32 and bfloat16, batch 16: compile time, median step time, clips/s, MFU (XLA's
-   cost analysis flops / step time / the chip's peak), XLA's memory analysis and the device's
-   peak memory so far. Rows run in priority order (MBCD port bf16 first) until the part's time
+   cost-analysis flops of the lowered step / step time / the chip's peak), XLA's memory
+   analysis and the device's peak memory so far. Rows run in priority order (MBCD port bf16 first) until the part's time
    box ends.
 3. ``torch``: the port's step in eager PyTorch (``TorchPortMBCD`` of
    ``benchmarks/mbcd_step_vs_torch.py``, CUDA) and our port-mode step on the same weights (the
@@ -217,15 +217,35 @@ def device_batch(enc_set, b, device):
   return out
 
 
+def init_shapes(enc_set, side=32):
+  """Per-example input shapes for initialising: every axis but channels cut to ``side``.
+
+  The encoders end in global pooling, so their variables do not depend on the input's size;
+  initialising the paper-size model at its full input shapes compiled for 124 s on an H200.
+  """
+  return {m: tuple(min(d, side) for d in shape[:-1]) + shape[-1:]
+          for m, (_, _, shape) in enc_set.items()}
+
+
 def init_variables(enc_set, device, cache={}):  # pylint: disable=dangerous-default-value
-  """(params, frozen) of the float32 model, initialised under jit on ``device`` (cached per
-  encoder set and device: the dry run's parts share them)."""
+  """(params, frozen) of the float32 model, initialised under jit on ``device`` at reduced input
+  shapes (checked against the full shapes' abstract variables); cached per encoder set and
+  device: the dry run's parts share them."""
   key = (id(enc_set), str(device))
   if key not in cache:
     model, _, _ = build(enc_set, 'erm', 'frozen', 'float32')
-    example = {m: jnp.zeros((1, *shape), jnp.float32) for m, (_, _, shape) in enc_set.items()}
+    rng = jax.random.key(0)
+    small = {m: jnp.zeros((1, *s), jnp.float32) for m, s in init_shapes(enc_set).items()}
+    full = {m: jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+            for m, (_, _, shape) in enc_set.items()}
     with jax.default_device(device):
-      cache[key] = jax.jit(model.init)(jax.random.key(0), example)
+      variables = jax.jit(model.init)(rng, small)
+    want = jax.eval_shape(model.init, rng, full)
+    got = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), variables)
+    if got != want:
+      raise ValueError('initialising at reduced input shapes changed the variables\' shapes: '
+                       f'{jax.tree.structure(got)} vs {jax.tree.structure(want)}')
+    cache[key] = variables
   return cache[key]
 
 
@@ -245,6 +265,16 @@ def tree_max_abs(a):
 def is_oom(e):
   s = str(e)
   return 'RESOURCE_EXHAUSTED' in s or 'out of memory' in s.lower() or 'OOM' in s
+
+
+def _flops(stage):
+  """XLA's cost-analysis flop count of a ``Lowered`` or ``Compiled`` step (0 when unknown)."""
+  try:
+    cost = stage.cost_analysis()
+  except Exception:  # pylint: disable=broad-except
+    return 0.0
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  return float((cost or {}).get('flops', 0.0))
 
 
 def peak_tflops(kind):
@@ -350,11 +380,15 @@ def time_config(enc_set, method, bn_mode, dtype, b, variables, accel, reps, peak
   jitted = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx),
                    donate_argnums=(0,))
   t = time.perf_counter()
-  compiled = jitted.lower(state, batch, rng).compile()
+  lowered = jitted.lower(state, batch, rng)
+  compiled = lowered.compile()
   compile_s = time.perf_counter() - t
-  cost = compiled.cost_analysis()
-  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-  flops = float((cost or {}).get('flops', 0.0))
+  # The MFU's flops come from the lowered (pre-optimisation) HLO: after GPU compilation the
+  # convolutions are cuDNN custom calls that XLA's cost analysis counts as 0 flops (on the H200
+  # the compiled count was 1.1 of the 13 TFLOP of the MBCD step), so only the lowered count is
+  # the same on every backend.
+  flops = _flops(lowered)
+  compiled_flops = _flops(compiled)
   try:
     mem = compiled.memory_analysis()
     temp_gib = (mem.temp_size_in_bytes + mem.argument_size_in_bytes
@@ -374,7 +408,7 @@ def time_config(enc_set, method, bn_mode, dtype, b, variables, accel, reps, peak
   row = {'method': method, 'bn_mode': bn_mode, 'dtype': dtype, 'batch': b,
          'compile_s': compile_s, 'step_ms': 1e3 * sec, 'clips/s': b / sec,
          'TFLOP/step': flops / 1e12, 'TFLOP/s': flops / sec / 1e12,
-         'loss': float(metrics['loss'])}
+         'compiled TFLOP/step': compiled_flops / 1e12, 'loss': float(metrics['loss'])}
   if peaks:
     row['MFU'] = flops / sec / 1e12 / peaks[dtype]
   row['XLA mem GiB'] = temp_gib
@@ -659,6 +693,32 @@ def part_pipeline(args, clock, report, box):
   report.save()
 
 
+# ---------------------------------------------------------------------------------- flops
+def count_flops(enc_set, rows, b):
+  """Lowered-HLO TFLOP per train step of each (method, bn_mode, dtype) row at batch ``b``.
+
+  Traces and lowers only (abstract shapes, nothing compiled or run), so it runs anywhere in
+  seconds: the MFU denominator of part 2's rows, checkable on a laptop.
+  """
+  out = []
+  for method, bn_mode, dtype in rows:
+    model, spec, tx = build(enc_set, method, bn_mode, dtype)
+    rng = jax.random.key(0)
+    example = {m: jax.ShapeDtypeStruct((1, *shape), jnp.float32)
+               for m, (_, _, shape) in enc_set.items()}
+    variables = jax.eval_shape(model.init, rng, example)
+    state = jax.eval_shape(lambda v, m=model, s=spec, t=tx: step_lib.make_state(m, s, t, *v),
+                           variables)
+    batch = {m: jax.ShapeDtypeStruct((b, *shape), jnp.float32)
+             for m, (_, _, shape) in enc_set.items()}
+    batch['label'] = jax.ShapeDtypeStruct((b,), jnp.int32)
+    lowered = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec,
+                                        tx=tx)).lower(state, batch, rng)
+    out.append({'method': method, 'bn_mode': bn_mode, 'dtype': dtype, 'batch': b,
+                'TFLOP/step': _flops(lowered) / 1e12})
+  return out
+
+
 # ---------------------------------------------------------------------------------- main
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
@@ -667,8 +727,19 @@ def main():
   ap.add_argument('--budget_s', type=float, default=420.0, help='wall-clock budget, seconds')
   ap.add_argument('--reps', type=int, default=0, help='timed steps per row (default 5; dry 2)')
   ap.add_argument('--parts', default=','.join(SHARES), help='comma-separated subset')
+  ap.add_argument('--flops_only', action='store_true',
+                  help='print the lowered TFLOP/step of every perf row (batch 16) and exit')
   args = ap.parse_args()
   args.reps = args.reps or (2 if args.dry_run else 5)
+  if args.flops_only:
+    rows = count_flops(TINY if args.dry_run else FULL,
+                       DRY_PERF_ROWS if args.dry_run else PERF_ROWS, 2 if args.dry_run else 16)
+    os.makedirs(args.out, exist_ok=True)
+    with open(os.path.join(args.out, 'flops.json'), 'w') as f:
+      json.dump(rows, f, indent=1)
+    print(markdown({'meta': {'jax': jax.__version__}, 'parts': {
+        'flops': {'rows': rows, 'notes': ['lowered (pre-optimisation) HLO, XLA cost analysis']}}}))
+    return
   clock = Clock(args.budget_s)
   accel = jax.devices()[0]
   cpu = jax.devices('cpu')[0]

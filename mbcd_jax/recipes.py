@@ -19,12 +19,17 @@ resolved epochs and coefficients are what a run's ``config.json`` records and wh
 runner's ``run_config.json`` and tables see. It is idempotent: under 'authors' an explicit
 ``--config.train.epochs`` or method coefficient named by the recipe is replaced.
 """
-import itertools
-from typing import Sequence
+from __future__ import annotations
 
-import ml_collections
+import itertools
+from typing import Sequence, TYPE_CHECKING
 
 from mbcd_jax import MODALITIES
+
+if TYPE_CHECKING:
+  # For annotations only: the methods, model and step modules import this one, and must import
+  # where ml_collections is not installed (benchmarks/device_check.py on a bare accelerator host).
+  import ml_collections
 
 RECIPES = ('shared', 'authors')
 

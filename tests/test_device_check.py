@@ -67,3 +67,29 @@ def test_dry_run_reports_every_part(tmp_path):
   assert perf and all(r['step_ms'] > 0 and r['TFLOP/step'] > 0 for r in perf)
   md = (tmp_path / 'device_check.md').read_text()
   assert md.startswith('# Accelerator check') and '## pipeline' in md
+
+
+def test_imports_without_the_pipeline_packages():
+  """The accelerator image lacks ml_collections, grain, array_record, PyAV and tensorboardX: the
+  script (and the model, step and method modules it imports) must load without them."""
+  blocked = ('ml_collections', 'grain', 'array_record', 'av', 'tensorboardX')
+  code = (f'import sys\nfor m in {blocked!r}: sys.modules[m] = None\n'
+          f'sys.path.insert(0, {os.path.join(_ROOT, "benchmarks")!r})\n'
+          'import device_check\nprint("imported")')
+  res = subprocess.run([sys.executable, '-c', code], cwd=_ROOT, capture_output=True, text=True,
+                       env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
+  assert res.returncode == 0 and 'imported' in res.stdout, res.stderr[-2000:]
+
+
+def test_flops_only_counts_the_lowered_step(tmp_path):
+  """--flops_only lowers each perf row on abstract shapes: MBCD's step (three student/teacher
+  stage passes, the inner backward) costs more than ERM's, both more than zero."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  res = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'device_check.py'),
+       f'--out={tmp_path}', '--dry_run', '--flops_only'],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert res.returncode == 0, res.stderr[-3000:]
+  rows = {r['method']: r for r in json.loads((tmp_path / 'flops.json').read_text())}
+  assert rows['erm']['TFLOP/step'] > 0
+  assert rows['mbcd']['TFLOP/step'] > 1.5 * rows['erm']['TFLOP/step']

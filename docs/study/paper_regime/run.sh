@@ -3,7 +3,8 @@
 # benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
 # batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|all   world 0 (the default world) | world 2 (a world seed used in no choice)
+#   PHASE=w0|w2|w34|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world seeds
+#                         used in no choice; 3 and 4 fixed before any of their output was seen)
 #   PARALLEL=runs at a time (default 2)
 set -u
 PHASE=${PHASE:-all}
@@ -15,11 +16,16 @@ t0=$(date +%s)
 T0="Paper regime, world 0 (default), multi-source, V+F+A"
 T2="Paper regime, world 2 (no part in any choice), multi-source, V+F+A"
 W2="--config.data.synthetic.world_seed=2"
+T3="Paper regime, world 3 (no part in any choice), multi-source, V+F+A"
+T4="Paper regime, world 4 (no part in any choice), multi-source, V+F+A"
 # Seed 0 on both worlds first, so that a cut study has both.
 if on w0; then $X --workdir=$OUT/w0 --seeds=0 --title="$T0"; fi
 # World 2 first on one target (one erm / ema / mbcd triple), then all three.
 if on w2; then $X --workdir=$OUT/w2 --seeds=0 --targets=human $W2 --title="$T2"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0 $W2 --title="$T2"; fi
+# Worlds 3 and 4, seed 0: the same table on two more independent worlds.
+if on w34; then $X --workdir=$OUT/w3 --seeds=0 --config.data.synthetic.world_seed=3 --title="$T3"; fi
+if on w34; then $X --workdir=$OUT/w4 --seeds=0 --config.data.synthetic.world_seed=4 --title="$T4"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1 --title="$T0"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0,1 $W2 --title="$T2"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1,2 --title="$T0"; fi
