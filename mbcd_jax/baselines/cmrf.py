@@ -49,6 +49,7 @@ from typing import Any, Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import baselines
 from mbcd_jax import extensions
 from mbcd_jax import losses
 from mbcd_jax.baselines import simmmdg
@@ -87,12 +88,7 @@ def authors_recipe(dataset: str, modalities: Sequence[str], target: str) -> dict
 def authors_pairs(modalities: Sequence[str]) -> list[tuple[str, str]]:
   """The mixed pairs in the authors' order (it decides which draw goes to which pair):
   (video, flow), (video, audio), (flow, audio), restricted to the modalities present."""
-  order = ('video', 'flow', 'audio')
-  unknown = [m for m in modalities if m not in order]
-  if unknown:
-    raise ValueError(f'cmrf: unknown modalities {unknown} in {modalities}')
-  mods = [m for m in order if m in modalities]
-  return list(itertools.combinations(mods, 2))
+  return list(itertools.combinations(baselines.present(modalities, 'cmrf'), 2))
 
 
 def modality_weight(m: str, cfg: Config) -> float:

@@ -57,6 +57,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mbcd_jax import baselines
 from mbcd_jax import extensions
 from mbcd_jax import losses
 from mbcd_jax import recipes
@@ -139,12 +140,9 @@ def authors_recipe(dataset: str, modalities: Sequence[str], target: str) -> dict
 def authors_order(modalities: Sequence[str]) -> tuple[str, ...]:
   """The order the authors concatenate embeddings (fused head input and jigsaw parts) in:
   (video, audio, flow) for three modalities, (flow, audio) for flow + audio."""
-  rank = {'video': 0, 'audio': 1, 'flow': 2} if len(modalities) == 3 or 'video' in modalities \
-      else {'flow': 0, 'audio': 1}
-  unknown = [m for m in modalities if m not in rank]
-  if unknown:
-    raise ValueError(f'moosa.authors_order: unknown modalities {unknown} in {modalities}')
-  return tuple(sorted(modalities, key=rank.__getitem__))
+  ms = baselines.present(modalities, 'moosa')
+  rank = {'video': 0, 'audio': 1, 'flow': 2} if 'video' in ms else {'flow': 0, 'audio': 1}
+  return tuple(sorted(ms, key=rank.__getitem__))
 
 
 # ---------------------------------------------------------------------------- modules

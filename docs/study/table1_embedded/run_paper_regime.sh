@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Embedded Table 1 in the paper's regime (plan_paper_regime.md). Run from the repo root:
+#   OUT=runs/table1_paper PARALLEL=2 bash docs/study/table1_embedded/run_paper_regime.sh
+# Re-running skips finished runs. The upstream-pretrained encoders come from the cache
+# ($MBCD_JAX_PRETRAIN_CACHE, else ~/.cache/mbcd_jax/pretrain; made on first use).
+set -u
+OUT=${OUT:-runs/table1_paper}
+P=${PARALLEL:-2}
+SEEDS=${SEEDS:-0}
+for s in ${SEEDS//,/ }; do
+  for methods in rna cmrf simmmdg moosa erm,mbcd; do
+    python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --methods=$methods \
+      --seeds=$s --parallel=$P --workdir=$OUT --table=table1_seed${s}_$methods \
+      --title="Embedded Table 1, paper regime, world 0, V+F+A, seed $s"
+  done
+done
