@@ -37,8 +37,8 @@ class Protocol:
 
 
 DATASETS = {
-    'hac': Protocol(hac_data.DOMAINS, len(hac_data.CLASSES), target_test_split_only=False),
-    'epic': Protocol(epic_data.DOMAINS, len(epic_data.CLASSES), target_test_split_only=True),
+    'hac': Protocol(hac_data.DOMAINS, len(hac_data.CLASSES), hac_data.TARGET_TEST_SPLIT_ONLY),
+    'epic': Protocol(epic_data.DOMAINS, len(epic_data.CLASSES), epic_data.TARGET_TEST_SPLIT_ONLY),
 }
 NAN_POLICIES = ('stop', 'skip')
 FEATURE_NORMS = ('parameter_free', 'learnable', 'none')

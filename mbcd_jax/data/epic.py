@@ -20,6 +20,8 @@ import os
 from mbcd_jax.data import layouts
 
 DOMAINS = ('D1', 'D2', 'D3')
+# The test set of a held-out domain is its test split (the MM-SADA splits' test pickle).
+TARGET_TEST_SPLIT_ONLY = True
 CLASSES = ('take', 'put', 'open', 'close', 'wash', 'cut', 'mix', 'pour')
 SPLITS_DIR = 'MM-SADA_Domain_Adaptation_Splits'
 COLUMNS = ('uid', 'video_id', 'start_timestamp', 'stop_timestamp', 'start_frame',

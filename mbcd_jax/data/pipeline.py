@@ -22,7 +22,9 @@ import grain
 import numpy as np
 
 from mbcd_jax import MODALITIES
-from mbcd_jax.data import store, transforms
+from mbcd_jax.data import epic, hac, store, transforms
+
+_TARGET_TEST_SPLIT_ONLY = {'hac': hac.TARGET_TEST_SPLIT_ONLY, 'epic': epic.TARGET_TEST_SPLIT_ONLY}
 _COUNT_KEY = {'video': 'num_frames', 'flow': 'num_flow_frames', 'audio': 'num_audio_samples'}
 
 
@@ -84,15 +86,16 @@ class PreparedSource(grain.sources.RandomAccessDataSource):
     return rec
 
 
-def select(index: dict, split: str, sources, target: str, test_split_only: bool = False):
-  """Index entries of a protocol split ('train' | 'val' | 'test')."""
+def select(index: dict, split: str, sources, target: str, hac_test_split_only: bool = False):
+  """Index entries of a protocol split ('train' | 'val' | 'test'); the target's test set per
+  the dataset module's ``TARGET_TEST_SPLIT_ONLY`` (``config_lib.DATASETS`` reads the same)."""
   sources = _tuple(sources)
   if split == 'train':
     keep = lambda e: e['domain'] in sources and e['split'] == 'train'
   elif split == 'val':
     keep = lambda e: e['domain'] in sources and e['split'] == 'test'
   elif split == 'test':
-    whole = index['dataset'] == 'hac' and not test_split_only
+    whole = not (_TARGET_TEST_SPLIT_ONLY[index['dataset']] or hac_test_split_only)
     keep = lambda e: e['domain'] == target and (whole or e['split'] == 'test')
   else:
     raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
