@@ -3,8 +3,10 @@
 # benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
 # batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world seeds
-#                         used in no choice; 3 and 4 fixed before any of their output was seen)
+#   PHASE=w0|w2|w34|long|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
+#                         seeds used in no choice; 3 and 4 fixed before any of their output was
+#                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
+#                         2000 steps with beta 0.999 (the teacher-lag question)
 #   PARALLEL=runs at a time (default 2)
 set -u
 PHASE=${PHASE:-all}
@@ -26,6 +28,8 @@ if on w2; then $X --workdir=$OUT/w2 --seeds=0 $W2 --title="$T2"; fi
 # Worlds 3 and 4, seed 0: the same table on two more independent worlds.
 if on w34; then $X --workdir=$OUT/w3 --seeds=0 --config.data.synthetic.world_seed=3 --title="$T3"; fi
 if on w34; then $X --workdir=$OUT/w4 --seeds=0 --config.data.synthetic.world_seed=4 --title="$T4"; fi
+if on long; then $X --workdir=$OUT/long --seeds=0 --targets=human --config.train.epochs=100 \
+  --config.method.ema_beta=0.999 --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 0"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1 --title="$T0"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0,1 $W2 --title="$T2"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1,2 --title="$T0"; fi
