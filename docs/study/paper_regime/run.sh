@@ -6,7 +6,8 @@
 #   PHASE=w0|w2|w34|long|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
-#                         2000 steps with beta 0.999 (the teacher-lag question)
+#                         2000 steps with beta 0.999 (the teacher-lag question) | w0s12: seeds 1
+#                         and 2 of world 0 in their own workdir
 #   PARALLEL=runs at a time (default 2)
 set -u
 PHASE=${PHASE:-all}
@@ -30,6 +31,7 @@ if on w34; then $X --workdir=$OUT/w3 --seeds=0 --config.data.synthetic.world_see
 if on w34; then $X --workdir=$OUT/w4 --seeds=0 --config.data.synthetic.world_seed=4 --title="$T4"; fi
 if on long; then $X --workdir=$OUT/long --seeds=0 --targets=human --config.train.epochs=100 \
   --config.method.ema_beta=0.999 --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 0"; fi
+if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1 --title="$T0"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0,1 $W2 --title="$T2"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1,2 --title="$T0"; fi
