@@ -15,8 +15,8 @@ stopped from outside keeps what finished. Parts, in the order they run:
    SlowOnly-R50 on 8x224x224 flow, ResNet-18 on 257x1004 audio), ERM and MBCD, BN modes port and
    frozen, float32 and bfloat16, batch 16: compile time, median step time, clips/s, MFU (XLA's
    cost-analysis flops of the lowered step / step time / the chip's peak), XLA's memory
-   analysis and the device's peak memory so far. Rows run in priority order (MBCD port bf16 first) until the part's time
-   box ends.
+   analysis and the device's peak memory so far. Rows run in priority order (MBCD port bf16
+   first) until the part's time box ends.
 3. ``torch``: the port's step in eager PyTorch (``TorchPortMBCD`` of
    ``benchmarks/mbcd_step_vs_torch.py``, CUDA) and our port-mode step on the same weights (the
    converter) and the same random draws: loss terms of two steps side by side, step times; then
@@ -217,6 +217,12 @@ def device_batch(enc_set, b, device):
   return out
 
 
+def abstract_inputs(enc_set, b):
+  """Input shapes and dtypes of a batch of ``b`` examples (no labels), as ShapeDtypeStructs."""
+  return {m: jax.ShapeDtypeStruct((b, *shape), jnp.float32)
+          for m, (_, _, shape) in enc_set.items()}
+
+
 def init_shapes(enc_set, side=32):
   """Per-example input shapes for initialising: every axis but channels cut to ``side``.
 
@@ -236,8 +242,7 @@ def init_variables(enc_set, device, cache={}):  # pylint: disable=dangerous-defa
     model, _, _ = build(enc_set, 'erm', 'frozen', 'float32')
     rng = jax.random.key(0)
     small = {m: jnp.zeros((1, *s), jnp.float32) for m, s in init_shapes(enc_set).items()}
-    full = {m: jax.ShapeDtypeStruct((1, *shape), jnp.float32)
-            for m, (_, _, shape) in enc_set.items()}
+    full = abstract_inputs(enc_set, 1)
     with jax.default_device(device):
       variables = jax.jit(model.init)(rng, small)
     want = jax.eval_shape(model.init, rng, full)
@@ -704,13 +709,10 @@ def count_flops(enc_set, rows, b):
   for method, bn_mode, dtype in rows:
     model, spec, tx = build(enc_set, method, bn_mode, dtype)
     rng = jax.random.key(0)
-    example = {m: jax.ShapeDtypeStruct((1, *shape), jnp.float32)
-               for m, (_, _, shape) in enc_set.items()}
-    variables = jax.eval_shape(model.init, rng, example)
+    variables = jax.eval_shape(model.init, rng, abstract_inputs(enc_set, 1))
     state = jax.eval_shape(lambda v, m=model, s=spec, t=tx: step_lib.make_state(m, s, t, *v),
                            variables)
-    batch = {m: jax.ShapeDtypeStruct((b, *shape), jnp.float32)
-             for m, (_, _, shape) in enc_set.items()}
+    batch = abstract_inputs(enc_set, b)
     batch['label'] = jax.ShapeDtypeStruct((b,), jnp.int32)
     lowered = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec,
                                         tx=tx)).lower(state, batch, rng)
