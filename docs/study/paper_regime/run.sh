@@ -3,11 +3,15 @@
 # benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
 # batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
+#   PHASE=w0|w2|w34|long|w0s12|w5|table4|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
 #                         2000 steps with beta 0.999 (the teacher-lag question) | w0s12: seeds 1
 #                         and 2 of world 0 in their own workdir
+#                         | w5: world 5 seed 0 (chosen before any of its output existed)
+#                         | table4: the Table 4 rows (ema, +AMD, +GCC, +DL) on world 0, seed 0, in
+#                         $T1 (default runs/table1_paper, the paper-regime Table 1 workdir, whose
+#                         erm and mbcd runs the grid reuses)
 #   PARALLEL=runs at a time (default 2)
 set -u
 PHASE=${PHASE:-all}
@@ -31,7 +35,12 @@ if on w34; then $X --workdir=$OUT/w3 --seeds=0 --config.data.synthetic.world_see
 if on w34; then $X --workdir=$OUT/w4 --seeds=0 --config.data.synthetic.world_seed=4 --title="$T4"; fi
 if on long; then $X --workdir=$OUT/long --seeds=0 --targets=human --config.train.epochs=100 \
   --config.method.ema_beta=0.999 --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 0"; fi
+if on table4; then python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --grid=table4 \
+  --seeds=0 --parallel=$P --workdir=${T1:-runs/table1_paper} --table=table4_seed0 \
+  --title="Paper regime, world 0, seed 0: Table 4 rows"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
+if on w5; then $X --workdir=$OUT/w5 --seeds=0 --config.data.synthetic.world_seed=5 \
+  --title="Paper regime, world 5 (no part in any choice), multi-source, V+F+A"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1 --title="$T0"; fi
 if on w2; then $X --workdir=$OUT/w2 --seeds=0,1 $W2 --title="$T2"; fi
 if on w0; then $X --workdir=$OUT/w0 --seeds=0,1,2 --title="$T0"; fi
