@@ -52,6 +52,10 @@ OPERATIONAL_KEYS = frozenset({
     'train.resume_mode', 'train.progress', 'train.async_checkpointing', 'data.num_workers',
     'data.read_threads', 'data.normalize_on_device',
 })
+# Keys added to the config after checkpoints were first written, each with the value that
+# reproduces what a run made before it computed: absent in the checkpoint's config and at this
+# value now is not a change.
+ADDED_KEYS = {'train.recipe': 'shared'}
 # What this program writes into a workdir (anything else is left alone, see check_workdir).
 OWN_FILES = ('metrics.jsonl', 'config.json', 'summary.json', SUBDIR)
 _FOREIGN = re.compile(r'(^checkpoint_\d+$|\.(ckpt|pt|pth|msgpack|safetensors|h5)$|'
@@ -91,13 +95,23 @@ def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
 
 
 def config_diff(old: dict, new: dict, ignore=OPERATIONAL_KEYS) -> list[str]:
-  """``['model.head_hidden: 16 -> 32', ...]`` for every key that differs (sorted)."""
+  """``['model.head_hidden: 16 -> 32', ...]`` for every key that differs (sorted).
+
+  Not differences: ``ignore``d keys; a key of ``ADDED_KEYS`` absent from ``old`` and at its
+  value in ``new``; ``method.<group>.*`` of a plug-in method neither config runs (its group is
+  read only by that method, so a group added or changed since cannot change this run).
+  """
   a, b = _flatten(old), _flatten(new)
+  running = {a.get('method.name'), b.get('method.name')}
   out = []
   for k in sorted(set(a) | set(b)):
-    if k in ignore or a.get(k, '<absent>') == b.get(k, '<absent>'):
+    parts = k.split('.')
+    if k in ignore or (len(parts) > 2 and parts[0] == 'method' and parts[1] not in running):
       continue
-    out.append(f'{k}: {a.get(k, "<absent>")!r} -> {b.get(k, "<absent>")!r}')
+    x, y = a.get(k, '<absent>'), b.get(k, '<absent>')
+    if x == y or (x == '<absent>' and k in ADDED_KEYS and y == ADDED_KEYS[k]):
+      continue
+    out.append(f'{k}: {x!r} -> {y!r}')
   return out
 
 

@@ -169,6 +169,20 @@ def test_config_diff_names_keys():
                                             "model.x: 1 -> '<absent>'"]
 
 
+def test_config_diff_skips_keys_that_cannot_change_the_run():
+  old = {'method': {'name': 'mbcd', 'alpha': 1e-4}, 'train': {'epochs': 20}}
+  # A plug-in group the run does not use, and a key added since at its old behaviour's value.
+  new = {'method': {'name': 'mbcd', 'alpha': 1e-4, 'cmrf': {'mix_coef': 2.0}},
+         'train': {'epochs': 20, 'recipe': 'shared'}}
+  assert ckpt_lib.config_diff(old, new) == []
+  # The same keys do count when they matter: the run's own group, another recipe.
+  new['method']['name'] = 'cmrf'
+  new['train']['recipe'] = 'authors'
+  assert ckpt_lib.config_diff(old, new) == [
+      "method.cmrf.mix_coef: '<absent>' -> 2.0", "method.name: 'mbcd' -> 'cmrf'",
+      "train.recipe: '<absent>' -> 'authors'"]
+
+
 def test_move_aside_for_restart(tmp_path):
   (tmp_path / 'metrics.jsonl').write_text('{}\n')
   (tmp_path / 'checkpoints').mkdir()
