@@ -3,7 +3,7 @@
 # benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
 # batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|w0s12|w0s34|w5|w6|table4|components|sweeps|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
+#   PHASE=w0|w2|w34|long|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
 #                         2000 steps with beta 0.999 (the teacher-lag question) | w0s12: seeds 1
@@ -13,6 +13,8 @@
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
 #                         | sweeps: the beta and lambda sweeps at 400 steps, world 0 seed 0, in $T1
+#                         | analysis: the four model analyses and the curves on erm / ema / mbcd,
+#                         A,C->H, world 0, seed 0, last checkpoint, from $T1 (into analyses/ here)
 #                         | table4: the Table 4 rows (ema, +AMD, +GCC, +DL) on world 0, seed 0, in
 #                         $T1 (default runs/table1_paper, the paper-regime Table 1 workdir, whose
 #                         erm and mbcd runs the grid reuses)
@@ -55,6 +57,12 @@ done
 if on w0s34; then $X --workdir=$OUT/w0s34 --seeds=3,4 --title="Paper regime, world 0 (default), seeds 3-4"; fi
 if on w6; then $X --workdir=$OUT/w6 --seeds=0 --config.data.synthetic.world_seed=6 \
   --title="Paper regime, world 6 (no part in any choice), multi-source, V+F+A"; fi
+if on analysis; then
+  python -m mbcd_jax.analysis all --config=configs/hac.py:synthetic --methods=erm,ema,mbcd \
+    --workdir=${T1:-runs/table1_paper} --out=docs/study/paper_regime/analyses
+  python -m mbcd_jax.analysis curves --workdir=${T1:-runs/table1_paper} --methods=erm,ema,mbcd \
+    --target=human --out=docs/study/paper_regime/analyses
+fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
 if on w5; then $X --workdir=$OUT/w5 --seeds=0 --config.data.synthetic.world_seed=5 \
   --title="Paper regime, world 5 (no part in any choice), multi-source, V+F+A"; fi
