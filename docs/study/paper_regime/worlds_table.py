@@ -1,14 +1,17 @@
 """Pools the paper-regime study's worlds: per-world means and paired differences.
 
-  python docs/study/paper_regime/worlds_table.py docs/study/paper_regime/w{0,2,3,4}_results_runs.csv
+  python docs/study/paper_regime/worlds_table.py [--seeds=0] docs/study/paper_regime/w*_runs.csv
 
-Each file is a runner's ``<table>_runs.csv`` (one row per run and selection rule). Pairs are
+Each file is a runner's ``<table>_runs.csv`` (one row per run and selection rule), named after
+its world (``w0_…``, ``w0s12_…``: world 0; the seeds come from the rows); ``--seeds`` keeps only
+those training seeds (e.g. seed 0, so that every world weighs the same when pooling). Pairs are
 (world, target, seed); Δ = mean ± standard error over pairs, with wins / pairs. ``fused`` is the
 evaluated model (EMA teacher for ema / mbcd, the student for erm), ``student_fused`` the
 student's fused head.
 """
 import csv
 import os
+import re
 import statistics
 import sys
 
@@ -16,14 +19,17 @@ COMPARISONS = (('ema', 'erm', 'fused'), ('mbcd', 'erm', 'fused'), ('mbcd', 'ema'
                ('ema', 'erm', 'student_fused'), ('mbcd', 'erm', 'student_fused'))
 
 
-def load(paths):
+def load(paths, seeds=None):
   rows = []
   for p in paths:
-    world = os.path.basename(p).split('_')[0]
+    m = re.match(r'(w\d+)', os.path.basename(p))
+    if not m:
+      raise SystemExit(f'{p}: the file name must start with its world (w0_..., w3_...)')
     with open(p) as f:
       for r in csv.DictReader(f):
-        r['world'] = world
-        rows.append(r)
+        if seeds is None or r['seed'] in seeds:
+          r['world'] = m.group(1)
+          rows.append(r)
   return rows
 
 
@@ -44,8 +50,12 @@ def paired(rows, a, b, rule, col):
   return f'{statistics.mean(d):+.1f} ± {se:.1f} ({sum(x > 0 for x in d)}/{len(d)})'
 
 
-def main(paths):
-  rows = load(paths)
+def main(args):
+  seeds = None
+  if args and args[0].startswith('--seeds='):
+    seeds = set(args[0].split('=', 1)[1].split(','))
+    args = args[1:]
+  rows = load(args, seeds)
   worlds = sorted({r['world'] for r in rows})
   for rule in ('best_val', 'last'):
     print(f'\n### Rule: {rule}\n')
