@@ -7,6 +7,18 @@ set -u
 OUT=${OUT:-runs/table1_paper}
 P=${PARALLEL:-2}
 SEEDS=${SEEDS:-0}
+# BN_PORT=1: instead, the methods in $BN_PORT_METHODS (default erm,simmmdg) with every encoder BN
+# in training mode (--config.model.bn_mode=port, the peers' and the port's semantics), in
+# $OUT/bn_port (plan_paper_regime.md, addendum).
+if [[ ${BN_PORT:-0} == 1 ]]; then
+  for s in ${SEEDS//,/ }; do
+    python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
+      --methods=${BN_PORT_METHODS:-erm,simmmdg} --config.model.bn_mode=port --seeds=$s \
+      --parallel=$P --workdir=$OUT/bn_port --table=table1_bn_port_seed$s \
+      --title="Embedded Table 1, paper regime, bn_mode=port, world 0, V+F+A, seed $s"
+  done
+  exit 0
+fi
 for s in ${SEEDS//,/ }; do
   for methods in rna cmrf simmmdg moosa erm,mbcd; do
     python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --methods=$methods \
