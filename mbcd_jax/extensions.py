@@ -86,6 +86,8 @@ class Extension:
     evaluated: which network is the method's model: 'student' | 'teacher'.
     recipes: ``(dataset, modalities, target) -> {'epochs': n, <hparam>: value}`` overrides of
       the authors' README commands (``config.train.recipe='authors'``), or None.
+    frozen_bn_caution: why ``config.model.bn_mode='frozen'`` is known to break the method
+      (empty: nothing known); ``train.build`` logs it as a warning for such a run.
   """
   name: str
   hparams: Any
@@ -97,6 +99,7 @@ class Extension:
   teacher_update: Callable | None = None
   evaluated: str = 'student'
   recipes: Callable | None = None
+  frozen_bn_caution: str = ''
 
   def __post_init__(self):
     if self.classification not in CLASSIFICATION:

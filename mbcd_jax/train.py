@@ -69,10 +69,20 @@ class Run:
                         jax.eval_shape(self.init, rng))
 
 
+def cautions(config: ml_collections.ConfigDict, spec) -> list[str]:
+  """Settings of a valid config known to break its method (logged as warnings by ``build``)."""
+  ext = spec.extension
+  if ext is not None and ext.frozen_bn_caution and config.model.bn_mode == 'frozen':
+    return [f'{spec.name}: {ext.frozen_bn_caution}']
+  return []
+
+
 def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   """Validates ``config`` and builds its model, loaders and jitted steps (see ``Run``)."""
   config = config_lib.normalize(config)
   spec = config_lib.validate(config)
+  for caution in cautions(config, spec):
+    logging.warning('%s', caution)
   mesh = mesh or sharding.make_mesh()
   sharding.check_batch_size(config.data.batch_size, mesh)
   sharding.check_batch_size(config.data.eval_batch_size, mesh, 'config.data.eval_batch_size')

@@ -199,3 +199,20 @@ def test_plugins_refuse_mbcd_switches(switch):
   c.method[switch[0]] = switch[1]
   with pytest.raises(ValueError, match='plug-in method'):
     config_lib.validate(c)
+
+
+def test_frozen_bn_caution_for_the_split_distance_methods():
+  # The term scales with the square of the features: nothing bounds it once they can grow.
+  e = jax.random.normal(jax.random.key(0), (4, 8))
+  np.testing.assert_allclose(simmmdg.distance_loss(10 * e), 100 * simmmdg.distance_loss(e),
+                             rtol=1e-5)
+  from mbcd_jax import train  # pylint: disable=g-import-not-at-top
+  for name in ('rna', 'simmmdg', 'moosa', 'cmrf', 'mbcd'):
+    for bn_mode in ('frozen', 'port'):
+      c = _config(name)
+      c.model.bn_mode = bn_mode
+      got = train.cautions(c, config_lib.validate(c))
+      if name in ('simmmdg', 'moosa') and bn_mode == 'frozen':
+        assert len(got) == 1 and got[0].startswith(f'{name}: ') and 'bn_mode=port' in got[0]
+      else:
+        assert got == []

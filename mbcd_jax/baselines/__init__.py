@@ -20,3 +20,14 @@ def present(modalities, method: str) -> list[str]:
   if len(ms) < 2:
     raise ValueError(f'{method}: needs at least two modalities, got {ms}')
   return ms
+
+
+# The split-distance term of SimMMDG and MOOSA (their authors' code: negative MSE between the two
+# halves of each embedding) is unbounded below. The authors train with every BN in training
+# mode, which renormalises each batch; on BN's fixed running statistics the trainable last stage
+# can scale its features freely and the term runs away.
+SPLIT_DISTANCE_FROZEN_BN = (
+    "its split-distance term is unbounded below, and with config.model.bn_mode='frozen' the "
+    'trainable last stage can scale its features freely: on the embedded benchmark the term fell '
+    'to about -7e4 in 400 steps and test accuracy to 20-38% (docs/study/table1_embedded/'
+    "paper_regime.md); the authors train with BN in training mode: --config.model.bn_mode=port")

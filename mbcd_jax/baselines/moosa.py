@@ -397,4 +397,5 @@ EXTENSION = extensions.Extension(
     name='moosa', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
     recipes=authors_recipe,
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
-           ('audio_tail_init', 'random')))
+           ('audio_tail_init', 'random')),
+    frozen_bn_caution=baselines.SPLIT_DISTANCE_FROZEN_BN)

@@ -342,4 +342,5 @@ EXTENSION = extensions.Extension(
     name='simmmdg', hparams=Hparams(), init=_init_ext, terms=_terms_ext,
     classification='fused', recipes=authors_recipe,
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'mlp'),
-           ('audio_tail_init', 'random')))
+           ('audio_tail_init', 'random')),
+    frozen_bn_caution=baselines.SPLIT_DISTANCE_FROZEN_BN)
