@@ -3,7 +3,7 @@
 # benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
 # batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
+#   PHASE=w0|w2|w34|long|long3|long_w2|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
 #                         2000 steps with beta 0.999 (the teacher-lag question) | w0s12: seeds 1
@@ -11,6 +11,7 @@
 #                         | w5: world 5 seed 0 (chosen before any of its output existed)
 #                         | long3: the paper's length on all three targets of world 0 (adds H,C->A
 #                         and H,A->C to PHASE=long's workdir)
+#                         | long_w2: the paper's length on world 2, erm and mbcd, all targets
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -67,6 +68,10 @@ if on analysis; then
 fi
 if on long3; then $X --workdir=$OUT/long --seeds=0 --config.train.epochs=100 \
   --config.method.ema_beta=0.999 --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 0"; fi
+if on long_w2; then python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
+  --methods=erm,mbcd --parallel=$P --seeds=0 --workdir=$OUT/long_w2 $W2 \
+  --config.train.epochs=100 --config.method.ema_beta=0.999 \
+  --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 2"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
 if on w5; then $X --workdir=$OUT/w5 --seeds=0 --config.data.synthetic.world_seed=5 \
   --title="Paper regime, world 5 (no part in any choice), multi-source, V+F+A"; fi
