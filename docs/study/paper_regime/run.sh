@@ -3,7 +3,8 @@
 # benchmark, configs/hac.py:synthetic (upstream-pretrained BN encoders, Adam 1e-4, wd 1e-4,
 # batch 16, alpha 1e-4, lambda 1, 400 steps, beta 0.995), multi-source, all three targets.
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all   world 0 (the default world) | world 2 | worlds 3 and 4 (world
+#   PHASE=w0|w2|w34|long|long3|long_w2|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
 #                         2000 steps with beta 0.999 (the teacher-lag question) | w0s12: seeds 1
@@ -34,6 +35,12 @@ T2="Paper regime, world 2 (no part in any choice), multi-source, V+F+A"
 W2="--config.data.synthetic.world_seed=2"
 T3="Paper regime, world 3 (no part in any choice), multi-source, V+F+A"
 T4="Paper regime, world 4 (no part in any choice), multi-source, V+F+A"
+LONG="--config.train.epochs=100 --config.method.ema_beta=0.999"   # the paper's length
+TL="Paper regime at the paper's length (2000 steps, beta 0.999)"
+# An ablation grid on world 0, seed 0, in the Table 1 workdir: grid() <grid> <title suffix>
+grid() { python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --grid=$1 --seeds=0 \
+  --parallel=$P --workdir=${T1:-runs/table1_paper} --table=$1_seed0 \
+  --title="Paper regime, world 0, seed 0: $2"; }
 # Seed 0 on both worlds first, so that a cut study has both.
 if on w0; then $X --workdir=$OUT/w0 --seeds=0 --title="$T0"; fi
 # World 2 first on one target (one erm / ema / mbcd triple), then all three.
@@ -42,21 +49,10 @@ if on w2; then $X --workdir=$OUT/w2 --seeds=0 $W2 --title="$T2"; fi
 # Worlds 3 and 4, seed 0: the same table on two more independent worlds.
 if on w34; then $X --workdir=$OUT/w3 --seeds=0 --config.data.synthetic.world_seed=3 --title="$T3"; fi
 if on w34; then $X --workdir=$OUT/w4 --seeds=0 --config.data.synthetic.world_seed=4 --title="$T4"; fi
-if on long; then $X --workdir=$OUT/long --seeds=0 --targets=human --config.train.epochs=100 \
-  --config.method.ema_beta=0.999 --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 0"; fi
-if on table4; then python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --grid=table4 \
-  --seeds=0 --parallel=$P --workdir=${T1:-runs/table1_paper} --table=table4_seed0 \
-  --title="Paper regime, world 0, seed 0: Table 4 rows"; fi
-for g in table5 leave_one_out; do
-  if on components; then python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
-    --grid=$g --seeds=0 --parallel=$P --workdir=${T1:-runs/table1_paper} --table=${g}_seed0 \
-    --title="Paper regime, world 0, seed 0: $g"; fi
-done
-for g in sweep_beta sweep_lambda; do
-  if on sweeps; then python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
-    --grid=$g --seeds=0 --parallel=$P --workdir=${T1:-runs/table1_paper} --table=${g}_seed0 \
-    --title="Paper regime, world 0, seed 0: $g (400 steps)"; fi
-done
+if on long; then $X --workdir=$OUT/long --seeds=0 --targets=human $LONG --title="$TL, world 0"; fi
+if on table4; then grid table4 "Table 4 rows"; fi
+for g in table5 leave_one_out; do if on components; then grid $g $g; fi; done
+for g in sweep_beta sweep_lambda; do if on sweeps; then grid $g "$g (400 steps)"; fi; done
 if on w0s34; then $X --workdir=$OUT/w0s34 --seeds=3,4 --title="Paper regime, world 0 (default), seeds 3-4"; fi
 if on w6; then $X --workdir=$OUT/w6 --seeds=0 --config.data.synthetic.world_seed=6 \
   --title="Paper regime, world 6 (no part in any choice), multi-source, V+F+A"; fi
@@ -66,12 +62,10 @@ if on analysis; then
   python -m mbcd_jax.analysis curves --workdir=${T1:-runs/table1_paper} --methods=erm,ema,mbcd \
     --target=human --out=docs/study/paper_regime/analyses
 fi
-if on long3; then $X --workdir=$OUT/long --seeds=0 --config.train.epochs=100 \
-  --config.method.ema_beta=0.999 --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 0"; fi
+if on long3; then $X --workdir=$OUT/long --seeds=0 $LONG --title="$TL, world 0"; fi
 if on long_w2; then python -m mbcd_jax.experiments --config=configs/hac.py:synthetic \
-  --methods=erm,mbcd --parallel=$P --seeds=0 --workdir=$OUT/long_w2 $W2 \
-  --config.train.epochs=100 --config.method.ema_beta=0.999 \
-  --title="Paper regime at the paper's length (2000 steps, beta 0.999), world 2"; fi
+  --methods=erm,mbcd --parallel=$P --seeds=0 --workdir=$OUT/long_w2 $W2 $LONG \
+  --title="$TL, world 2"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
 if on w5; then $X --workdir=$OUT/w5 --seeds=0 --config.data.synthetic.world_seed=5 \
   --title="Paper regime, world 5 (no part in any choice), multi-source, V+F+A"; fi
