@@ -20,5 +20,6 @@ def get_config(arg: str | None = None) -> ml_collections.ConfigDict:
   c.model.encoders = hac.paper_encoders()
   c.method.cmrf.sma_start_step = 400   # CMRF's README commands on EPIC-Kitchens
   if args:
-    hac.apply_synthetic(c, smoke='smoke' in args, scratch='scratch' in args)
+    hac.apply_synthetic(c, smoke='smoke' in args, scratch='scratch' in args,
+                        short='short' in args)
   return c

@@ -191,7 +191,7 @@ def base_config() -> ml_collections.ConfigDict:
   return c
 
 
-CONFIG_ARGS = ('synthetic', 'smoke', 'scratch')
+CONFIG_ARGS = ('synthetic', 'smoke', 'scratch', 'short')
 
 
 def parse_config_arg(arg: str | None, config_file: str) -> set[str]:
