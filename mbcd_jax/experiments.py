@@ -281,6 +281,59 @@ def _prepare(base, run: RunSpec) -> ml_collections.ConfigDict:
   return config
 
 
+def check_pretrained(base: ml_collections.ConfigDict, runs: Sequence[RunSpec]) -> list[str]:
+  """Refuses to add runs to a study whose finished runs loaded other pretrained weights.
+
+  A table pairs runs (same target and seed), so every run in it must start from the same
+  pretrained encoders. The cache behind ``pretrained='synthetic'`` (or a file path) can hold
+  other weights than when the finished runs were made (another machine, another cache
+  directory, a code change that alters the upstream training); each run records the digests of
+  the files it loaded (``summary.json['pretrained']``), compared here with the files the
+  unfinished runs would load.
+
+  Returns:
+    notes for the log (finished runs that predate the digests cannot be checked).
+  Raises:
+    ValueError: naming the modality, both digests, a finished run and the file.
+  """
+  from mbcd_jax import pretrain, train  # pylint: disable=g-import-not-at-top
+  recorded, unrecorded = {}, 0
+  for r in runs:
+    path = os.path.join(r.run_dir, 'summary.json')
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      digests = json.load(f).get('pretrained')
+    if digests is None:
+      unrecorded += 1
+    for m, d in (digests or {}).items():
+      recorded.setdefault(m, (d, r.run_dir))
+  notes = [f'{unrecorded} finished run(s) predate the pretrained-weight digests: their encoder '
+           'weights cannot be checked against the new runs'] if unrecorded else []
+  if not recorded:
+    return notes
+  seen = {}
+  for r in runs:
+    if r.finished:
+      continue
+    config = config_lib.normalize(make_config(base, r))
+    model_config = pretrain.resolve(config)
+    for m in config.data.modalities:
+      path = model_config.encoders[m].get('pretrained') or ''
+      if not path or m not in recorded:
+        continue
+      if path not in seen:
+        seen[path] = train.pretrained_files(model_config, (m,))[m]['digest']
+      old, where = recorded[m]
+      if seen[path] != old:
+        raise ValueError(
+            f'{r.run_dir}: its {m} encoder would load {path} (weights digest {seen[path]}), '
+            f'but finished runs of this study loaded other weights ({old}, e.g. {where}); the '
+            f'tables would pair runs from different encoders. Use the cache that made them '
+            f'(${pretrain.CACHE_ENV} or config.model.pretrain.cache_dir) or another workdir.')
+  return notes
+
+
 def run_all(base: ml_collections.ConfigDict, runs: Sequence[RunSpec], *,
             train_fn: TrainFn | str | None = None, parallel: int = 1,
             devices: Sequence[str] = (), device_env: str = 'CUDA_VISIBLE_DEVICES',
@@ -295,9 +348,15 @@ def run_all(base: ml_collections.ConfigDict, runs: Sequence[RunSpec], *,
     devices: device ids to split among the ``parallel`` subprocesses (via ``device_env``).
   Returns:
     {'skipped': [...], 'done': [...], 'failed': [(run_dir, error)], 'wall_time_s': float}.
+  Raises:
+    ValueError: the unfinished runs would load other pretrained weights than the finished
+      ones (``check_pretrained``), before any run starts.
   """
   result = {'skipped': [], 'done': [], 'failed': [], 'wall_time_s': 0.0}
   t0 = time.time()
+  if not all(r.finished for r in runs):
+    for note in check_pretrained(base, runs):
+      log(note)
   pending = []
   for r in runs:
     (result['skipped'] if r.finished else pending).append(r if not r.finished else r.run_dir)

@@ -64,7 +64,9 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
   Row fields: variant, modalities, setting, target, seed, rule, epoch (the selected one),
   epochs (the run's length, the resolved recipe's), val (the evaluated
   model's fused source-validation accuracy), fused and each modality (its test accuracies),
-  student_fused (the student's fused test accuracy, also for EMA methods).
+  student_fused (the student's fused test accuracy, also for EMA methods), pretrained (the
+  pretrained encoder files' weight digests, ``video:<digest>;...``; empty for runs without or
+  made before runs recorded them).
   """
   who = summary['evaluated']
   mods = summary['modalities']
@@ -76,7 +78,9 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
                target=summary['target'], seed=int(meta['seed']), rule=rule,
                epoch=sel['epoch'], epochs=summary.get('epochs'), val=sel['val'][f'{who}/fused'],
                fused=sel['test'][f'{who}/fused'],
-               student_fused=sel['test'].get('student/fused', math.nan))
+               student_fused=sel['test'].get('student/fused', math.nan),
+               pretrained=';'.join(f'{m}:{d}' for m, d in
+                                   sorted(summary.get('pretrained', {}).items())))
     for m in mods:
       row[m] = sel['test'][f'{who}/{m}']
     rows.append(row)

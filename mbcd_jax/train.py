@@ -51,6 +51,8 @@ class Run:
     train_step: jitted ``(state, batch, rng) -> (state, metrics)``, with the ``nan_policy``
       guard (``metrics['nonfinite']``); donates ``state``.
     eval_step: jitted ``(state, batch) -> per-head correct counts and loss sums``.
+    pretrained: {modality: {'file', 'digest'}} of the pretrained encoder files ``init`` loads
+      (``encoders.convert.weights_digest``; empty without pretrained encoders).
   """
   config: ml_collections.ConfigDict
   model: models.MultiModalModel
@@ -61,6 +63,7 @@ class Run:
   init: Callable
   train_step: Callable
   eval_step: Callable
+  pretrained: dict = dataclasses.field(default_factory=dict)
 
   def abstract_state(self, rng: jax.Array):
     """The TrainState's shapes, dtypes and (replicated) shardings, computing nothing."""
@@ -94,7 +97,10 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   tx = step_lib.make_optimizer(config.optim)
   example = input_pipeline.normalize_frames_host(
       {k: v[:1] for k, v in loaders['train'].dataset(0)[0].items()})
-  init = _make_init(config, model, spec, tx, mesh, example)
+  # pretrained='synthetic': the upstream-pretrained file, trained now if not cached.
+  model_config = pretrain.resolve(config)
+  pretrained = pretrained_files(model_config, tuple(config.data.modalities))
+  init = _make_init(model_config if pretrained else None, model, spec, tx, mesh, example)
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
   def guarded_step(state, batch, rng):
@@ -110,25 +116,34 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
 
   eval_step = jax.jit(eval_step, in_shardings=(repl, data), out_shardings=repl)
   return Run(config=config, model=model, spec=spec, tx=tx, mesh=mesh, loaders=loaders,
-             init=init, train_step=train_step, eval_step=eval_step)
+             init=init, train_step=train_step, eval_step=eval_step, pretrained=pretrained)
 
 
-def _make_init(config, model, spec, tx, mesh, example) -> Callable:
-  """``rng -> TrainState``: random init, then converted pretrained encoder weights where the
-  config names them (loaded on the host, so they never become compile-time constants)."""
+def pretrained_files(model_config, modalities: tuple[str, ...]) -> dict[str, dict]:
+  """{modality: {'file': path, 'digest': weights digest}} of the pretrained encoder files a
+  (resolved) ``config.model`` names."""
+  from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top
+  out = {}
+  for m in modalities:
+    path = model_config.encoders[m].get('pretrained') or ''
+    if path:
+      out[m] = {'file': path, 'digest': convert.weights_digest(path)}
+  return out
+
+
+def _make_init(model_config, model, spec, tx, mesh, example) -> Callable:
+  """``rng -> TrainState``: random init, then the converted pretrained encoder weights that
+  ``model_config`` (a resolved ``config.model``; None: no pretrained encoders) names (loaded on
+  the host, so they never become compile-time constants)."""
   repl = sharding.replicated(mesh)
 
   @functools.partial(jax.jit, out_shardings=repl)
   def random_init(rng):
     return step_lib.init_state(model, spec, tx, rng, example)
 
-  pretrained = any(config.model.encoders[m].get('pretrained') for m in model.modalities)
-  # pretrained='synthetic': the upstream-pretrained file, trained now if not cached.
-  model_config = pretrain.resolve(config) if pretrained else config.model
-
   def init(rng):
     state = random_init(rng)
-    if not pretrained:
+    if model_config is None:
       return state
     params, frozen = models.load_pretrained(model, model_config,
                                             *step_lib.student_variables(state), spec.name)
@@ -417,6 +432,8 @@ def _log_setup(run: Run):
                jax.devices()[0].platform, jax.process_count())
   for s, ld in run.loaders.items():
     logging.info('%s split: %d examples, %d batches', s, ld.num_examples, ld.num_batches)
+  for m, r in run.pretrained.items():
+    logging.info('pretrained %s encoder: %s (weights digest %s)', m, r['file'], r['digest'])
 
 
 def _close(loop: _Loop):
@@ -442,6 +459,7 @@ def make_summary(run: Run, progress: Progress, wall_time_s: float) -> dict[str, 
       'nonfinite_steps': progress.nonfinite_steps,
       'best_val': {'epoch': best['epoch'], 'val': best['val_all'], 'test': best['test']},
       'last': {'epoch': last['epoch'], 'val': last['val'], 'test': last['test']},
+      'pretrained': {m: r['digest'] for m, r in run.pretrained.items()},
   }
 
 

@@ -1,10 +1,12 @@
 """Synthetic upstream pretraining: cache key, atomic write, and loading what it trained."""
 import dataclasses
+import json
 import os
 import subprocess
 import sys
 import textwrap
 
+import flax
 import flax.linen as nn
 import jax
 import ml_collections
@@ -12,8 +14,9 @@ import numpy as np
 import pytest
 
 from configs import hac
-from mbcd_jax import input_pipeline, models, pretrain, synthetic, train
+from mbcd_jax import experiments, input_pipeline, models, pretrain, synthetic, train
 from mbcd_jax import encoders as encoders_lib
+from mbcd_jax.encoders import convert
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = synthetic.SyntheticSpec()
@@ -160,6 +163,81 @@ def test_train_build_loads_the_synthetic_pretrained_encoders(cache):
   got = state.frozen['encoders']['audio']['trunk']['params']
   for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(trunk['params'])):
     np.testing.assert_array_equal(a, b)
+  # The run knows which weights it loaded (summary.json['pretrained'] records the digest).
+  path = mc.encoders.audio.pretrained
+  assert run.pretrained == {'audio': {'file': path, 'digest': convert.weights_digest(path)}}
+
+
+def _rewritten(path, out, edit):
+  with open(path, 'rb') as f:
+    blob = flax.serialization.msgpack_restore(f.read())
+  edit(blob)
+  out.write_bytes(flax.serialization.msgpack_serialize(blob))
+  return str(out)
+
+
+def test_weights_digest_sees_the_weights_not_the_metadata(cache, tmp_path):
+  path = pretrain.resolve(_tiny_config(cache)).encoders.audio.pretrained
+  digest = convert.weights_digest(path)
+  assert len(digest) == 16 and digest == convert.weights_digest(path)
+
+  def slower(blob):   # the same weights, trained in another wall time
+    info = json.loads(blob['upstream_info'])
+    blob['upstream_info'] = json.dumps({**info, 'seconds': info['seconds'] + 100.0})
+  same = _rewritten(path, tmp_path / 'same.msgpack', slower)
+  assert open(same, 'rb').read() != open(path, 'rb').read()
+  assert convert.weights_digest(same) == digest
+
+  def nudged(part):   # one float of the trunk or the stage one ulp away
+    def edit(blob):
+      flat = flax.traverse_util.flatten_dict(blob[part])
+      k = sorted(flat)[-1]
+      a = np.array(flat[k])
+      a.flat[0] = np.nextafter(a.flat[0], np.float32(np.inf))
+      flat[k] = a
+      blob[part] = flax.traverse_util.unflatten_dict(flat)
+    return edit
+  for part in ('trunk', 'stage'):
+    other = _rewritten(path, tmp_path / f'{part}.msgpack', nudged(part))
+    assert convert.weights_digest(other) != digest, part
+  # A PyTorch checkpoint: the file's own digest.
+  pth = tmp_path / 'x.pth'
+  pth.write_bytes(b'abc')
+  d1 = convert.weights_digest(str(pth))
+  pth.write_bytes(b'abd')
+  assert convert.weights_digest(str(pth)) != d1
+
+
+def test_runner_refuses_to_mix_pretrained_weights_in_one_study(cache, tmp_path):
+  c = _tiny_config(cache)
+  runs = experiments.plan(str(tmp_path / 'study'), c,
+                          variant_list=experiments.variants('methods', ['erm']),
+                          modality_sets=[('audio',)], seeds=(0, 1), targets=['human'])
+  assert len(runs) == 2
+  digest = convert.weights_digest(pretrain.resolve(c).encoders.audio.pretrained)
+
+  def finish(run, summary):
+    os.makedirs(run.run_dir, exist_ok=True)
+    with open(os.path.join(run.run_dir, 'summary.json'), 'w') as f:
+      json.dump(summary, f)
+
+  calls, notes = [], []
+  train_fn = lambda config, workdir: calls.append(workdir)
+  # Finished with the weights the cache holds now: the other run trains.
+  finish(runs[0], {'pretrained': {'audio': digest}})
+  experiments.run_all(c, runs, train_fn=train_fn, log=notes.append)
+  assert calls == [runs[1].run_dir]
+  # Finished with other weights (another cache, or older code): refused before any run starts.
+  finish(runs[0], {'pretrained': {'audio': '0' * 16}})
+  with pytest.raises(ValueError, match=r'seed1: its audio encoder would load .*weights digest '
+                     + digest + r'.*other weights \(0{16}'):
+    experiments.run_all(c, runs, train_fn=train_fn, log=notes.append)
+  assert calls == [runs[1].run_dir]
+  # Made before runs recorded digests: cannot be checked, said in the log; the run trains.
+  finish(runs[0], {})
+  experiments.run_all(c, runs, train_fn=train_fn, log=notes.append)
+  assert calls == [runs[1].run_dir] * 2
+  assert any('1 finished run(s) predate the pretrained-weight digests' in n for n in notes)
 
 
 def test_frame_cnn_file_shapes_follow_the_modality():

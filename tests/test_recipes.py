@@ -123,11 +123,17 @@ def test_configs_sma_start_step():
   assert hac.get_config().method.cmrf.sma_start_step == 100
   assert epic.get_config().method.cmrf.sma_start_step == 400
   for mod in (hac, epic):
-    c = mod.get_config('synthetic')
-    assert c.method.cmrf.sma_start_step == 40
-    # 10% of the synthetic run: 2 sources x 160 examples / batch 16 x 20 epochs = 400 steps
-    steps = 2 * c.data.synthetic.train_per_domain // c.data.batch_size * c.train.epochs
-    assert c.method.cmrf.sma_start_step == steps // 10
+    for arg, want in (('synthetic', 200), ('synthetic,short', 40), ('synthetic,scratch', 40)):
+      c = mod.get_config(arg)
+      assert c.method.cmrf.sma_start_step == want, arg
+      # 10% of the synthetic run: 2 sources x 160 examples / batch 16 x 100 epochs = 2000
+      # steps (20 epochs, 400 steps: short and scratch)
+      steps = 2 * c.data.synthetic.train_per_domain // c.data.batch_size * c.train.epochs
+      assert c.method.cmrf.sma_start_step == steps // 10, arg
+    short = mod.get_config('synthetic,short')
+    assert (short.train.epochs, short.method.ema_beta) == (20, pytest.approx(0.995))
+    full = mod.get_config('synthetic')
+    assert (full.train.epochs, full.method.ema_beta) == (100, pytest.approx(0.999))
 
 
 def test_modality_key():

@@ -30,6 +30,7 @@ is converted on the fly when torch is installed.) torch is imported only inside 
 that read ``.pth`` files.
 """
 import argparse
+import hashlib
 import inspect
 import json
 import os
@@ -245,6 +246,32 @@ def save(path: str, kind: str, trunk_vars: PyTree, stage_vars: PyTree,
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   with open(path, 'wb') as f:
     f.write(flax.serialization.msgpack_serialize(blob))
+
+
+def weights_digest(path: str) -> str:
+  """A short content digest of a pretrained file's weights (16 hex digits).
+
+  For this module's msgpack files: SHA-256 over the trunk and stage arrays (names, dtypes,
+  shapes, bytes), so two files holding the same weights match even where their metadata differ
+  (the synthetic upstream files record their training's wall time). For a PyTorch checkpoint:
+  SHA-256 of the file, whose conversion is a function of it. Runs record it
+  (``summary.json['pretrained']``): a run's numbers hold for the weights it loaded, and the same
+  path can hold other weights on another machine or after the code that makes them changed.
+  """
+  h = hashlib.sha256()
+  with open(path, 'rb') as f:
+    if path.endswith(('.pth', '.pt', '.tar')):
+      for chunk in iter(lambda: f.read(1 << 20), b''):
+        h.update(chunk)
+      return h.hexdigest()[:16]
+    blob = flax.serialization.msgpack_restore(f.read())
+  for part in ('trunk', 'stage'):
+    flat = flax.traverse_util.flatten_dict(blob.get(part) or {})
+    for k in sorted(flat):
+      a = np.ascontiguousarray(flat[k])
+      h.update(f'{part}/{"/".join(k)}:{a.dtype.str}:{a.shape};'.encode())
+      h.update(a.tobytes())
+  return h.hexdigest()[:16]
 
 
 def load_pretrained(kind: str, path: str, trust_pickle: bool = False, modality: str | None = None,
