@@ -247,3 +247,14 @@ def test_frame_cnn_file_shapes_follow_the_modality():
   flow, _ = convert.variable_shapes('frame_cnn', 'flow', **kw)
   kernel = ('params', 'Conv_0', 'kernel')
   assert video[kernel] == (3, 3, 3, 4) and flow[kernel] == (3, 3, 2, 4)
+
+
+def test_pretraining_is_deterministic(cache, tmp_path):
+  # A study's numbers hold for the weights its runs loaded; a fresh cache on another machine
+  # must make the same ones (the digests docs/benchmark.md lists for the default).
+  c = _tiny_config(cache)
+  first = convert.weights_digest(pretrain.resolve(c).encoders.audio.pretrained)
+  c.model.pretrain.cache_dir = str(tmp_path)
+  again = pretrain.resolve(c).encoders.audio.pretrained
+  assert os.path.dirname(again) == str(tmp_path)
+  assert convert.weights_digest(again) == first
