@@ -166,6 +166,19 @@ def test_unknown_config_argument():
     _load('hac.py').get_config('synthetc')
 
 
+@pytest.mark.parametrize('name', ['hac.py', 'epic.py'])
+def test_short_is_the_paper_regime_at_400_steps_only(name):
+  full, short = _load(name).get_config('synthetic'), _load(name).get_config('synthetic,short')
+  assert (full.train.epochs, short.train.epochs) == (100, 20)
+  # Everything else is the same benchmark (the 400-step study's tables reproduce with it).
+  diff = {k for k in full.to_dict()['method'] if full.method[k] != short.method[k]}
+  assert diff == {'ema_beta', 'cmrf'}, diff
+  assert full.model.to_dict() == short.model.to_dict() and full.data.to_dict() == short.data.to_dict()
+  for other in ('scratch', 'smoke'):
+    with pytest.raises(ValueError, match="'short' applies to the paper-regime benchmark only"):
+      _load(name).get_config(f'synthetic,{other},short')
+
+
 @pytest.mark.parametrize('field,value,match', [
     ('data.target', 'robot', "unknown domain 'robot'"),
     ('data.modalities', ('video', 'smell'), "unknown modality 'smell'"),
