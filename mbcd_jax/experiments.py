@@ -296,7 +296,8 @@ def check_pretrained(base: ml_collections.ConfigDict, runs: Sequence[RunSpec]) -
   Raises:
     ValueError: naming the modality, both digests, a finished run and the file.
   """
-  from mbcd_jax import pretrain, train  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import pretrain  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top
   recorded, unrecorded = {}, 0
   for r in runs:
     path = os.path.join(r.run_dir, 'summary.json')
@@ -323,7 +324,7 @@ def check_pretrained(base: ml_collections.ConfigDict, runs: Sequence[RunSpec]) -
       if not path or m not in recorded:
         continue
       if path not in seen:
-        seen[path] = train.pretrained_files(model_config, (m,))[m]['digest']
+        seen[path] = convert.weights_digest(path)
       old, where = recorded[m]
       if seen[path] != old:
         raise ValueError(
