@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -19,6 +19,8 @@
 #                         | long_w3ema: ema on world 3 at the paper's length
 #                         | long_table4: Table 4 rows at the paper's length, world 0, seed 0,
 #                         in $OUT/long (plan item 13)
+#                         | long_components: leave-one-out and Table 5 rows at the paper's
+#                         length, world 0, seed 0, in $OUT/long (plan addendum 6)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -81,6 +83,8 @@ for w in 3 4 5; do if on long_w345; then $XL --methods=erm,mbcd --seeds=0 --work
   --config.data.synthetic.world_seed=$w $LONG --title="$TL, world $w"; fi; done
 if on long_table4; then $XL --grid=table4 --seeds=0 --workdir=$OUT/long $LONG --table=table4_seed0 \
   --title="$TL, world 0, seed 0: Table 4 rows"; fi
+for g in leave_one_out table5; do if on long_components; then $XL --grid=$g --seeds=0 \
+  --workdir=$OUT/long $LONG --table=${g}_seed0 --title="$TL, world 0, seed 0: $g"; fi; done
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
