@@ -15,8 +15,10 @@ linear classifier on its own modality, once::
 and cached as ``<cache>/<modality>-<key>.msgpack`` in the converted-checkpoint format of
 ``mbcd_jax.encoders.convert`` (plus an ``upstream`` record: the classifier and its held-out
 accuracy). ``<key>`` hashes everything that determines the file (the generator settings the
-upstream task shares with the benchmark, the encoder's settings, the upstream settings, this
-module's ``FORMAT_VERSION``), so a changed setting trains a new file and nothing else does.
+upstream task shares with the benchmark, the encoder's settings, the upstream settings, the
+source of the code that computes it (``code_sources``) and the versions of the libraries it runs
+on, this module's ``FORMAT_VERSION``), so a changed setting or a code edit there trains a new file
+and nothing else does.
 The file is written to a temporary name and renamed (a killed write leaves no file under the
 cache name), under a lock (parallel runs train it once). ``<cache>`` is
 ``config.model.pretrain.cache_dir``, else ``$MBCD_JAX_PRETRAIN_CACHE``, else
@@ -29,9 +31,14 @@ trunk frozen, the last stage and the heads fine-tuned.
 """
 import contextlib
 import fcntl
+import functools
 import hashlib
+import importlib
+import importlib.metadata
+import inspect
 import json
 import os
+import pkgutil
 import tempfile
 import time
 
@@ -44,11 +51,11 @@ import ml_collections
 import numpy as np
 import optax
 
-from mbcd_jax import batchnorm, input_pipeline, models, synthetic
+from mbcd_jax import MODALITIES, batchnorm, input_pipeline, models, synthetic
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
 
-FORMAT_VERSION = 1        # bump when the upstream task or the training changes meaning
+FORMAT_VERSION = 1        # bump when the upstream task changes meaning outside the keyed code
 SENTINEL = 'synthetic'    # config.model.encoders.<m>.pretrained value asking for this module
 CACHE_ENV = 'MBCD_JAX_PRETRAIN_CACHE'
 DEFAULT_CACHE = os.path.join('~', '.cache', 'mbcd_jax', 'pretrain')
@@ -140,11 +147,48 @@ def _up_dict(up) -> dict:
   return full
 
 
+# The code a pretrained file depends on: whole modules that exist for it or that it builds on,
+# and single functions from the larger modules it borrows from (so that editing the train loop
+# in models.py does not retrain the encoders). A new borrowed function goes in the second list
+# (tests/test_pretrain.py checks that every ``models.`` / ``input_pipeline.`` name used here is).
+_CODE_MODULES = ('mbcd_jax.pretrain', 'mbcd_jax.synthetic', 'mbcd_jax.batchnorm',
+                 'mbcd_jax.data.transforms', 'mbcd_jax.encoders')   # a package: all its modules
+_CODE_FUNCTIONS = (('mbcd_jax.models', 'layer_norm'),
+                   ('mbcd_jax.input_pipeline', 'normalize_record'))
+_LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')   # their numerics shape the weights
+
+
+@functools.cache
+def code_sources() -> tuple:
+  """((name, source text), ...) of the code that computes a pretrained file, plus the library
+  versions, in a fixed order: a change to any of them changes every cache key."""
+  out = []
+  for name in _CODE_MODULES:
+    mod = importlib.import_module(name)
+    names = [name]
+    if hasattr(mod, '__path__'):   # a package: every module in it, sorted
+      names += sorted(f'{name}.{i.name}' for i in pkgutil.iter_modules(mod.__path__))
+    out += [(n, inspect.getsource(importlib.import_module(n))) for n in names]
+  out += [(f'{mod}.{fn}', inspect.getsource(getattr(importlib.import_module(mod), fn)))
+          for mod, fn in _CODE_FUNCTIONS]
+  out += [(lib, importlib.metadata.version(lib)) for lib in _LIBRARIES]
+  out.append(('MODALITIES', repr(MODALITIES)))   # the order seeds each modality's task
+  return tuple(out)
+
+
+def code_fingerprint(sources=None) -> str:
+  """Hex digest of ``code_sources()`` (or of the given ``((name, text), ...)``)."""
+  h = hashlib.sha256()
+  for name, text in (code_sources() if sources is None else sources):
+    h.update(f'{name}\0{len(text)}\0{text}'.encode())
+  return h.hexdigest()[:20]
+
+
 def cache_key(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
   """Hex digest of everything that determines modality ``m``'s pretrained file."""
   up = _up_dict(up)
   determining = {
-      'format_version': FORMAT_VERSION, 'modality': m,
+      'format_version': FORMAT_VERSION, 'modality': m, 'code': code_fingerprint(),
       'encoder': encoder_config['name'],
       'settings': convert.settings(encoder_config['name'], **encoder_kwargs(encoder_config)),
       'input_shape': list(spec.shape(m)), 'noise': spec.noise,
@@ -310,6 +354,7 @@ def ensure(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
             'upstream_info': json.dumps({
                 'accuracy': res['accuracy'], 'seconds': res['seconds'],
                 'key': cache_key(spec, up, m, encoder_config), 'modality': m,
+                'code': code_fingerprint(),
                 'upstream': {k: v for k, v in _up_dict(up).items() if k != 'cache_dir'},
                 'format_version': FORMAT_VERSION})}
     write_atomic(path, flax.serialization.msgpack_serialize(blob))

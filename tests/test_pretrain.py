@@ -51,6 +51,42 @@ def test_cache_key_changes_with_what_determines_the_file():
   assert all(k == base for k in same)
 
 
+def test_cache_key_changes_with_the_code_that_computes_the_file(monkeypatch):
+  names = [n for n, _ in pretrain.code_sources()]
+  for must in ('mbcd_jax.pretrain', 'mbcd_jax.synthetic', 'mbcd_jax.batchnorm',
+               'mbcd_jax.encoders', 'mbcd_jax.encoders.small', 'mbcd_jax.encoders.convert',
+               'mbcd_jax.data.transforms', 'mbcd_jax.models.layer_norm',
+               'mbcd_jax.input_pipeline.normalize_record', 'jax', 'flax', 'optax'):
+    assert must in names, must
+  # An edit of one character anywhere, or a library upgrade, changes the fingerprint ...
+  base = pretrain.code_sources()
+  fps = {pretrain.code_fingerprint(base)}
+  for i in (0, names.index('mbcd_jax.encoders.small'), names.index('jax')):
+    edited = list(base)
+    edited[i] = (edited[i][0], edited[i][1] + ' ')
+    fps.add(pretrain.code_fingerprint(tuple(edited)))
+  assert len(fps) == 4
+  # ... and with it every cache key; the same code gives the same key.
+  key = _key()
+  assert _key() == key
+  monkeypatch.setattr(pretrain, 'code_sources', lambda: base[:-1] + (('MODALITIES', 'x'),))
+  assert _key() != key
+
+
+def test_every_borrowed_function_is_in_the_code_fingerprint():
+  # pretrain.py's uses of the large modules it does not key whole must be listed one by one
+  # (outside resolve / main, which only build the spec whose values the key holds).
+  import ast  # pylint: disable=g-import-not-at-top
+  with open(pretrain.__file__) as f:
+    tree = ast.parse(f.read())
+  body = [n for n in tree.body if getattr(n, 'name', None) not in ('resolve', 'main')]
+  used = {(n.value.id, n.attr) for b in body for n in ast.walk(b)
+          if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name)
+          and n.value.id in ('models', 'input_pipeline')}
+  listed = {(mod.split('.')[-1], fn) for mod, fn in pretrain._CODE_FUNCTIONS}  # pylint: disable=protected-access
+  assert used and used <= listed, used - listed
+
+
 def test_cache_key_changes_with_the_format_version(monkeypatch):
   base = _key()
   monkeypatch.setattr(pretrain, 'FORMAT_VERSION', pretrain.FORMAT_VERSION + 1)
