@@ -51,7 +51,7 @@ import ml_collections
 import numpy as np
 import optax
 
-from mbcd_jax import MODALITIES, batchnorm, input_pipeline, models, synthetic
+from mbcd_jax import MODALITIES, batchnorm, input_pipeline, models, provenance, synthetic
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
 
@@ -155,7 +155,6 @@ _CODE_MODULES = ('mbcd_jax.pretrain', 'mbcd_jax.synthetic', 'mbcd_jax.batchnorm'
                  'mbcd_jax.data.transforms', 'mbcd_jax.encoders')   # a package: all its modules
 _CODE_FUNCTIONS = (('mbcd_jax.models', 'layer_norm'),
                    ('mbcd_jax.input_pipeline', 'normalize_record'))
-_LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')   # their numerics shape the weights
 
 
 @functools.cache
@@ -171,7 +170,10 @@ def code_sources() -> tuple:
     out += [(n, inspect.getsource(importlib.import_module(n))) for n in names]
   out += [(f'{mod}.{fn}', inspect.getsource(getattr(importlib.import_module(mod), fn)))
           for mod, fn in _CODE_FUNCTIONS]
-  out += [(lib, importlib.metadata.version(lib)) for lib in _LIBRARIES]
+  # The libraries' numerics shape the weights too. The CPU's instruction set does as well, but
+  # is recorded (upstream_info['environment']), not keyed: a cache shared by a cluster's mixed
+  # nodes should give every run of a study the same file.
+  out += [(lib, importlib.metadata.version(lib)) for lib in provenance.LIBRARIES]
   out.append(('MODALITIES', repr(MODALITIES)))   # the order seeds each modality's task
   return tuple(out)
 
@@ -354,7 +356,7 @@ def ensure(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
             'upstream_info': json.dumps({
                 'accuracy': res['accuracy'], 'seconds': res['seconds'],
                 'key': cache_key(spec, up, m, encoder_config), 'modality': m,
-                'code': code_fingerprint(),
+                'code': code_fingerprint(), 'environment': provenance.environment(),
                 'upstream': {k: v for k, v in _up_dict(up).items() if k != 'cache_dir'},
                 'format_version': FORMAT_VERSION})}
     write_atomic(path, flax.serialization.msgpack_serialize(blob))

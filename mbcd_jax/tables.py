@@ -66,7 +66,8 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
   model's fused source-validation accuracy), fused and each modality (its test accuracies),
   student_fused (the student's fused test accuracy, also for EMA methods), pretrained (the
   pretrained encoder files' weight digests, ``video:<digest>;...``; empty for runs without or
-  made before runs recorded them).
+  made before runs recorded them), machine (``<cpu>/<isa>/jax <version>``, what float rounding
+  depends on; empty for runs made before runs recorded it).
   """
   who = summary['evaluated']
   mods = summary['modalities']
@@ -80,11 +81,19 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
                fused=sel['test'][f'{who}/fused'],
                student_fused=sel['test'].get('student/fused', math.nan),
                pretrained=';'.join(f'{m}:{d}' for m, d in
-                                   sorted(summary.get('pretrained', {}).items())))
+                                   sorted(summary.get('pretrained', {}).items())),
+               machine=machine_label(summary.get('environment')))
     for m in mods:
       row[m] = sel['test'][f'{who}/{m}']
     rows.append(row)
   return rows
+
+
+def machine_label(env: Mapping | None) -> str:
+  """``summary['environment']`` -> 'AMD EPYC/avx2/jax 0.10.2' ('' when not recorded)."""
+  if not env:
+    return ''
+  return f'{env["cpu"]["model"]}/{env["cpu"]["isa"] or "?"}/jax {env["libraries"]["jax"]}'
 
 
 def collect(workdir: str, runs=None) -> list[dict]:

@@ -33,7 +33,7 @@ import numpy as np
 import tqdm
 
 from mbcd_jax import checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
-from mbcd_jax import pretrain
+from mbcd_jax import pretrain, provenance
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter
 
@@ -430,6 +430,7 @@ def _log_setup(run: Run):
   logging.info('method %s: %s', run.spec.name, run.spec)
   logging.info('devices: %d (%s), processes: %d', run.mesh.devices.size,
                jax.devices()[0].platform, jax.process_count())
+  logging.info('environment: %s', provenance.environment())
   for s, ld in run.loaders.items():
     logging.info('%s split: %d examples, %d batches', s, ld.num_examples, ld.num_batches)
   for m, r in run.pretrained.items():
@@ -460,6 +461,7 @@ def make_summary(run: Run, progress: Progress, wall_time_s: float) -> dict[str, 
       'best_val': {'epoch': best['epoch'], 'val': best['val_all'], 'test': best['test']},
       'last': {'epoch': last['epoch'], 'val': last['val'], 'test': last['test']},
       'pretrained': {m: r['digest'] for m, r in run.pretrained.items()},
+      'environment': provenance.environment(),
   }
 
 

@@ -138,6 +138,8 @@ def test_local_runs_for_real(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   # The launcher's run is the direct run: same summary, metrics rows, checkpoints and weights.
   assert _runs.summary(str(launched)) == _runs.summary(str(direct))
+  env = _runs.summary(str(direct))['environment']   # the machine it ran on is recorded
+  assert env['libraries']['jax'] and env['cpu']['model'] and env['platform'] == 'cpu'
   assert _runs.rows(str(launched)) == _runs.rows(str(direct))
   assert _runs.checkpoint_steps(str(launched)) == _runs.checkpoint_steps(str(direct)) == [4]
   _runs.assert_bitwise_equal(_runs.final_state(str(launched)), _runs.final_state(str(direct)))

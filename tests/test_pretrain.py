@@ -165,6 +165,10 @@ def test_pretrained_encoder_reproduces_its_upstream_accuracy(cache, monkeypatch)
   # Cached: a second resolve trains nothing.
   monkeypatch.setattr(pretrain, 'pretrain_modality', lambda *a: pytest.fail('retrained'))
   assert pretrain.resolve(c).encoders.audio.pretrained == path
+  # The file records the code and the machine that made it.
+  made = pretrain.read_upstream(path)
+  assert made['code'] == pretrain.code_fingerprint()
+  assert made['environment']['libraries']['jax'] == jax.__version__
 
   # Load it as a DG run does (models.load_pretrained), then score the upstream task with the
   # loaded trunk and stage and the file's upstream classifier.

@@ -1,0 +1,45 @@
+"""What a result depends on beyond its config: the machine and the library versions.
+
+XLA compiles for the host's instruction set, so the same code and seed give other float
+rounding on a CPU with another vector width (AVX-512 vs AVX2 vs NEON), and the requirements pin
+ranges, not versions. Runs and pretrained files record ``environment()`` so that two results
+that differ can be told apart as code, settings, or machine.
+"""
+import importlib.metadata
+import os
+import platform
+
+import jax
+
+LIBRARIES = ('jax', 'jaxlib', 'flax', 'optax', 'numpy')
+# Widest first: the first one the CPU has names its vector instruction set.
+_ISAS = ('avx512f', 'avx2', 'avx', 'sse4_2', 'sve', 'asimd')
+
+
+def cpu(cpuinfo: str = '/proc/cpuinfo') -> dict:
+  """{'model': the CPU's name, 'isa': its widest vector instruction set ('' if unknown)}, read
+  from Linux's ``cpuinfo`` (elsewhere: the platform's processor name, no instruction set)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  if os.path.exists(cpuinfo):
+    with open(cpuinfo) as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        key = key.strip().lower()
+        if key in ('model name', 'cpu model') and value.strip():
+          model = value.strip()
+        elif key in ('flags', 'features'):
+          flags |= set(value.split())
+  return {'model': model, 'isa': next((i for i in _ISAS if i in flags), '')}
+
+
+def environment() -> dict:
+  """The library versions, the CPU and the accelerator the process runs on (JSON-ready)."""
+  versions = {}
+  for lib in LIBRARIES:
+    try:
+      versions[lib] = importlib.metadata.version(lib)
+    except importlib.metadata.PackageNotFoundError:
+      versions[lib] = ''
+  dev = jax.devices()[0]
+  return {'libraries': versions, 'cpu': cpu(), 'platform': dev.platform,
+          'device_kind': dev.device_kind, 'python': platform.python_version()}
