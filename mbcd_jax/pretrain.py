@@ -34,7 +34,6 @@ import fcntl
 import functools
 import hashlib
 import importlib
-import importlib.metadata
 import inspect
 import json
 import os
@@ -173,7 +172,7 @@ def code_sources() -> tuple:
   # The libraries' numerics shape the weights too. The CPU's instruction set does as well, but
   # is recorded (upstream_info['environment']), not keyed: a cache shared by a cluster's mixed
   # nodes should give every run of a study the same file.
-  out += [(lib, importlib.metadata.version(lib)) for lib in provenance.LIBRARIES]
+  out += sorted(provenance.library_versions().items())
   out.append(('MODALITIES', repr(MODALITIES)))   # the order seeds each modality's task
   return tuple(out)
 

@@ -32,14 +32,19 @@ def cpu(cpuinfo: str = '/proc/cpuinfo') -> dict:
   return {'model': model, 'isa': next((i for i in _ISAS if i in flags), '')}
 
 
-def environment() -> dict:
-  """The library versions, the CPU and the accelerator the process runs on (JSON-ready)."""
+def library_versions() -> dict:
+  """{library: installed version ('' if not installed)} for ``LIBRARIES``."""
   versions = {}
   for lib in LIBRARIES:
     try:
       versions[lib] = importlib.metadata.version(lib)
     except importlib.metadata.PackageNotFoundError:
       versions[lib] = ''
+  return versions
+
+
+def environment() -> dict:
+  """The library versions, the CPU and the accelerator the process runs on (JSON-ready)."""
   dev = jax.devices()[0]
-  return {'libraries': versions, 'cpu': cpu(), 'platform': dev.platform,
+  return {'libraries': library_versions(), 'cpu': cpu(), 'platform': dev.platform,
           'device_kind': dev.device_kind, 'python': platform.python_version()}
