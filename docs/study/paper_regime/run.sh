@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -21,6 +21,10 @@
 #                         in $OUT/long (plan item 13)
 #                         | long_components: leave-one-out and Table 5 rows at the paper's
 #                         length, world 0, seed 0, in $OUT/long (plan addendum 6)
+#                         | long_analysis: the four model-based analyses on $OUT/long's
+#                         A,C->H seed-0 runs (erm, ema, ema_amd, mbcd), into $OUT/long_analyses
+#                         | long_s1: world 0, seed 1, erm / ema / mbcd at the paper's length,
+#                         one target at a time, then ema_amd (plan addendum 8)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -85,6 +89,15 @@ if on long_table4; then $XL --grid=table4 --seeds=0 --workdir=$OUT/long $LONG --
   --title="$TL, world 0, seed 0: Table 4 rows"; fi
 for g in leave_one_out table5; do if on long_components; then $XL --grid=$g --seeds=0 \
   --workdir=$OUT/long $LONG --table=${g}_seed0 --title="$TL, world 0, seed 0: $g"; fi; done
+if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.py:synthetic $LONG \
+  --methods=erm,ema,ema_amd,mbcd --workdir=$OUT/long --out=$OUT/long_analyses; fi
+# Seed 1 one target at a time (a cut run keeps whole targets), then ema_amd (droppable).
+for t in human animal cartoon; do if on long_s1; then $XL --methods=erm,ema,mbcd --seeds=1 \
+  --workdir=$OUT/long --targets=$t $LONG --table=s1_$t --title="$TL, world 0, seed 1"; fi; done
+for t in human animal cartoon; do if on long_s1; then $XL --methods=ema_amd --seeds=1 \
+  --workdir=$OUT/long --targets=$t $LONG --table=s1_ema_amd_$t --title="$TL, world 0, seed 1"; fi; done
+if on long_s1; then $XL --methods=erm,ema,mbcd,ema_amd --seeds=1 --workdir=$OUT/long $LONG \
+  --tables_only --table=s1_results --title="$TL, world 0, seed 1"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
