@@ -21,8 +21,8 @@
 #                         in $OUT/long (plan item 13)
 #                         | long_components: leave-one-out and Table 5 rows at the paper's
 #                         length, world 0, seed 0, in $OUT/long (plan addendum 6)
-#                         | long_analysis: the four model-based analyses on $OUT/long's
-#                         A,C->H seed-0 runs (erm, ema, ema_amd, mbcd), into $OUT/long_analyses
+#                         | long_analysis: the four model-based analyses and the curves on
+#                         $OUT/long's A,C->H runs (erm, ema, ema_amd, mbcd), into $OUT/long_analyses
 #                         | long_s1: world 0, seed 1, erm / ema / mbcd at the paper's length,
 #                         one target at a time, then ema_amd (plan addendum 8)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
@@ -90,7 +90,9 @@ if on long_table4; then $XL --grid=table4 --seeds=0 --workdir=$OUT/long $LONG --
 for g in leave_one_out table5; do if on long_components; then $XL --grid=$g --seeds=0 \
   --workdir=$OUT/long $LONG --table=${g}_seed0 --title="$TL, world 0, seed 0: $g"; fi; done
 if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.py:synthetic $LONG \
-  --methods=erm,ema,ema_amd,mbcd --workdir=$OUT/long --out=$OUT/long_analyses; fi
+  --methods=erm,ema,ema_amd,mbcd --workdir=$OUT/long --out=$OUT/long_analyses
+  python -m mbcd_jax.analysis curves --workdir=$OUT/long --methods=erm,ema,ema_amd,mbcd \
+    --target=human --out=$OUT/long_analyses; fi
 # Seed 1 one target at a time (a cut run keeps whole targets), then ema_amd (droppable).
 for t in human animal cartoon; do if on long_s1; then $XL --methods=erm,ema,mbcd --seeds=1 \
   --workdir=$OUT/long --targets=$t $LONG --table=s1_$t --title="$TL, world 0, seed 1"; fi; done
