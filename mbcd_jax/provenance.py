@@ -2,8 +2,11 @@
 
 XLA compiles for the host's instruction set, so the same code and seed give other float
 rounding on a CPU with another vector width (AVX-512 vs AVX2 vs NEON), and the requirements pin
-ranges, not versions. Runs and pretrained files record ``environment()`` so that two results
-that differ can be told apart as code, settings, or machine.
+ranges, not versions. Measured: the same pretraining on one AVX2 machine gives other weights
+under ``XLA_FLAGS=--xla_cpu_max_isa=SSE4_2`` than by default, so the instruction set XLA may use
+(the CPU's, capped by that flag) is part of what a result depends on. Runs and pretrained files
+record ``environment()`` so that two results that differ can be told apart as code, settings, or
+machine.
 """
 import importlib.metadata
 import os
@@ -43,8 +46,21 @@ def library_versions() -> dict:
   return versions
 
 
+def xla_isa_cap(xla_flags: str) -> str:
+  """The ``--xla_cpu_max_isa`` value in an ``XLA_FLAGS`` string ('' when absent; the last wins,
+  as in XLA's own flag parsing)."""
+  cap = ''
+  for flag in xla_flags.split():
+    name, _, value = flag.partition('=')
+    if name == '--xla_cpu_max_isa':
+      cap = value
+  return cap
+
+
 def environment() -> dict:
-  """The library versions, the CPU and the accelerator the process runs on (JSON-ready)."""
+  """The library versions, the CPU, ``XLA_FLAGS`` and the accelerator the process runs on
+  (JSON-ready)."""
   dev = jax.devices()[0]
-  return {'libraries': library_versions(), 'cpu': cpu(), 'platform': dev.platform,
+  return {'libraries': library_versions(), 'cpu': cpu(),
+          'xla_flags': os.environ.get('XLA_FLAGS', ''), 'platform': dev.platform,
           'device_kind': dev.device_kind, 'python': platform.python_version()}

@@ -27,7 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mbcd_jax import paper_numbers
+from mbcd_jax import paper_numbers, provenance
 
 RULES = ('best_val', 'last')
 RULE_TITLES = {'best_val': 'model selected by best source-domain validation accuracy',
@@ -90,10 +90,15 @@ def run_rows(meta: Mapping, summary: Mapping) -> list[dict]:
 
 
 def machine_label(env: Mapping | None) -> str:
-  """``summary['environment']`` -> 'AMD EPYC/avx2/jax 0.10.2' ('' when not recorded)."""
+  """``summary['environment']`` -> 'AMD EPYC/avx2/jax 0.10.2' ('' when not recorded), the ISA as
+  'avx512f<=AVX2' when ``XLA_FLAGS`` capped what XLA may use."""
   if not env:
     return ''
-  return f'{env["cpu"]["model"]}/{env["cpu"]["isa"] or "?"}/jax {env["libraries"]["jax"]}'
+  isa = env['cpu']['isa'] or '?'
+  cap = provenance.xla_isa_cap(env.get('xla_flags', ''))
+  if cap:
+    isa = f'{isa}<={cap}'
+  return f'{env["cpu"]["model"]}/{isa}/jax {env["libraries"]["jax"]}'
 
 
 def collect(workdir: str, runs=None) -> list[dict]:

@@ -28,3 +28,19 @@ def test_environment_records_the_running_libraries_and_labels_a_machine():
   label = tables.machine_label(env)
   assert label.endswith(f'/jax {jax.__version__}') and env['cpu']['model'] in label
   assert tables.machine_label(None) == ''
+
+
+def test_an_xla_isa_cap_is_recorded_and_shown_in_the_machine_label(monkeypatch):
+  # The cap changes the weights (measured: AVX2 vs SSE4_2 pretraining on one machine), so a run
+  # made under it must be told apart from one on the same CPU without it.
+  assert provenance.xla_isa_cap('') == ''
+  assert provenance.xla_isa_cap('--xla_force_host_platform_device_count=8') == ''
+  assert provenance.xla_isa_cap('--xla_cpu_max_isa=AVX2 --xla_force_host_platform_device_count=8'
+                                ' --xla_cpu_max_isa=SSE4_2') == 'SSE4_2'
+  monkeypatch.setenv('XLA_FLAGS', '--xla_cpu_max_isa=AVX2')
+  env = provenance.environment()
+  assert env['xla_flags'] == '--xla_cpu_max_isa=AVX2'
+  env['cpu'] = {'model': 'Intel Xeon', 'isa': 'avx512f'}
+  assert tables.machine_label(env) == f'Intel Xeon/avx512f<=AVX2/jax {jax.__version__}'
+  del env['xla_flags']   # runs recorded before the field existed
+  assert tables.machine_label(env) == f'Intel Xeon/avx512f/jax {jax.__version__}'
