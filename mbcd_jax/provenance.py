@@ -47,8 +47,8 @@ def library_versions() -> dict:
 
 
 def xla_isa_cap(xla_flags: str) -> str:
-  """The ``--xla_cpu_max_isa`` value in an ``XLA_FLAGS`` string ('' when absent; the last wins,
-  as in XLA's own flag parsing)."""
+  """The ``--xla_cpu_max_isa`` value in an ``XLA_FLAGS`` string ('' when absent; the last one
+  when repeated)."""
   cap = ''
   for flag in xla_flags.split():
     name, _, value = flag.partition('=')
