@@ -24,7 +24,8 @@
 #                         | long_analysis: the four model-based analyses and the curves on
 #                         $OUT/long's A,C->H runs (erm, ema, ema_amd, mbcd), into $OUT/long_analyses
 #                         | long_s1: world 0, seed 1, erm / ema / mbcd at the paper's length,
-#                         one target at a time, then ema_amd (plan addendum 8)
+#                         one target at a time, then ema_amd; table over seeds 0-1 (plan
+#                         addendum 8)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -98,8 +99,8 @@ for t in human animal cartoon; do if on long_s1; then $XL --methods=erm,ema,mbcd
   --workdir=$OUT/long --targets=$t $LONG --table=s1_$t --title="$TL, world 0, seed 1"; fi; done
 for t in human animal cartoon; do if on long_s1; then $XL --methods=ema_amd --seeds=1 \
   --workdir=$OUT/long --targets=$t $LONG --table=s1_ema_amd_$t --title="$TL, world 0, seed 1"; fi; done
-if on long_s1; then $XL --methods=erm,ema,mbcd,ema_amd --seeds=1 --workdir=$OUT/long $LONG \
-  --tables_only --table=s1_results --title="$TL, world 0, seed 1"; fi
+if on long_s1; then $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1 --workdir=$OUT/long $LONG \
+  --tables_only --table=w0_seeds01 --title="$TL, world 0, seeds 0-1"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
