@@ -97,24 +97,21 @@ if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.p
   --methods=erm,ema,ema_amd,mbcd --workdir=$OUT/long --out=$OUT/long_analyses
   python -m mbcd_jax.analysis curves --workdir=$OUT/long --methods=erm,ema,ema_amd,mbcd \
     --target=human --out=$OUT/long_analyses; fi
-# Seed 1 one target at a time (a cut run keeps whole targets), then ema_amd (droppable).
-for t in human animal cartoon; do if on long_s1; then $XL --methods=erm,ema,mbcd --seeds=1 \
-  --workdir=$OUT/long --targets=$t $LONG --table=s1_$t --title="$TL, world 0, seed 1"; fi; done
-for t in human animal cartoon; do if on long_s1; then $XL --methods=ema_amd --seeds=1 \
-  --workdir=$OUT/long --targets=$t $LONG --table=s1_ema_amd_$t --title="$TL, world 0, seed 1"; fi; done
-if on long_s1; then $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1 --workdir=$OUT/long $LONG \
-  --tables_only --table=w0_seeds01 --title="$TL, world 0, seeds 0-1"; fi
-# Seeds 2-4 seed by seed (a cut run keeps whole seeds), then ema_amd on seed 2 (droppable).
-done_seeds=0,1
-for s in 2 3 4; do
-  for t in human animal cartoon; do if on long_s234; then $XL --methods=erm,ema,mbcd --seeds=$s \
-    --workdir=$OUT/long --targets=$t $LONG --table=s${s}_$t --title="$TL, world 0, seed $s"; fi; done
-  done_seeds=$done_seeds,$s
-  if on long_s234; then $XL --methods=erm,ema,mbcd --seeds=$done_seeds --workdir=$OUT/long $LONG \
-    --tables_only --table=w0_seeds${done_seeds//,/} --title="$TL, world 0, seeds ${done_seeds//,/ }"; fi
-done
-for t in human animal cartoon; do if on long_s234; then $XL --methods=ema_amd --seeds=2 \
-  --workdir=$OUT/long --targets=$t $LONG --table=s2_ema_amd_$t --title="$TL, world 0, seed 2"; fi; done
+# One seed of world 0 at the paper's length, one target at a time (a cut run keeps whole
+# targets): per_target <methods> <seed> <table prefix>
+per_target() { for t in human animal cartoon; do $XL --methods=$1 --seeds=$2 --workdir=$OUT/long \
+  --targets=$t $LONG --table=$3$t --title="$TL, world 0, seed $2"; done; }
+# Seed 1, then ema_amd (droppable); one table over seeds 0-1.
+if on long_s1; then per_target erm,ema,mbcd 1 s1_; per_target ema_amd 1 s1_ema_amd_
+  $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1 --workdir=$OUT/long $LONG \
+    --tables_only --table=w0_seeds01 --title="$TL, world 0, seeds 0-1"; fi
+# Seeds 2-4 seed by seed (a cut run keeps whole seeds), a table over the seeds done after each,
+# then ema_amd on seed 2 (droppable).
+if on long_s234; then done_seeds=0,1
+  for s in 2 3 4; do per_target erm,ema,mbcd $s s${s}_; done_seeds=$done_seeds,$s
+    $XL --methods=erm,ema,mbcd --seeds=$done_seeds --workdir=$OUT/long $LONG --tables_only \
+      --table=w0_seeds${done_seeds//,/} --title="$TL, world 0, seeds ${done_seeds//,/ }"; done
+  per_target ema_amd 2 s2_ema_amd_; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
