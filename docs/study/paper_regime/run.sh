@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -29,6 +29,8 @@
 #                         | long_s234: seeds 2, 3, 4 of world 0 the same way (erm / ema / mbcd,
 #                         seed by seed, target by target), a table over the seeds done after each
 #                         seed, then ema_amd on seed 2 (plan addendum 9)
+#                         | long_amd3: ema_amd on seed 3 of world 0, with tables of the four
+#                         methods over seeds 0-2 and 0-3 (plan addendum 10)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -112,6 +114,14 @@ if on long_s234; then done_seeds=0,1
     $XL --methods=erm,ema,mbcd --seeds=$done_seeds --workdir=$OUT/long $LONG --tables_only \
       --table=w0_seeds${done_seeds//,/} --title="$TL, world 0, seeds ${done_seeds//,/ }"; done
   per_target ema_amd 2 s2_ema_amd_; fi
+# ema_amd on seed 3 (plan addendum 10, droppable), with a table of the four methods over seeds
+# 0-2 first (all four ran there once PHASE=long_s234 is done) and over seeds 0-3 after.
+if on long_amd3; then
+  $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1,2 --workdir=$OUT/long $LONG --tables_only \
+    --table=w0_amd_seeds012 --title="$TL, world 0, seeds 0 1 2, with EMA + AMD"
+  per_target ema_amd 3 s3_ema_amd_
+  $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1,2,3 --workdir=$OUT/long $LONG --tables_only \
+    --table=w0_amd_seeds0123 --title="$TL, world 0, seeds 0 1 2 3, with EMA + AMD"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
