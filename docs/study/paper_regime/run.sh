@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -31,6 +31,8 @@
 #                         seed, then ema_amd on seed 2 (plan addendum 9)
 #                         | long_amd3: ema_amd on seed 3 of world 0, with tables of the four
 #                         methods over seeds 0-2 and 0-3 (plan addendum 10)
+#                         | long_balanced: the balanced control (dominance 1) for erm and mbcd,
+#                         world 0, seed 0, beside the default's dominance 2 (plan addendum 11)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -114,6 +116,13 @@ if on long_s234; then done_seeds=0,1
     $XL --methods=erm,ema,mbcd --seeds=$done_seeds --workdir=$OUT/long $LONG --tables_only \
       --table=w0_seeds${done_seeds//,/} --title="$TL, world 0, seeds ${done_seeds//,/ }"; done
   per_target ema_amd 2 s2_ema_amd_; fi
+# The balanced control (plan addendum 11): erm and mbcd at dominance 1 on seed 0, one target at
+# a time; the dominance-2 rows are the finished seed-0 runs.
+BAL="--grid=imbalance --methods=erm,mbcd --values=1,2 --seeds=0 --workdir=$OUT/long $LONG"
+TB="$TL, world 0, seed 0: balanced control (dominance 1 vs 2)"
+if on long_balanced; then for t in human animal cartoon; do
+    $XL $BAL --targets=$t --table=balanced_seed0_$t --title="$TB"; done
+  $XL $BAL --tables_only --table=balanced_seed0 --title="$TB"; fi
 # ema_amd on seed 3 (plan addendum 10, droppable), with a table of the four methods over seeds
 # 0-2 first (all four ran there once PHASE=long_s234 is done) and over seeds 0-3 after.
 if on long_amd3; then
