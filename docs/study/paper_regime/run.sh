@@ -105,16 +105,17 @@ if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.p
 # targets): per_target <methods> <seed> <table prefix>
 per_target() { for t in human animal cartoon; do $XL --methods=$1 --seeds=$2 --workdir=$OUT/long \
   --targets=$t $LONG --table=$3$t --title="$TL, world 0, seed $2"; done; }
+# A table over finished world-0 runs, nothing trained: over_seeds <methods> <seeds> <table> <title>
+over_seeds() { $XL --methods=$1 --seeds=$2 --workdir=$OUT/long $LONG --tables_only --table=$3 \
+  --title="$TL, world 0, $4"; }
 # Seed 1, then ema_amd (droppable); one table over seeds 0-1.
 if on long_s1; then per_target erm,ema,mbcd 1 s1_; per_target ema_amd 1 s1_ema_amd_
-  $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1 --workdir=$OUT/long $LONG \
-    --tables_only --table=w0_seeds01 --title="$TL, world 0, seeds 0-1"; fi
+  over_seeds erm,ema,mbcd,ema_amd 0,1 w0_seeds01 "seeds 0-1"; fi
 # Seeds 2-4 seed by seed (a cut run keeps whole seeds), a table over the seeds done after each,
 # then ema_amd on seed 2 (droppable).
 if on long_s234; then done_seeds=0,1
   for s in 2 3 4; do per_target erm,ema,mbcd $s s${s}_; done_seeds=$done_seeds,$s
-    $XL --methods=erm,ema,mbcd --seeds=$done_seeds --workdir=$OUT/long $LONG --tables_only \
-      --table=w0_seeds${done_seeds//,/} --title="$TL, world 0, seeds ${done_seeds//,/ }"; done
+    over_seeds erm,ema,mbcd $done_seeds w0_seeds${done_seeds//,/} "seeds ${done_seeds//,/ }"; done
   per_target ema_amd 2 s2_ema_amd_; fi
 # The balanced control (plan addendum 11): erm and mbcd at dominance 1 on seed 0, one target at
 # a time; the dominance-2 rows are the finished seed-0 runs.
@@ -126,11 +127,9 @@ if on long_balanced; then for t in human animal cartoon; do
 # ema_amd on seed 3 (plan addendum 10, droppable), with a table of the four methods over seeds
 # 0-2 first (all four ran there once PHASE=long_s234 is done) and over seeds 0-3 after.
 if on long_amd3; then
-  $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1,2 --workdir=$OUT/long $LONG --tables_only \
-    --table=w0_amd_seeds012 --title="$TL, world 0, seeds 0 1 2, with EMA + AMD"
+  over_seeds erm,ema,mbcd,ema_amd 0,1,2 w0_amd_seeds012 "seeds 0 1 2, with EMA + AMD"
   per_target ema_amd 3 s3_ema_amd_
-  $XL --methods=erm,ema,mbcd,ema_amd --seeds=0,1,2,3 --workdir=$OUT/long $LONG --tables_only \
-    --table=w0_amd_seeds0123 --title="$TL, world 0, seeds 0 1 2 3, with EMA + AMD"; fi
+  over_seeds erm,ema,mbcd,ema_amd 0,1,2,3 w0_amd_seeds0123 "seeds 0 1 2 3, with EMA + AMD"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
