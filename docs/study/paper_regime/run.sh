@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -33,6 +33,8 @@
 #                         methods over seeds 0-2 and 0-3 (plan addendum 10)
 #                         | long_balanced: the balanced control (dominance 1) for erm and mbcd,
 #                         world 0, seed 0, beside the default's dominance 2 (plan addendum 11)
+#                         | long_w6: world 6 (never run before) at the paper's length, seed 0,
+#                         erm / ema / mbcd one target at a time, then ema_amd (plan addendum 13)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -130,6 +132,11 @@ if on long_amd3; then
   over_seeds erm,ema,mbcd,ema_amd 0,1,2 w0_amd_seeds012 "seeds 0 1 2, with EMA + AMD"
   per_target ema_amd 3 s3_ema_amd_
   over_seeds erm,ema,mbcd,ema_amd 0,1,2,3 w0_amd_seeds0123 "seeds 0 1 2 3, with EMA + AMD"; fi
+# World 6 (plan addendum 13): the main table target by target, then ema_amd, then one table.
+W6="--seeds=0 --workdir=$OUT/long_w6 --config.data.synthetic.world_seed=6 $LONG"
+if on long_w6; then for m in erm,ema,mbcd ema_amd; do for t in human animal cartoon; do
+    $XL --methods=$m $W6 --targets=$t --table=w6_${m//,/_}_$t --title="$TL, world 6"; done; done
+  $XL --methods=erm,ema,mbcd,ema_amd $W6 --tables_only --table=w6_results --title="$TL, world 6"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
