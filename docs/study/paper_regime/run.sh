@@ -105,13 +105,16 @@ if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.p
   --methods=erm,ema,ema_amd,mbcd --workdir=$OUT/long --out=$OUT/long_analyses
   python -m mbcd_jax.analysis curves --workdir=$OUT/long --methods=erm,ema,ema_amd,mbcd \
     --target=human --out=$OUT/long_analyses; fi
-# One seed of world 0 at the paper's length, one target at a time (a cut run keeps whole
-# targets): per_target <methods> <seed> <table prefix>
-per_target() { for t in human animal cartoon; do $XL --methods=$1 --seeds=$2 --workdir=$OUT/long \
-  --targets=$t $LONG --table=$3$t --title="$TL, world 0, seed $2"; done; }
-# A table over finished world-0 runs, nothing trained: over_seeds <methods> <seeds> <table> <title>
-over_seeds() { $XL --methods=$1 --seeds=$2 --workdir=$OUT/long $LONG --tables_only --table=$3 \
-  --title="$TL, world 0, $4"; }
+# Where a world's paper-length runs live: world 0 in $OUT/long, world w in $OUT/long_w<w>.
+world() { if (( $1 )); then echo "--workdir=$OUT/long_w$1 --config.data.synthetic.world_seed=$1"
+  else echo "--workdir=$OUT/long"; fi; }
+# One seed of a world (default 0) at the paper's length, one target at a time (a cut run keeps
+# whole targets): per_target <methods> <seed> <table prefix> [world]
+per_target() { for t in human animal cartoon; do $XL --methods=$1 --seeds=$2 $(world ${4:-0}) \
+  --targets=$t $LONG --table=$3$t --title="$TL, world ${4:-0}, seed $2"; done; }
+# A table over finished runs, nothing trained: over_seeds <methods> <seeds> <table> <title> [world]
+over_seeds() { $XL --methods=$1 --seeds=$2 $(world ${5:-0}) $LONG --tables_only --table=$3 \
+  --title="$TL, world ${5:-0}, $4"; }
 # Seed 1, then ema_amd (droppable); one table over seeds 0-1.
 if on long_s1; then per_target erm,ema,mbcd 1 s1_; per_target ema_amd 1 s1_ema_amd_
   over_seeds erm,ema,mbcd,ema_amd 0,1 w0_seeds01 "seeds 0-1"; fi
@@ -135,10 +138,8 @@ if on long_amd3; then
   per_target ema_amd 3 s3_ema_amd_
   over_seeds erm,ema,mbcd,ema_amd 0,1,2,3 w0_amd_seeds0123 "seeds 0 1 2 3, with EMA + AMD"; fi
 # World 6 (plan addendum 13): the main table target by target, then ema_amd, then one table.
-W6="--seeds=0 --workdir=$OUT/long_w6 --config.data.synthetic.world_seed=6 $LONG"
-if on long_w6; then for m in erm,ema,mbcd ema_amd; do for t in human animal cartoon; do
-    $XL --methods=$m $W6 --targets=$t --table=w6_${m//,/_}_$t --title="$TL, world 6"; done; done
-  $XL --methods=erm,ema,mbcd,ema_amd $W6 --tables_only --table=w6_results --title="$TL, world 6"; fi
+if on long_w6; then per_target erm,ema,mbcd 0 w6_erm_ema_mbcd_ 6; per_target ema_amd 0 w6_ema_amd_ 6
+  over_seeds erm,ema,mbcd,ema_amd 0 w6_results "seed 0" 6; fi
 # Two leave-one-out rows on seed 1 (plan addendum 14), then a table beside mbcd and ema_amd.
 if on long_loo1; then per_target mbcd_no_dl 1 s1_no_dl_; per_target mbcd_no_gcc 1 s1_no_gcc_
   over_seeds mbcd,mbcd_no_dl,mbcd_no_gcc,ema_amd 0,1 w0_loo_seeds01 "seeds 0-1, leave-one-out"; fi
