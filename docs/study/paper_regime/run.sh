@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -37,6 +37,9 @@
 #                         erm / ema / mbcd one target at a time, then ema_amd (plan addendum 13)
 #                         | long_loo1: leave-one-out rows without distillation, then without GCC,
 #                         world 0, seed 1, one target at a time (plan addendum 14)
+#                         | long_w345b: worlds 3, 4, 5 on this machine, erm / ema / mbcd, seed 0,
+#                         world by world, one target at a time, then ema_amd on world 3
+#                         (plan addendum 15)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -143,6 +146,11 @@ if on long_w6; then per_target erm,ema,mbcd 0 w6_erm_ema_mbcd_ 6; per_target ema
 # Two leave-one-out rows on seed 1 (plan addendum 14), then a table beside mbcd and ema_amd.
 if on long_loo1; then per_target mbcd_no_dl 1 s1_no_dl_; per_target mbcd_no_gcc 1 s1_no_gcc_
   over_seeds mbcd,mbcd_no_dl,mbcd_no_gcc,ema_amd 0,1 w0_loo_seeds01 "seeds 0-1, leave-one-out"; fi
+# Worlds 3-5 again, on another machine than long_w345 (plan addendum 15): the main table world by
+# world (a cut run keeps whole worlds), a table after each; then ema_amd on world 3 (droppable).
+if on long_w345b; then for w in 3 4 5; do per_target erm,ema,mbcd 0 w${w}_erm_ema_mbcd_ $w
+    over_seeds erm,ema,mbcd 0 w${w}_results "seed 0" $w; done
+  per_target ema_amd 0 w3_ema_amd_ 3; over_seeds erm,ema,mbcd,ema_amd 0 w3_results "seed 0" 3; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
   --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
