@@ -67,6 +67,9 @@ T3="Paper regime, world 3 (no part in any choice), multi-source, V+F+A"
 T4="Paper regime, world 4 (no part in any choice), multi-source, V+F+A"
 LONG="--config.train.epochs=100 --config.method.ema_beta=0.999"   # the paper's length
 TL="Paper regime at the paper's length (2000 steps, beta 0.999)"
+# Where a world's paper-length runs live: world 0 in $OUT/long, world w in $OUT/long_w<w>.
+world() { if (( $1 )); then echo "--workdir=$OUT/long_w$1 --config.data.synthetic.world_seed=$1"
+  else echo "--workdir=$OUT/long"; fi; }
 # An ablation grid on world 0, seed 0, in the Table 1 workdir: grid() <grid> <title suffix>
 grid() { python -m mbcd_jax.experiments --config=$S --grid=$1 --seeds=0 \
   --parallel=$P --workdir=${T1:-runs/table1_paper} --table=$1_seed0 \
@@ -95,11 +98,11 @@ if on analysis; then
 fi
 if on long3; then $XL --methods=erm,ema,mbcd --workdir=$OUT/long --seeds=0 $LONG \
   --title="$TL, world 0"; fi
-if on long_w2; then $XL --methods=erm,mbcd --seeds=0 --workdir=$OUT/long_w2 $W2 $LONG \
+if on long_w2; then $XL --methods=erm,mbcd --seeds=0 $(world 2) $LONG \
   --title="$TL, world 2"; fi
 # Worlds 3, 4, 5 in this order (a cut run keeps whole worlds), then ema on world 3.
-for w in 3 4 5; do if on long_w345; then $XL --methods=erm,mbcd --seeds=0 --workdir=$OUT/long_w$w \
-  --config.data.synthetic.world_seed=$w $LONG --title="$TL, world $w"; fi; done
+for w in 3 4 5; do if on long_w345; then $XL --methods=erm,mbcd --seeds=0 $(world $w) $LONG \
+  --title="$TL, world $w"; fi; done
 if on long_table4; then $XL --grid=table4 --seeds=0 --workdir=$OUT/long $LONG --table=table4_seed0 \
   --title="$TL, world 0, seed 0: Table 4 rows"; fi
 for g in leave_one_out table5; do if on long_components; then $XL --grid=$g --seeds=0 \
@@ -108,9 +111,6 @@ if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.p
   --methods=erm,ema,ema_amd,mbcd --workdir=$OUT/long --out=$OUT/long_analyses
   python -m mbcd_jax.analysis curves --workdir=$OUT/long --methods=erm,ema,ema_amd,mbcd \
     --target=human --out=$OUT/long_analyses; fi
-# Where a world's paper-length runs live: world 0 in $OUT/long, world w in $OUT/long_w<w>.
-world() { if (( $1 )); then echo "--workdir=$OUT/long_w$1 --config.data.synthetic.world_seed=$1"
-  else echo "--workdir=$OUT/long"; fi; }
 # One seed of a world (default 0) at the paper's length, one target at a time (a cut run keeps
 # whole targets): per_target <methods> <seed> <table prefix> [world]
 per_target() { for t in human animal cartoon; do $XL --methods=$1 --seeds=$2 $(world ${4:-0}) \
@@ -151,8 +151,8 @@ if on long_loo1; then per_target mbcd_no_dl 1 s1_no_dl_; per_target mbcd_no_gcc 
 if on long_w345b; then for w in 3 4 5; do per_target erm,ema,mbcd 0 w${w}_erm_ema_mbcd_ $w
     over_seeds erm,ema,mbcd 0 w${w}_results "seed 0" $w; done
   per_target ema_amd 0 w3_ema_amd_ 3; over_seeds erm,ema,mbcd,ema_amd 0 w3_results "seed 0" 3; fi
-if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 --workdir=$OUT/long_w3 \
-  --config.data.synthetic.world_seed=3 $LONG --title="$TL, world 3"; fi
+if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 $(world 3) $LONG \
+  --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
 if on w5; then $X --workdir=$OUT/w5 --seeds=0 --config.data.synthetic.world_seed=5 \
   --title="Paper regime, world 5 (no part in any choice), multi-source, V+F+A"; fi
