@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -40,6 +40,8 @@
 #                         | long_w345b: worlds 3, 4, 5 on this machine, erm / ema / mbcd, seed 0,
 #                         world by world, one target at a time, then ema_amd on world 3
 #                         (plan addendum 15)
+#                         | long_sweeps: the lambda and beta sweeps at the paper's length, mbcd,
+#                         world 0, seed 0, one target at a time (plan addendum 17)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -151,6 +153,17 @@ if on long_loo1; then per_target mbcd_no_dl 1 s1_no_dl_; per_target mbcd_no_gcc 
 if on long_w345b; then for w in 3 4 5; do per_target erm,ema,mbcd 0 w${w}_erm_ema_mbcd_ $w
     over_seeds erm,ema,mbcd 0 w${w}_results "seed 0" $w; done
   per_target ema_amd 0 w3_ema_amd_ 3; over_seeds erm,ema,mbcd,ema_amd 0 w3_results "seed 0" 3; fi
+# The lambda and beta sweeps at the paper's length (plan addendum 17): mbcd, world 0, seed 0,
+# target by target (a cut run keeps whole targets): lambda 0.1, 0.5, 2, then beta 0.99, 0.995
+# (lambda 1 and beta 0.999 are the finished mbcd runs, reused by run directory); after each
+# target, one table per sweep over the targets done.
+SWL="--grid=sweep_lambda --values=0.1,0.5,1,2 --seeds=0 --workdir=$OUT/long $LONG"
+SWB="--grid=sweep_beta --values=0.99,0.995,0.999 --seeds=0 --workdir=$OUT/long $LONG"
+if on long_sweeps; then for t in human animal cartoon; do
+    $XL $SWL --targets=$t --table=sweep_lambda_seed0_$t --title="$TL, world 0, seed 0: lambda"
+    $XL $SWB --targets=$t --table=sweep_beta_seed0_$t --title="$TL, world 0, seed 0: beta"
+    $XL $SWL --tables_only --table=sweep_lambda_seed0 --title="$TL, world 0, seed 0: lambda"
+    $XL $SWB --tables_only --table=sweep_beta_seed0 --title="$TL, world 0, seed 0: beta"; done; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 $(world 3) $LONG \
   --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
