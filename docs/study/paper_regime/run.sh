@@ -52,6 +52,9 @@
 #                         $T1 (default runs/table1_paper, the paper-regime Table 1 workdir, whose
 #                         erm and mbcd runs the grid reuses)
 #   PARALLEL=runs at a time (default 2)
+# To stop a phase, signal its process group (kill -- -<pgid>, e.g. the pid of a `setsid` or
+# `set -m` launch): a SIGTERM to this shell alone ends it at once and leaves the running training
+# process going. A stopped run resumes from its last checkpoint when the phase is re-run.
 set -u
 PHASE=${PHASE:-all}
 P=${PARALLEL:-2}
