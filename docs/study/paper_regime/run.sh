@@ -160,8 +160,8 @@ if on long_w345b; then for w in 3 4 5; do per_target erm,ema,mbcd 0 w${w}_erm_em
 # target by target (a cut run keeps whole targets): lambda 0.1, 0.5, 2, then beta 0.99, 0.995
 # (lambda 1 and beta 0.999 are the finished mbcd runs, reused by run directory); after each
 # target, one table per sweep over the targets done.
-SWL="--grid=sweep_lambda --values=0.1,0.5,1,2 --seeds=0 --workdir=$OUT/long $LONG"
-SWB="--grid=sweep_beta --values=0.99,0.995,0.999 --seeds=0 --workdir=$OUT/long $LONG"
+SWL="--grid=sweep_lambda --values=0.1,0.5,1,2 --seeds=0 $(world 0) $LONG"
+SWB="--grid=sweep_beta --values=0.99,0.995,0.999 --seeds=0 $(world 0) $LONG"
 if on long_sweeps; then for t in human animal cartoon; do
     $XL $SWL --targets=$t --table=sweep_lambda_seed0_$t --title="$TL, world 0, seed 0: lambda"
     $XL $SWB --targets=$t --table=sweep_beta_seed0_$t --title="$TL, world 0, seed 0: beta"
