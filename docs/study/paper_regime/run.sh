@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|long_noamd1|long_fixed1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|long_noamd1|long_fixed1|long_beta1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -46,6 +46,8 @@
 #                         time, then the leave-one-out rows over seeds 0-1 (plan addendum 19)
 #                         | long_fixed1: mbcd with fixed dropout 0.5 on world 0, seed 1, one
 #                         target at a time, then Table 5 over seeds 0-1 (plan addendum 20)
+#                         | long_beta1: mbcd at beta 0.99 on world 0, seed 1, one target at a
+#                         time, then the beta table over seeds 0-1 (plan addendum 21)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -178,6 +180,11 @@ if on long_noamd1; then per_target mbcd_no_amd 1 s1_no_amd_
 # Table 5's fixed-dropout row on seed 1 (plan addendum 20), then Table 5 over seeds 0-1.
 if on long_fixed1; then per_target mbcd_fixed_dropout 1 s1_fixed_
   over_seeds mbcd_no_amd,mbcd_fixed_dropout,mbcd 0,1 w0_table5_seeds01 "seeds 0-1, Table 5"; fi
+# Beta 0.99 on seed 1 (plan addendum 21) beside seed 1's beta-0.999 mbcd runs, then seeds 0-1.
+SWB1="--grid=sweep_beta --values=0.99,0.999 $(world 0) $LONG"
+if on long_beta1; then for t in human animal cartoon; do
+    $XL $SWB1 --seeds=1 --targets=$t --table=s1_beta_$t --title="$TL, world 0, seed 1: beta"; done
+  $XL $SWB1 --seeds=0,1 --tables_only --table=w0_beta_seeds01 --title="$TL, world 0, seeds 0-1: beta"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 $(world 3) $LONG \
   --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
