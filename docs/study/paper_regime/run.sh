@@ -126,6 +126,9 @@ if on long_analysis; then python -m mbcd_jax.analysis all --config=configs/hac.p
 # whole targets): per_target <methods> <seed> <table prefix> [world]
 per_target() { for t in human animal cartoon; do $XL --methods=$1 --seeds=$2 $(world ${4:-0}) \
   --targets=$t $LONG --table=$3$t --title="$TL, world ${4:-0}, seed $2"; done; }
+# One grid over the three targets, one at a time (a cut run keeps whole targets), a table per
+# target: grid_per_target <grid flags> <table prefix> <title>
+grid_per_target() { for t in human animal cartoon; do $XL $1 --targets=$t --table=$2$t --title="$3"; done; }
 # A table over finished runs, nothing trained: over_seeds <methods> <seeds> <table> <title> [world]
 over_seeds() { $XL --methods=$1 --seeds=$2 $(world ${5:-0}) $LONG --tables_only --table=$3 \
   --title="$TL, world ${5:-0}, $4"; }
@@ -142,8 +145,7 @@ if on long_s234; then done_seeds=0,1
 # a time; the dominance-2 rows are the finished seed-0 runs.
 BAL="--grid=imbalance --methods=erm,mbcd --values=1,2 --seeds=0 --workdir=$OUT/long $LONG"
 TB="$TL, world 0, seed 0: balanced control (dominance 1 vs 2)"
-if on long_balanced; then for t in human animal cartoon; do
-    $XL $BAL --targets=$t --table=balanced_seed0_$t --title="$TB"; done
+if on long_balanced; then grid_per_target "$BAL" balanced_seed0_ "$TB"
   $XL $BAL --tables_only --table=balanced_seed0 --title="$TB"; fi
 # ema_amd on seed 3 (plan addendum 10, droppable), with a table of the four methods over seeds
 # 0-2 first (all four ran there once PHASE=long_s234 is done) and over seeds 0-3 after.
@@ -182,8 +184,7 @@ if on long_fixed1; then per_target mbcd_fixed_dropout 1 s1_fixed_
   over_seeds mbcd_no_amd,mbcd_fixed_dropout,mbcd 0,1 w0_table5_seeds01 "seeds 0-1, Table 5"; fi
 # Beta 0.99 on seed 1 (plan addendum 21) beside seed 1's beta-0.999 mbcd runs, then seeds 0-1.
 SWB1="--grid=sweep_beta --values=0.99,0.999 $(world 0) $LONG"
-if on long_beta1; then for t in human animal cartoon; do
-    $XL $SWB1 --seeds=1 --targets=$t --table=s1_beta_$t --title="$TL, world 0, seed 1: beta"; done
+if on long_beta1; then grid_per_target "$SWB1 --seeds=1" s1_beta_ "$TL, world 0, seed 1: beta"
   $XL $SWB1 --seeds=0,1 --tables_only --table=w0_beta_seeds01 --title="$TL, world 0, seeds 0-1: beta"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 $(world 3) $LONG \
   --title="$TL, world 3"; fi
