@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|long_noamd1|long_fixed1|long_beta1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|long_noamd1|long_fixed1|long_beta1|long_lambda1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -48,6 +48,8 @@
 #                         target at a time, then Table 5 over seeds 0-1 (plan addendum 20)
 #                         | long_beta1: mbcd at beta 0.99 on world 0, seed 1, one target at a
 #                         time, then the beta table over seeds 0-1 (plan addendum 21)
+#                         | long_lambda1: mbcd at lambda 0.1 on world 0, seed 1, one target at
+#                         a time, then the lambda table over seeds 0-1 (plan addendum 22)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -186,6 +188,10 @@ if on long_fixed1; then per_target mbcd_fixed_dropout 1 s1_fixed_
 SWB1="--grid=sweep_beta --values=0.99,0.999 $(world 0) $LONG"
 if on long_beta1; then grid_per_target "$SWB1 --seeds=1" s1_beta_ "$TL, world 0, seed 1: beta"
   $XL $SWB1 --seeds=0,1 --tables_only --table=w0_beta_seeds01 --title="$TL, world 0, seeds 0-1: beta"; fi
+# Lambda 0.1 on seed 1 (plan addendum 22) beside seed 1's lambda-1 mbcd runs, then seeds 0-1.
+SWL1="--grid=sweep_lambda --values=0.1,1 $(world 0) $LONG"
+if on long_lambda1; then grid_per_target "$SWL1 --seeds=1" s1_lambda_ "$TL, world 0, seed 1: lambda"
+  $XL $SWL1 --seeds=0,1 --tables_only --table=w0_lambda_seeds01 --title="$TL, world 0, seeds 0-1: lambda"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 $(world 3) $LONG \
   --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
