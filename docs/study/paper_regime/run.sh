@@ -5,7 +5,7 @@
 # configs/hac.py:synthetic,short, the default when they were made; the long* phases the
 # paper's 2000 steps, beta 0.999 (configs/hac.py:synthetic, the default since).
 # Re-running skips finished runs. Run from the repo root.
-#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|long_noamd1|long_fixed1|long_beta1|long_lambda1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
+#   PHASE=w0|w2|w34|long|long3|long_w2|long_w345|long_w3ema|long_table4|long_components|long_analysis|long_s1|long_s234|long_amd3|long_balanced|long_w6|long_loo1|long_w345b|long_sweeps|long_noamd1|long_fixed1|long_beta1|long_lambda1|long_t4s1|w0s12|w0s34|w5|w6|table4|components|sweeps|analysis|all
 #                         world 0 (the default world) | world 2 | worlds 3 and 4 (world
 #                         seeds used in no choice; 3 and 4 fixed before any of their output was
 #                         seen) | the paper's run length on world 0, A,C->H, seed 0: 100 epochs =
@@ -50,6 +50,8 @@
 #                         time, then the beta table over seeds 0-1 (plan addendum 21)
 #                         | long_lambda1: mbcd at lambda 0.1 on world 0, seed 1, one target at
 #                         a time, then the lambda table over seeds 0-1 (plan addendum 22)
+#                         | long_t4s1: Table 4's ema_gcc and ema_dl rows on world 0, seed 1, one
+#                         target at a time, then Table 4 over seeds 0-1 (plan addendum 23)
 #                         | w0s34: seeds 3 and 4 of world 0 (with w0s12 and seed 0: 5 seeds)
 #                         | w6: world 6 seed 0 (chosen with w5)
 #                         | components: Table 5 and leave-one-out rows, world 0 seed 0, in $T1
@@ -192,6 +194,9 @@ if on long_beta1; then grid_per_target "$SWB1 --seeds=1" s1_beta_ "$TL, world 0,
 SWL1="--grid=sweep_lambda --values=0.1,1 $(world 0) $LONG"
 if on long_lambda1; then grid_per_target "$SWL1 --seeds=1" s1_lambda_ "$TL, world 0, seed 1: lambda"
   $XL $SWL1 --seeds=0,1 --tables_only --table=w0_lambda_seeds01 --title="$TL, world 0, seeds 0-1: lambda"; fi
+# Table 4's single-component rows GCC and DL on seed 1 (plan addendum 23), then Table 4 over seeds 0-1.
+if on long_t4s1; then per_target ema_gcc,ema_dl 1 s1_t4_
+  over_seeds erm,ema,ema_amd,ema_gcc,ema_dl,mbcd 0,1 w0_table4_seeds01 "seeds 0-1, Table 4"; fi
 if on long_w3ema; then $XL --methods=erm,ema,mbcd --seeds=0 $(world 3) $LONG \
   --title="$TL, world 3"; fi
 if on w0s12; then $X --workdir=$OUT/w0s12 --seeds=1,2 --title="Paper regime, world 0 (default), seeds 1-2"; fi
