@@ -21,12 +21,14 @@ import math
 import statistics
 
 
-def load(paths, aliases):
+def load(paths, aliases, seeds=None):
   """{(variant, seed, target, rule): {'fused': x, 'student_fused': y}} from the files."""
   rows, origin = {}, {}
   for path in paths:
     with open(path) as f:
       for r in csv.DictReader(f):
+        if seeds is not None and r['seed'] not in seeds:
+          continue
         key = (aliases.get(r['variant'], r['variant']), r['seed'], r['target'], r['rule'])
         val = {c: float(r[c]) for c in ('fused', 'student_fused')}
         if key in rows and rows[key] != val:
@@ -57,6 +59,7 @@ def main():
   p.add_argument('a')
   p.add_argument('b')
   p.add_argument('runs_csv', nargs='+')
+  p.add_argument('--seeds', default=None, help='keep only these training seeds, e.g. 0,1')
   p.add_argument('--alias', action='append', default=[],
                  help='NAME:OTHER reads variant OTHER as NAME (repeatable)')
   args = p.parse_args()
@@ -66,7 +69,7 @@ def main():
     if not other:
       raise SystemExit(f'--alias={al}: expected NAME:OTHER')
     aliases[other] = name
-  rows = load(args.runs_csv, aliases)
+  rows = load(args.runs_csv, aliases, args.seeds.split(',') if args.seeds else None)
   for rule in ('last', 'best_val'):
     for col in ('fused', 'student_fused'):
       pairs, xa, xb, d = compare(rows, args.a, args.b, rule, col)
