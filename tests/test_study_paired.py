@@ -16,7 +16,7 @@ def _write(path, rows):
   with open(path, 'w') as f:
     f.write(HEADER)
     for variant, target, seed, rule, fused, student in rows:
-      f.write(f'{variant},V+F+A,x,{target},{seed},{rule},100,100,100.0,{fused},{student},,,0,0,0\n')
+      f.write(f'{variant},V+F+A,to_{target},{target},{seed},{rule},100,100,100.0,{fused},{student},,,0,0,0\n')
   return str(path)
 
 

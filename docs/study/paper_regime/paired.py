@@ -13,45 +13,36 @@ first. A run found in several files must carry the same numbers in each, else th
 naming both files. Prints, per rule (last epoch, best validation) and per head (``fused``: the
 evaluated model, the EMA teacher for EMA methods; ``student_fused``: the student's fused head),
 mean A − B ± standard error over the pairs both rows have, wins / ties / pairs, the two-sided
-sign-test p over the untied pairs, both rows' means and every pair.
+sign-test p over the untied pairs (``mbcd_jax.tables.paired``, the runner's own paired
+statistics), both rows' means and every pair.
 """
 import argparse
 import csv
-import math
+import os
 import statistics
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..'))
+from mbcd_jax import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def load(paths, aliases, seeds=None):
-  """{(variant, seed, target, rule): {'fused': x, 'student_fused': y}} from the files."""
+  """One dict per (run, rule), as ``mbcd_jax.tables.paired`` reads them, from the files."""
   rows, origin = {}, {}
   for path in paths:
     with open(path) as f:
       for r in csv.DictReader(f):
         if seeds is not None and r['seed'] not in seeds:
           continue
-        key = (aliases.get(r['variant'], r['variant']), r['seed'], r['target'], r['rule'])
-        val = {c: float(r[c]) for c in ('fused', 'student_fused')}
-        if key in rows and rows[key] != val:
-          raise SystemExit(f'{path}: run {key} has {val}, {origin[key]} has {rows[key]}')
-        rows[key], origin[key] = val, path
-  return rows
-
-
-def sign_test(wins: int, n: int) -> float:
-  """Two-sided exact sign-test p for ``wins`` of ``n`` untied pairs."""
-  if n == 0:
-    return 1.0
-  k = min(wins, n - wins)
-  return min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n)
-
-
-def compare(rows, a, b, rule, col):
-  pairs = sorted({k[1:3] for k in rows if k[0] == a and k[3] == rule}
-                 & {k[1:3] for k in rows if k[0] == b and k[3] == rule})
-  xa = [rows[(a, s, t, rule)][col] for s, t in pairs]
-  xb = [rows[(b, s, t, rule)][col] for s, t in pairs]
-  d = [x - y for x, y in zip(xa, xb)]
-  return pairs, xa, xb, d
+        row = dict(r, variant=aliases.get(r['variant'], r['variant']),
+                   fused=float(r['fused']), student_fused=float(r['student_fused']))
+        key = (row['variant'], r['seed'], r['setting'], r['rule'])
+        val = (row['fused'], row['student_fused'])
+        if key in rows and (rows[key]['fused'], rows[key]['student_fused']) != val:
+          raise SystemExit(f'{path}: run {key} has {val}, {origin[key]} has '
+                           f'{(rows[key]["fused"], rows[key]["student_fused"])}')
+        rows[key], origin[key] = row, path
+  return list(rows.values())
 
 
 def main():
@@ -72,16 +63,17 @@ def main():
   rows = load(args.runs_csv, aliases, args.seeds.split(',') if args.seeds else None)
   for rule in ('last', 'best_val'):
     for col in ('fused', 'student_fused'):
-      pairs, xa, xb, d = compare(rows, args.a, args.b, rule, col)
-      if not d:
+      st = tables.paired(rows, rule, args.a, args.b, value=col)
+      if st is None:
         raise SystemExit(f'no (seed, target) pair has both {args.a!r} and {args.b!r} ({rule})')
-      se = statistics.stdev(d) / math.sqrt(len(d)) if len(d) > 1 else float('nan')
-      wins, ties = sum(x > 0 for x in d), sum(x == 0 for x in d)
-      each = ' '.join(f's{s}/{t}:{x:.1f}-{y:.1f}' for (s, t), x, y in zip(pairs, xa, xb))
-      print(f'{rule:8s} {col:13s} {args.a} − {args.b}: {statistics.mean(d):+.1f} ± {se:.1f} '
-            f'({wins} wins, {ties} ties / {len(d)}; sign test p {sign_test(wins, len(d) - ties):.2f})'
-            f'  means {statistics.mean(xa):.1f} vs {statistics.mean(xb):.1f}\n    {each}')
-
+      by = {v: {(r['seed'], r['target']): r[col] for r in rows
+                if r['variant'] == v and r['rule'] == rule} for v in (args.a, args.b)}
+      pairs = sorted(set(by[args.a]) & set(by[args.b]))
+      each = ' '.join(f's{s}/{t}:{by[args.a][s, t]:.1f}-{by[args.b][s, t]:.1f}' for s, t in pairs)
+      print(f'{rule:8s} {col:13s} {args.a} − {args.b}: {st["mean"]:+.1f} ± {st["sem"]:.1f} '
+            f'({st["wins"]} wins, {st["ties"]} ties / {st["n"]}; sign test p {st["p_sign"]:.2f})'
+            f'  means {statistics.mean(by[args.a][k] for k in pairs):.1f} vs '
+            f'{statistics.mean(by[args.b][k] for k in pairs):.1f}\n    {each}')
 
 if __name__ == '__main__':
   main()
