@@ -4,7 +4,8 @@ Every finished run directory holds ``run.json`` (what the runner asked for: vari
 modalities, sources, target, seed) and ``summary.json`` (``train.train_and_evaluate``'s
 result). ``collect`` turns them into long rows, one per run and model-selection rule:
 
-  rule 'best_val'  the epoch with the best in-domain validation accuracy (the paper's rule)
+  rule 'best_val'  the epoch with the best in-domain validation accuracy, the later epoch on
+                   ties (the paper's rule, ``train.select_best``)
   rule 'last'      the last epoch (the port's rule)
 
 ``pivot`` makes the paper's layout: one row per (modalities, variant), one column per target
@@ -30,7 +31,8 @@ import numpy as np
 from mbcd_jax import paper_numbers, provenance
 
 RULES = ('best_val', 'last')
-RULE_TITLES = {'best_val': 'model selected by best source-domain validation accuracy',
+RULE_TITLES = {'best_val': 'model selected by best source-domain validation accuracy (the '
+                           'later epoch on ties)',
                'last': 'last-epoch model'}
 
 

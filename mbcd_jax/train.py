@@ -168,7 +168,8 @@ class Progress:
     start_step, start_epoch, start_batch: where this process started (0 or the resumed
       checkpoint's step, and the next batch to train on: ``Loader.epoch(epoch, batch)``).
     best: the best-validation record ``{'val', 'epoch', 'step', 'test', 'val_all'}``
-      (``{'val': -1.0}`` before the first eval).
+      (``{'val': -1.0}`` before the first eval), chosen by ``select_best`` (the later epoch on
+      ties).
     history: one ``{'epoch', 'step', 'val', 'test'}`` per evaluated epoch.
     nonfinite_steps: updates skipped for a non-finite loss (nan_policy='skip').
     pending: ``(step, epoch, device metrics)`` of the newest step not yet read on the host.
@@ -347,6 +348,27 @@ def evaluate(eval_fn, state, loader: input_pipeline.Loader, mesh) -> dict:
           for k, v in sums.items()}
 
 
+SELECTION_RULE = ('highest source-validation accuracy of the evaluated model (fused head); '
+                  'the later epoch on ties')
+
+
+def select_best(best: dict, candidate: dict) -> dict:
+  """The authors' model-selection rule: ``candidate`` replaces ``best`` when its validation
+  accuracy is at least as high (``>=``), so among equal accuracies the *later* epoch is kept.
+
+  Every peer's script (RNA-Net, SimMMDG, MOOSA, CMRF) and the MBCD port (``train_MBCD.py``) test
+  ``cur_acc >= best_acc``; on small validation sets ties are the rule (a model at 100% stays
+  there for many epochs), so ``>`` would report the first of them instead.
+
+  Args:
+    best: the record so far, ``{'val': float, ...}`` (``{'val': -1.0}`` before any eval).
+    candidate: this epoch's record, same keys.
+  Returns:
+    the record to keep (one of the two, not a copy).
+  """
+  return candidate if candidate['val'] >= best['val'] else best
+
+
 def evaluate_epoch(loop: _Loop, state, progress: Progress, epoch: int):
   """Val and test metrics after ``epoch`` (0-based): logged, appended to the history, and the
   best-validation record updated (on the evaluated model's fused val accuracy)."""
@@ -356,9 +378,8 @@ def evaluate_epoch(loop: _Loop, state, progress: Progress, epoch: int):
   loop.writer.write(step, 'val', val)
   loop.writer.write(step, 'test', test)
   progress.history.append({'epoch': epoch + 1, 'step': step, 'val': val, 'test': test})
-  if val[f'{who}/fused'] > progress.best['val']:
-    progress.best = {'val': val[f'{who}/fused'], 'epoch': epoch + 1, 'step': step,
-                     'test': test, 'val_all': val}
+  progress.best = select_best(progress.best, {'val': val[f'{who}/fused'], 'epoch': epoch + 1,
+                                              'step': step, 'test': test, 'val_all': val})
   loop.bar.write(f'epoch {epoch + 1}/{run.config.train.epochs}  val {val[f"{who}/fused"]:.2f}'
                  f'  test {test[f"{who}/fused"]:.2f}  ({who})')
 
@@ -459,6 +480,7 @@ def make_summary(run: Run, progress: Progress, wall_time_s: float) -> dict[str, 
       'wall_time_s': wall_time_s, 'resumed_from_step': progress.start_step,
       'nonfinite_steps': progress.nonfinite_steps,
       'best_val': {'epoch': best['epoch'], 'val': best['val_all'], 'test': best['test']},
+      'selection': SELECTION_RULE,
       'last': {'epoch': last['epoch'], 'val': last['val'], 'test': last['test']},
       'pretrained': {m: r['digest'] for m, r in run.pretrained.items()},
       'environment': provenance.environment(),
@@ -478,8 +500,8 @@ def _print_summary(run: Run, progress: Progress, workdir: str):
         f'({", ".join(mods)}), evaluated model: {who} ==')
   print(_summary_line('  validation (source, last epoch)', last['val'], who, mods))
   print(_summary_line('  test (unseen domain, last epoch)', last['test'], who, mods))
-  print(_summary_line(f'  test at best validation (epoch {best["epoch"]})', best['test'],
-                      who, mods))
+  print(_summary_line(f'  test at best validation (epoch {best["epoch"]}, the later on ties)',
+                      best['test'], who, mods))
   if run.spec.has_teacher:
     other = 'student' if who == 'teacher' else 'teacher'
     print(_summary_line(f'  {other} test (last epoch)', last['test'], other, mods))

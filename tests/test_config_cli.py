@@ -285,12 +285,12 @@ def test_cli_end_to_end_smoke(tmp_path):
   assert any(r['kind'] == 'train' for r in rows)
   assert any(f.startswith('events.out.tfevents') for f in os.listdir(tmp_path))
   # One val and one test row per epoch; the summary's rows are the logged ones: 'best_val' the
-  # epoch with the highest teacher val accuracy (the first on ties), 'last' the last epoch.
+  # epoch with the highest teacher val accuracy (the later on ties), 'last' the last epoch.
   evals = {k: [{n: v for n, v in r.items() if n not in ('step', 'kind')}
                for r in rows if r['kind'] == k] for k in ('val', 'test')}
   assert [r['step'] for r in rows if r['kind'] == 'val'] == [4, 8]
   accs = [r['teacher/fused'] for r in evals['val']]
-  best = accs.index(max(accs))
+  best = len(accs) - 1 - accs[::-1].index(max(accs))
   assert summary['best_val'] == {'epoch': best + 1, 'val': evals['val'][best],
                                  'test': evals['test'][best]}
   assert summary['last'] == {'epoch': 2, 'val': evals['val'][-1], 'test': evals['test'][-1]}
