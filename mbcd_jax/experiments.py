@@ -38,6 +38,12 @@ is (re)written by ``mbcd_jax.tables`` from exactly the runs it planned:
 subprocess sees its share of the devices through ``--device_env`` (``CUDA_VISIBLE_DEVICES``
 by default; ``TPU_VISIBLE_CHIPS`` etc. for other platforms).
 
+SIGTERM stops the study resumably: the run in progress (or, with ``--parallel``, each child,
+to which the signal is passed on) saves a checkpoint at its next step and stops, no further run
+starts, and the command exits 75 (``preemption.EXIT_PREEMPTED``) without rewriting the tables;
+the same command resumes. Each run directory has one writer at a time (``runlock.py``): a run
+already being trained by another process fails with a line naming that process.
+
 The training function is injectable (``run_all(..., train_fn=...)`` in Python, or
 ``--train_fn=module:function`` on the command line): anything with
 ``train_fn(config, workdir)`` that writes ``workdir/summary.json`` (its return value is not
@@ -47,6 +53,7 @@ import dataclasses
 import importlib
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -54,7 +61,7 @@ from typing import Any, Callable, Sequence
 
 import ml_collections
 
-from mbcd_jax import config_lib, tables
+from mbcd_jax import config_lib, preemption, tables
 from mbcd_jax import methods as methods_lib
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
@@ -348,12 +355,14 @@ def run_all(base: ml_collections.ConfigDict, runs: Sequence[RunSpec], *,
     parallel: runs at a time (subprocesses when > 1).
     devices: device ids to split among the ``parallel`` subprocesses (via ``device_env``).
   Returns:
-    {'skipped': [...], 'done': [...], 'failed': [(run_dir, error)], 'wall_time_s': float}.
+    {'skipped': [...], 'done': [...], 'failed': [(run_dir, error)], 'wall_time_s': float,
+    'preempted': None, or one line: a SIGTERM stopped the runner (the run in progress saved
+    a checkpoint; running the same command again resumes it and goes on)}.
   Raises:
     ValueError: the unfinished runs would load other pretrained weights than the finished
       ones (``check_pretrained``), before any run starts.
   """
-  result = {'skipped': [], 'done': [], 'failed': [], 'wall_time_s': 0.0}
+  result = {'skipped': [], 'done': [], 'failed': [], 'wall_time_s': 0.0, 'preempted': None}
   t0 = time.time()
   if not all(r.finished for r in runs):
     for note in check_pretrained(base, runs):
@@ -362,38 +371,68 @@ def run_all(base: ml_collections.ConfigDict, runs: Sequence[RunSpec], *,
   for r in runs:
     (result['skipped'] if r.finished else pending).append(r if not r.finished else r.run_dir)
   log(f'{len(runs)} runs: {len(result["skipped"])} finished, {len(pending)} to train')
-  if parallel <= 1:
-    fn = resolve_train_fn(train_fn)
-    for i, r in enumerate(pending):
-      if r.finished:   # finished meanwhile (another runner on the same workdir)
-        result['skipped'].append(r.run_dir)
-        continue
-      log(f'[{i + 1}/{len(pending)}] {r.run_dir}')
-      t1 = time.time()
-      try:
-        fn(_prepare(base, r), r.run_dir)
-        result['done'].append(r.run_dir)
-        log(f'    done in {time.time() - t1:.0f} s')
-      except Exception as e:  # pylint: disable=broad-except
-        # One broken run must not lose the rest of a long study; reported at the end.
-        result['failed'].append((r.run_dir, f'{type(e).__name__}: {e}'))
-        log(f'    FAILED: {type(e).__name__}: {e}')
-  else:
-    if train_fn is not None and not isinstance(train_fn, str):
-      raise ValueError("parallel > 1 needs train_fn as a 'module:function' string or None")
-    _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, result, log)
+  if parallel > 1 and train_fn is not None and not isinstance(train_fn, str):
+    raise ValueError("parallel > 1 needs train_fn as a 'module:function' string or None")
+  # SIGTERM (a scheduler's eviction, a stopped study phase) for the whole sequence: the run in
+  # progress saves at its next step and stops, and no further run starts.
+  with preemption.Notice() as notice:
+    if parallel <= 1:
+      _run_in_process(base, pending, resolve_train_fn(train_fn), notice, result, log)
+    else:
+      _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, notice, result,
+                        log)
   result['wall_time_s'] = time.time() - t0
   return result
 
 
-def _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, result, log):
+def _run_in_process(base, pending, fn, notice, result, log):
+  """``parallel=1``: one run after another in this process; the first notice ends the loop."""
+  for i, r in enumerate(pending):
+    if notice.requested:
+      result['preempted'] = f'SIGTERM: stopped before {r.run_dir}'
+      break
+    if r.finished:   # finished meanwhile (another runner on the same workdir)
+      result['skipped'].append(r.run_dir)
+      continue
+    log(f'[{i + 1}/{len(pending)}] {r.run_dir}')
+    t1 = time.time()
+    try:
+      fn(_prepare(base, r), r.run_dir)
+      result['done'].append(r.run_dir)
+      log(f'    done in {time.time() - t1:.0f} s')
+    except preemption.Preempted as e:
+      # Not a failure: the run is resumable, and so is the study (same command).
+      result['preempted'] = f'{r.run_dir}: {e}'
+      log(f'    PREEMPTED: {e}')
+      break
+    except Exception as e:  # pylint: disable=broad-except
+      # One broken run must not lose the rest of a long study; reported at the end.
+      result['failed'].append((r.run_dir, f'{type(e).__name__}: {e}'))
+      log(f'    FAILED: {type(e).__name__}: {e}')
+  if notice.requested and not result['preempted']:
+    # The notice came after the last step (the final eval or save): that run finished.
+    result['preempted'] = 'SIGTERM: stopped after the last run in progress finished'
+
+
+def _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, notice, result,
+                      log):
+  """``parallel>1``: a child process per run; a notice is passed on to every child (each
+  saves and exits ``EXIT_PREEMPTED``) and no further child starts."""
   groups = [[] for _ in range(parallel)]
   for i, d in enumerate(devices):
     groups[i % parallel].append(str(d))
   free = list(range(parallel))
   active = {}   # slot -> (Popen, RunSpec, start time)
   queue = list(pending)
+  forwarded = False
   while queue or active:
+    if notice.requested and not forwarded:
+      forwarded = True
+      result['preempted'] = (f'SIGTERM: passed on to {len(active)} run(s); '
+                             f'{len(queue)} not started')
+      queue = []
+      for proc, *_ in active.values():
+        proc.send_signal(signal.SIGTERM)
     while queue and free:
       r = queue.pop(0)
       if r.finished:   # finished meanwhile (another runner on the same workdir)
@@ -421,6 +460,12 @@ def _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, re
       if proc.returncode == 0 and r.finished:
         result['done'].append(r.run_dir)
         log(f'    done in {time.time() - t1:.0f} s: {r.run_dir}')
+      elif proc.returncode == preemption.EXIT_PREEMPTED:
+        log(f'    PREEMPTED (checkpoint saved): {r.run_dir}')
+      elif forwarded and proc.returncode == -signal.SIGTERM:
+        # Killed by the signal before its handler was installed (still importing): it had
+        # not started training, so its last checkpoint, if any, is intact.
+        log(f'    STOPPED before training began: {r.run_dir}')
       else:
         result['failed'].append((r.run_dir, f'exit {proc.returncode}, see stdout.log'))
         log(f'    FAILED (exit {proc.returncode}): {r.run_dir}/stdout.log')
@@ -430,7 +475,8 @@ def run_one(run_dir: str, train_fn: TrainFn | str | None = None):
   """Subprocess entry: trains the config the parent wrote to ``run_dir/run_config.json``."""
   with open(os.path.join(run_dir, 'run_config.json')) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  resolve_train_fn(train_fn)(config_lib.normalize(config), run_dir)
+  with preemption.Notice():   # a SIGTERM while the run builds stops it at its first step
+    resolve_train_fn(train_fn)(config_lib.normalize(config), run_dir)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -463,7 +509,11 @@ def main(argv):
   from absl import flags  # pylint: disable=g-import-not-at-top
   f = flags.FLAGS
   if f.run_one:
-    run_one(f.run_one, f.train_fn)
+    try:
+      run_one(f.run_one, f.train_fn)
+    except preemption.Preempted as e:
+      print(f'mbcd_jax: {e}', file=sys.stderr)
+      sys.exit(preemption.EXIT_PREEMPTED)
     return
   if f.config is None or f.workdir is None:
     raise SystemExit('--config and --workdir are required')
@@ -504,6 +554,11 @@ def main(argv):
   result = run_all(base, runs, train_fn=f.train_fn, parallel=f.parallel,
                    devices=[d for d in (f.devices or '').split(',') if d],
                    device_env=f.device_env)
+  if result['preempted']:
+    # Within the scheduler's grace period: no tables (the next invocation writes them).
+    print(f'mbcd_jax.experiments: preempted: {result["preempted"]}; re-run the same command '
+          'to resume', file=sys.stderr)
+    sys.exit(preemption.EXIT_PREEMPTED)
   paths = tables.write_tables(f.workdir, runs=runs, **table_kw)
   print(f'\n{len(result["done"])} trained, {len(result["skipped"])} skipped, '
         f'{len(result["failed"])} failed in {result["wall_time_s"]:.0f} s')

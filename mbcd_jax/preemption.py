@@ -11,6 +11,11 @@ SIGTERM on any host, agrees on a step with the others, and
 ``multihost_utils.reached_preemption_sync_point(step)`` turns True at that step on every host.
 When it is running we use it (and install no handler of our own, which would replace its);
 otherwise (the service disabled) the hosts OR their local flags with an all-gather every step.
+
+A process that trains several runs in turn (``experiments.run_all``) holds a ``Notice`` around
+them: it catches a SIGTERM that comes while no run is training (between runs, or while a run
+builds, before its Watcher exists), a run's Watcher inherits a notice already given and passes
+its own on, and the runner starts no further run.
 """
 import signal
 import threading
@@ -43,12 +48,49 @@ def _sync_manager():
     return None
 
 
+class Notice:
+  """A stop notice for a sequence of runs in one process (SIGTERM sets it; a context manager).
+
+  While a run trains, its ``Watcher`` holds SIGTERM and reports to the Notice it replaced.
+  """
+
+  def __init__(self, signals=(signal.SIGTERM,)):
+    self._flag = threading.Event()
+    self._old = {}
+    if threading.current_thread() is threading.main_thread():
+      for s in signals:
+        self._old[s] = signal.signal(s, self._handle)
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self._flag.set()
+
+  def request(self):
+    self._flag.set()
+
+  @property
+  def requested(self) -> bool:
+    return self._flag.is_set()
+
+  def close(self):
+    for s, h in self._old.items():
+      signal.signal(s, h)
+    self._old = {}
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+
 class Watcher:
   """Answers "stop here?" once per step, identically on every process."""
 
   def __init__(self, signals=(signal.SIGTERM,)):
     self._flag = threading.Event()
     self._old = {}
+    self._notice = None   # the runner's Notice whose SIGTERM handler this one replaced
     self.multi = jax.process_count() > 1
     self.jax_service = self.multi and _sync_manager() is not None
     if self.jax_service:
@@ -59,11 +101,17 @@ class Watcher:
       return
     for s in signals:
       self._old[s] = signal.signal(s, self._handle)
+      if isinstance(getattr(self._old[s], '__self__', None), Notice):
+        self._notice = self._old[s].__self__
+    if self._notice is not None and self._notice.requested:
+      self._flag.set()   # SIGTERM came while the run was building: stop at its first step
 
   def _handle(self, signum, frame):
     del frame
     # No logging here: the handler runs between bytecodes, possibly inside a logging call.
     self._flag.set()
+    if self._notice is not None:
+      self._notice.request()   # the runner must not start another run
     del signum
 
   def request(self):

@@ -6,6 +6,7 @@ Importable from a notebook (no absl flags). Writes to ``workdir``:
   summary.json    final summary: best-validation and last-epoch accuracies
   config.json     the resolved config
   checkpoints/    orbax checkpoints (mbcd_jax/checkpoint.py): the latest K + the best-validation
+  .lock           held while the run writes (mbcd_jax/runlock.py): a second writer is refused
 
 Never loses work: re-running the same command with the same ``workdir`` resumes from the latest
 checkpoint, bit for bit as if never interrupted (the state, the data position and the eval
@@ -33,7 +34,7 @@ import numpy as np
 import tqdm
 
 from mbcd_jax import checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
-from mbcd_jax import pretrain, provenance
+from mbcd_jax import pretrain, provenance, runlock
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter
 
@@ -204,7 +205,11 @@ class _Loop:
 
 # ---------------------------------------------------------------- workdir and restore
 def open_checkpointer(config: ml_collections.ConfigDict, workdir: str) -> ckpt_lib.Checkpointer:
-  """Checks ``workdir``, moves an old run aside for resume_mode='restart', opens checkpoints."""
+  """Checks ``workdir``, moves an old run aside for resume_mode='restart', opens checkpoints.
+
+  The caller holds the workdir's lock (``runlock.hold``): the move and the checkpointer's
+  start-up clean-up would otherwise act on another live run's files.
+  """
   ckpt_lib.check_workdir(workdir)
   if config.train.resume_mode == 'restart':
     if jax.process_index() == 0:
@@ -412,11 +417,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str
   Raises:
     preemption.Preempted: SIGTERM (or JAX's preemption notice); the checkpoint is on disk.
     FloatingPointError: non-finite loss with nan_policy='stop'; the last good checkpoint is kept.
-    checkpoint.CheckpointError: an unusable workdir / checkpoint, or a failed save (one line).
+    checkpoint.CheckpointError: an unusable workdir / checkpoint, a failed save, or another
+      run writing the workdir (one line; that run's pid, host and start time).
   """
   run = build(config)
-  config, tc, is_main = run.config, run.config.train, jax.process_index() == 0
   _log_setup(run)
+  # Before the workdir is touched (restart's move, the checkpointer's clean-up of unfinished
+  # saves) and until the last save is on disk: one writer per workdir (runlock.py).
+  with runlock.hold(workdir):
+    return _train_and_evaluate(run, workdir)
+
+
+def _train_and_evaluate(run: Run, workdir: str) -> tuple[Any, dict[str, Any]]:
+  """``train_and_evaluate`` once the workdir's lock is held."""
+  config, tc, is_main = run.config, run.config.train, jax.process_index() == 0
   ckpt = open_checkpointer(config, workdir)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state, progress = restore_or_init(run, ckpt, init_rng, step_rng)
