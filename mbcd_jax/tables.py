@@ -334,24 +334,10 @@ def _write_csv(path: str, rows: Sequence[Mapping]):
     w.writerows(rows)
 
 
-def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results', *,
-                 runs=None, name: str = 'results', header: Sequence[str] = (),
-                 paper: tuple[str, str] | None = None) -> dict:
-  """Writes ``<name>.md``, ``<name>.csv`` (the pivot tables, both rules) and
-  ``<name>_runs.csv`` (every run's long rows) into ``out_dir`` (default ``workdir``), from the
-  runs ``collect(workdir, runs)`` finds. ``header``: lines under the title (how the runs were
-  made); ``paper``: ``(protocol, dataset)`` to show the paper's rows in the fused-accuracy
-  tables of the 'best_val' rule (the paper's). Returns the file paths."""
-  out_dir = out_dir or workdir
-  os.makedirs(out_dir, exist_ok=True)
-  rows = collect(workdir, runs)
-  paths = {'markdown': os.path.join(out_dir, f'{name}.md'),
-           'csv': os.path.join(out_dir, f'{name}.csv'),
-           'runs_csv': os.path.join(out_dir, f'{name}_runs.csv')}
-  if not rows:
-    with open(paths['markdown'], 'w') as f:
-      f.write(f'# {title}\n\nNo finished runs under {workdir}.\n')
-    return paths
+def render(rows: Sequence[Mapping], title: str = 'Results', *, header: Sequence[str] = (),
+           paper: tuple[str, str] | None = None) -> tuple[str, list[dict]]:
+  """The markdown page and the pivot CSV rows of long ``rows`` (``collect``'s, or a
+  ``<name>_runs.csv`` read back by ``read_runs_csv``); see ``write_tables``."""
   mods = _ordered(m for r in rows for m in ('video', 'flow', 'audio') if m in r)
   md = [f'# {title}', '',
         'Top-1 accuracy (%) on the unseen target domain of the evaluated model (the EMA teacher '
@@ -371,8 +357,91 @@ def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results
                               'the student\'s fused head'))
     csv_rows += [{**r, 'table': 'per_head'} for r in to_csv_rows(mt, rule)]
     md.append(paired_markdown(rows, rule))
+  return '\n'.join(md), csv_rows
+
+
+def write_tables(workdir: str, out_dir: str | None = None, title: str = 'Results', *,
+                 runs=None, name: str = 'results', header: Sequence[str] = (),
+                 paper: tuple[str, str] | None = None) -> dict:
+  """Writes ``<name>.md``, ``<name>.csv`` (the pivot tables, both rules) and
+  ``<name>_runs.csv`` (every run's long rows) into ``out_dir`` (default ``workdir``), from the
+  runs ``collect(workdir, runs)`` finds. ``header``: lines under the title (how the runs were
+  made); ``paper``: ``(protocol, dataset)`` to show the paper's rows in the fused-accuracy
+  tables of the 'best_val' rule (the paper's). Returns the file paths."""
+  out_dir = out_dir or workdir
+  os.makedirs(out_dir, exist_ok=True)
+  rows = collect(workdir, runs)
+  paths = {'markdown': os.path.join(out_dir, f'{name}.md'),
+           'csv': os.path.join(out_dir, f'{name}.csv'),
+           'runs_csv': os.path.join(out_dir, f'{name}_runs.csv')}
+  if not rows:
+    with open(paths['markdown'], 'w') as f:
+      f.write(f'# {title}\n\nNo finished runs under {workdir}.\n')
+    return paths
+  md, csv_rows = render(rows, title, header=header, paper=paper)
   with open(paths['markdown'], 'w') as f:
-    f.write('\n'.join(md))
+    f.write(md)
   _write_csv(paths['csv'], csv_rows)
   _write_csv(paths['runs_csv'], [{k: v for k, v in r.items() if 'order' not in k} for r in rows])
   return paths
+
+
+# ---------------------------------------------------------------------------- re-selection
+# Columns of a runs.csv that hold numbers (the rest are labels).
+_INT_COLUMNS = ('seed', 'epoch', 'epochs')
+_FLOAT_COLUMNS = ('val', 'fused', 'student_fused', 'video', 'flow', 'audio')
+# ``selection`` column of re-selected best_val rows.
+SELECTION_KNOWN = 'later_on_ties'
+SELECTION_UNVERIFIED = 'unverified'
+
+
+def read_runs_csv(path: str) -> list[dict]:
+  """A ``<name>_runs.csv`` back as long rows (numbers parsed; empty cells dropped)."""
+  rows = []
+  with open(path, newline='') as f:
+    for r in csv.DictReader(f):
+      row = {}
+      for k, v in r.items():
+        if v == '' or v is None:
+          continue
+        row[k] = int(v) if k in _INT_COLUMNS else float(v) if k in _FLOAT_COLUMNS else v
+      rows.append(row)
+  return rows
+
+
+def reselect_ties(rows: Sequence[Mapping]) -> list[dict]:
+  """Best-validation rows re-selected by the later-epoch-on-ties rule, from a run's two rows.
+
+  Runs made before ``train.select_best`` kept the *first* epoch among equal validation
+  accuracies. A runs.csv keeps only the selected and the last epoch of a run, not its
+  history, so the later-on-ties choice is known exactly in two cases: the last epoch's
+  validation equals the best (then the rule selects the last epoch: its row becomes the
+  best_val row), or the best already is the last epoch. Otherwise a tie between the first best
+  epoch and an unkept later epoch cannot be ruled out: the row stays and is marked.
+
+  Returns:
+    a copy of ``rows``; every best_val row gets ``selection``: ``SELECTION_KNOWN`` or
+    ``SELECTION_UNVERIFIED``, and ``reselected_from`` (the old epoch) where it changed.
+  Raises:
+    ValueError: a run without exactly one row per rule (naming it).
+  """
+  label = ('variant', 'modalities', 'setting', 'seed')
+  runs: dict[tuple, dict] = {}
+  for i, r in enumerate(rows):
+    runs.setdefault(tuple(r[k] for k in label), {}).setdefault(r['rule'], []).append(i)
+  out = [dict(r) for r in rows]
+  for key, by_rule in runs.items():
+    if sorted(by_rule) != sorted(RULES) or any(len(v) != 1 for v in by_rule.values()):
+      raise ValueError(f'run {dict(zip(label, key))}: expected one row per rule {RULES}, '
+                       f'got {({k: len(v) for k, v in by_rule.items()})}')
+    b, l = by_rule['best_val'][0], by_rule['last'][0]
+    best, last = out[b], out[l]
+    if last['val'] == best['val'] and last['epoch'] != best['epoch']:
+      out[b] = {**last, 'rule': 'best_val', 'selection': SELECTION_KNOWN,
+                'reselected_from': best['epoch']}
+    elif 'reselected_from' in best:   # re-selected before: the rows already say so
+      pass
+    else:
+      known = last['epoch'] == best['epoch']
+      best['selection'] = SELECTION_KNOWN if known else SELECTION_UNVERIFIED
+  return out

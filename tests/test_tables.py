@@ -200,3 +200,44 @@ def test_paper_rows_only_for_the_columns_we_have():
   avg = paper['cells']['Avg']   # the paper's average over all six pairs; no std printed
   assert avg[0] == 59.51 and math.isnan(avg[1])
   assert len(tables.with_paper(t, 'multi_source', 'epic')['rows']) == 1   # no V+F+A D1→D2 in T1
+
+
+def _run_rows(best_epoch, best_val, last_epoch, last_val, variant='mbcd', seed=0):
+  base = dict(variant=variant, modalities='V+F+A', setting='A,C→H', target='human', seed=seed,
+              epochs=last_epoch)
+  return [dict(base, rule='best_val', epoch=best_epoch, val=best_val, fused=10.0 * best_epoch),
+          dict(base, rule='last', epoch=last_epoch, val=last_val, fused=10.0 * last_epoch)]
+
+
+def test_reselect_ties_takes_the_last_epoch_when_it_ties_the_best():
+  out = tables.reselect_ties(_run_rows(3, 100.0, 5, 100.0))
+  best = [r for r in out if r['rule'] == 'best_val'][0]
+  assert (best['epoch'], best['fused'], best['reselected_from']) == (5, 50.0, 3)
+  assert best['selection'] == tables.SELECTION_KNOWN
+  # Idempotent: the re-selected rows stay as they are.
+  assert tables.reselect_ties(out) == out
+
+
+def test_reselect_ties_marks_what_a_runs_csv_cannot_decide():
+  # Best at epoch 3, last lower: a tie at epoch 4 (not kept) cannot be ruled out.
+  out = tables.reselect_ties(_run_rows(3, 90.0, 5, 80.0) + _run_rows(5, 90.0, 5, 90.0, seed=1))
+  sel = {(r['seed'], r['rule']): r for r in out}
+  assert sel[(0, 'best_val')]['epoch'] == 3
+  assert sel[(0, 'best_val')]['selection'] == tables.SELECTION_UNVERIFIED
+  assert sel[(1, 'best_val')]['selection'] == tables.SELECTION_KNOWN
+  assert 'reselected_from' not in sel[(0, 'best_val')]
+
+
+def test_reselect_ties_refuses_a_run_without_both_rules():
+  with pytest.raises(ValueError, match='one row per rule'):
+    tables.reselect_ties(_run_rows(3, 90.0, 5, 80.0)[:1])
+
+
+def test_committed_study_tables_use_the_tie_rule():
+  # docs/study/reselect.py rewrote every committed table; a table added since by pre-rule runs
+  # would show up here.
+  import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
+  res = subprocess.run([sys.executable, 'docs/study/reselect.py', '--check'],
+                       capture_output=True, text=True, cwd=os.path.dirname(
+                           os.path.dirname(os.path.abspath(__file__))))
+  assert res.returncode == 0, res.stdout + res.stderr
