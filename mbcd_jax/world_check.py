@@ -64,8 +64,14 @@ def class_descriptor(m: str, x: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class Report:
+  """``lines``: the printed report; ``failures``: the principle's violations (none: it holds);
+  ``stats``: the measured numbers by name (``separability/<m>``, ``agreement/<m>``,
+  ``shift/<m>`` the smallest over domain pairs of the largest style-mean difference in sd,
+  ``span_margin/<m>`` the worst held-out overshoot of the sources' range in range widths,
+  negative when inside; ``dominant``), for studies that relate a world's results to it."""
   lines: list
   failures: list
+  stats: dict = dataclasses.field(default_factory=dict)
 
   @property
   def ok(self) -> bool:
@@ -99,7 +105,7 @@ def check(spec: synthetic.SyntheticSpec, modalities=MODALITIES, *, tol: float = 
     for m in modalities:
       stats[m, d] = [style_stats(m, r[m]) for r in recs0]
       desc[m, d] = np.stack([class_descriptor(m, r[m]) for r in recs])
-  lines, failures = [], []
+  lines, failures, measured = [], [], {'dominant': spec.dominant}
   lines.append('1. style ranges per domain (5th..95th percentile; generator units)')
   for m in modalities:
     names = list(stats[m, domains[0]][0])
@@ -113,6 +119,8 @@ def check(spec: synthetic.SyntheticSpec, modalities=MODALITIES, *, tol: float = 
         lo, hi = pooled.min(), pooled.max()
         margin = tol * (hi - lo)
         inside = q[t][0] >= lo - margin and q[t][1] <= hi + margin
+        over = max(lo - q[t][0], q[t][1] - hi) / max(hi - lo, 1e-8)
+        measured[f'span_margin/{m}'] = max(measured.get(f'span_margin/{m}', -np.inf), over)
         verdicts.append(f'{t}:{"in" if inside else "OUT"}')
         if not inside:
           failures.append(f'{m}.{name}: target {t} range [{q[t][0]:+.2f},{q[t][1]:+.2f}] '
@@ -131,6 +139,7 @@ def check(spec: synthetic.SyntheticSpec, modalities=MODALITIES, *, tol: float = 
         sd = np.sqrt((va.var() + vb.var()) / 2) + 1e-8
         best = max(best, abs(va.mean() - vb.mean()) / sd)
       cells.append(f'{a}-{b} {best:.2f}')
+      measured[f'shift/{m}'] = min(measured.get(f'shift/{m}', np.inf), best)
       if best < min_shift:
         failures.append(f'{m}: no domain shift between {a} and {b} ({best:.2f} sd)')
     lines.append(f'  {m:5s} ' + '  '.join(cells))
@@ -145,6 +154,7 @@ def check(spec: synthetic.SyntheticSpec, modalities=MODALITIES, *, tol: float = 
       means[d] = (cm - cm.mean(0)).ravel()
     agree[m] = float(np.mean([np.corrcoef(means[a], means[b])[0, 1]
                               for a, b in itertools.combinations(domains, 2)]))
+    measured[f'separability/{m}'], measured[f'agreement/{m}'] = fisher[m], agree[m]
     tag = ' (dominant)' if m == spec.dominant else ''
     lines.append(f'  {m:5s} separability {fisher[m]:.3f}  cross-domain agreement '
                  f'{agree[m]:.3f}{tag}')
@@ -160,7 +170,8 @@ def check(spec: synthetic.SyntheticSpec, modalities=MODALITIES, *, tol: float = 
         failures.append(f'dominant {dom} does not transfer worse ({agree[dom]:.3f} >= '
                         f'{m} {agree[m]:.3f})')
   lines.append('principle: ' + ('HOLDS' if not failures else 'FAILS:\n  ' + '\n  '.join(failures)))
-  return Report(lines, failures)
+  return Report(lines, failures, {k: v if isinstance(v, str) else float(v)
+                                  for k, v in measured.items()})
 
 
 def check_config(config: ml_collections.ConfigDict, **kwargs) -> Report:

@@ -29,3 +29,19 @@ def test_balanced_world_fails_the_imbalance_condition():
   spec = dataclasses.replace(_spec('synthetic'), dominance=1.0, dominant_specific=0.1)
   report = world_check.check(spec)
   assert any(f.startswith('dominant video') for f in report.failures), report.failures
+
+
+def test_stats_agree_with_the_report_and_the_verdicts():
+  report = world_check.check(_spec('synthetic'))
+  s = report.stats
+  assert s['dominant'] == 'video'
+  for m in ('video', 'flow', 'audio'):
+    # The printed line carries the same numbers (3 decimals).
+    line = [l for l in report.lines if l.strip().startswith(f'{m} ') and 'separability' in l][0]
+    assert f'separability {s[f"separability/{m}"]:.3f}' in line
+    assert f'agreement {s[f"agreement/{m}"]:.3f}' in line
+    # HOLDS: every target inside the widened span (margin <= tol) and shift >= min_shift.
+    assert s[f'span_margin/{m}'] <= 0.10 and s[f'shift/{m}'] >= 0.5
+  assert s['separability/video'] > max(s['separability/flow'], s['separability/audio'])
+  bad = world_check.check(_spec('synthetic,scratch'))
+  assert max(bad.stats[f'span_margin/{m}'] for m in ('video', 'flow', 'audio')) > 0.10
