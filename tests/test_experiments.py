@@ -1,12 +1,13 @@
 """The protocol runner: planning, resume (finished runs are skipped), grids, tables, CLI."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
 import pytest
 
-from mbcd_jax import experiments, tables
+from mbcd_jax import experiments, preemption, tables
 from mbcd_jax.analysis import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -92,6 +93,67 @@ def test_failed_run_is_reported_and_others_continue(base, tmp_path):
   res = experiments.run_all(base, runs, train_fn=flaky, log=lambda s: None)
   assert len(res['failed']) == 2 and len(res['done']) == 4
   assert 'FloatingPointError' in res['failed'][0][1]
+
+
+
+def _sigterm_self():
+  os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_sigterm_stops_the_run_in_progress_and_the_runner(base, tmp_path):
+  """parallel=1: the run's Watcher gets the signal (the run saves and raises Preempted) and no
+  further run starts; SIGTERM's handler is the caller's again afterwards."""
+  runs = _plan(base, tmp_path, seeds=(0,))
+  before = signal.getsignal(signal.SIGTERM)
+  calls = []
+
+  def preempted_mid_run(config, workdir):
+    calls.append(workdir)
+    w = preemption.Watcher()
+    try:
+      for step in range(1, 10):
+        if step == 2:
+          _sigterm_self()
+        if w.should_stop(step):
+          raise preemption.Preempted(step, f'{workdir}/checkpoints/{step}')
+    finally:
+      w.close()
+    return fake_train(config, workdir)
+  res = experiments.run_all(base, runs, train_fn=preempted_mid_run, log=lambda s: None)
+  assert calls == [runs[0].run_dir] and not res['done'] and not res['failed']
+  assert res['preempted'] == (f'{runs[0].run_dir}: preempted: checkpoint at step 2 saved in '
+                              f'{runs[0].run_dir}/checkpoints/2; re-run the same command to '
+                              'resume')
+  assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_sigterm_before_the_watcher_exists_stops_at_the_first_step(base, tmp_path):
+  """A notice while the run builds (no Watcher yet) is inherited by its Watcher."""
+  runs = _plan(base, tmp_path, seeds=(0,))
+  stops = []
+
+  def signalled_while_building(config, workdir):
+    del config, workdir
+    _sigterm_self()
+    w = preemption.Watcher()
+    stops.append(w.should_stop(1))
+    w.close()
+    raise preemption.Preempted(1, 'x')
+  res = experiments.run_all(base, runs, train_fn=signalled_while_building, log=lambda s: None)
+  assert stops == [True] and res['preempted'].startswith(runs[0].run_dir)
+
+
+def test_sigterm_to_a_run_that_finishes_anyway_starts_no_other(base, tmp_path):
+  """A notice after a run's last step: that run is done, the next one does not start."""
+  runs = _plan(base, tmp_path, seeds=(0,))
+  CALLS.clear()
+
+  def finishes(config, workdir):
+    _sigterm_self()
+    return fake_train(config, workdir)
+  res = experiments.run_all(base, runs, train_fn=finishes, log=lambda s: None)
+  assert CALLS == [runs[0].run_dir] and res['done'] == [runs[0].run_dir]
+  assert res['preempted'] == f'SIGTERM: stopped before {runs[1].run_dir}'
 
 
 def test_tables_from_runner(base, tmp_path):
