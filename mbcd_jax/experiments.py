@@ -402,7 +402,7 @@ def _run_in_process(base, pending, fn, notice, result, log):
       log(f'    done in {time.time() - t1:.0f} s')
     except preemption.Preempted as e:
       # Not a failure: the run is resumable, and so is the study (same command).
-      result['preempted'] = f'{r.run_dir}: {e}'
+      result['preempted'] = f'checkpoint at step {e.step} saved in {e.path}'
       log(f'    PREEMPTED: {e}')
       break
     except Exception as e:  # pylint: disable=broad-except

@@ -4,6 +4,8 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 
@@ -121,9 +123,7 @@ def test_sigterm_stops_the_run_in_progress_and_the_runner(base, tmp_path):
     return fake_train(config, workdir)
   res = experiments.run_all(base, runs, train_fn=preempted_mid_run, log=lambda s: None)
   assert calls == [runs[0].run_dir] and not res['done'] and not res['failed']
-  assert res['preempted'] == (f'{runs[0].run_dir}: preempted: checkpoint at step 2 saved in '
-                              f'{runs[0].run_dir}/checkpoints/2; re-run the same command to '
-                              'resume')
+  assert res['preempted'] == f'checkpoint at step 2 saved in {runs[0].run_dir}/checkpoints/2'
   assert signal.getsignal(signal.SIGTERM) is before
 
 
@@ -140,7 +140,7 @@ def test_sigterm_before_the_watcher_exists_stops_at_the_first_step(base, tmp_pat
     w.close()
     raise preemption.Preempted(1, 'x')
   res = experiments.run_all(base, runs, train_fn=signalled_while_building, log=lambda s: None)
-  assert stops == [True] and res['preempted'].startswith(runs[0].run_dir)
+  assert stops == [True] and res['preempted'] == 'checkpoint at step 1 saved in x'
 
 
 def test_sigterm_to_a_run_that_finishes_anyway_starts_no_other(base, tmp_path):
@@ -154,6 +154,40 @@ def test_sigterm_to_a_run_that_finishes_anyway_starts_no_other(base, tmp_path):
   res = experiments.run_all(base, runs, train_fn=finishes, log=lambda s: None)
   assert CALLS == [runs[0].run_dir] and res['done'] == [runs[0].run_dir]
   assert res['preempted'] == f'SIGTERM: stopped before {runs[1].run_dir}'
+
+
+
+def waits_for_sigterm(config, workdir):
+  """A ``--parallel`` child (imported by its module path): "trains" until its Watcher stops it."""
+  w = preemption.Watcher()
+  open(os.path.join(workdir, 'started'), 'w').close()
+  for step in range(1, 12000):
+    if w.should_stop(step):
+      raise preemption.Preempted(step, workdir)
+    time.sleep(0.01)
+  return fake_train(config, workdir)
+
+
+def test_parallel_runner_passes_sigterm_on_to_its_children(base, tmp_path, monkeypatch):
+  runs = _plan(base, tmp_path, seeds=(0,))
+  monkeypatch.setenv('PYTHONPATH', os.pathsep.join([os.path.dirname(__file__), ROOT]))
+
+  def sigterm_once_both_train():
+    t = time.time()
+    while (sum(os.path.exists(os.path.join(r.run_dir, 'started')) for r in runs) < 2
+           and time.time() - t < 120):
+      time.sleep(0.05)
+    _sigterm_self()
+  threading.Thread(target=sigterm_once_both_train, daemon=True).start()
+  res = experiments.run_all(base, runs, train_fn='test_experiments:waits_for_sigterm',
+                            parallel=2, log=lambda s: None)
+  assert res['preempted'] == 'SIGTERM: passed on to 2 run(s); 4 not started'
+  assert not res['failed'] and not res['done']
+  for r in runs[:2]:
+    with open(os.path.join(r.run_dir, 'stdout.log')) as f:
+      last = f.read().strip().splitlines()[-1]
+    assert last.startswith('mbcd_jax: preempted: checkpoint at step '), last
+  assert not any(os.path.exists(r.run_dir) for r in runs[2:])
 
 
 def test_tables_from_runner(base, tmp_path):

@@ -148,9 +148,10 @@ def test_sigterm_stops_the_in_process_runner_with_a_checkpoint_then_it_resumes(t
   out = _runs.output(p)
   assert p.returncode == 75, out[-3000:]
   line = _runs.last_line(out)
-  assert line.startswith(f'mbcd_jax.experiments: preempted: {first()}: preempted: checkpoint '
-                         'at step '), line
+  assert line.startswith('mbcd_jax.experiments: preempted: checkpoint at step '), line
   step = int(line.split('checkpoint at step ')[1].split()[0])
+  assert line.endswith(f' saved in {first()}/checkpoints/{step}; re-run the same command to '
+                       'resume'), line
   assert _runs.checkpoint_steps(first())[-1] == step < TOTAL
   assert not glob.glob(f'{study}/*/*/*/seed1/checkpoints')   # the next run never started
   assert stopped_in < 30, stopped_in
