@@ -9,7 +9,8 @@ Re-running a command with the same ``--workdir`` resumes it from its latest chec
 come from the environment (Cloud TPU VM, SLURM ``srun``, ``JAX_COORDINATOR_ADDRESS``) or from
 ``--coordinator_address=host:port --num_processes=N --process_id=i`` (launch/README.md).
 
-Exit codes: 0 done; 2 a config, data, workdir or checkpoint mistake (one line on stderr);
+Exit codes: 0 done; 2 a config, data, workdir or checkpoint mistake, or the workdir being
+written by another run (one line on stderr; the lock's holder by pid, host and start time);
 3 a non-finite loss (nan_policy='stop'; the last good checkpoint is kept);
 75 preempted (SIGTERM): a checkpoint was saved, re-run the same command to resume.
 
