@@ -1,0 +1,57 @@
+"""docs/results.md is generated from the committed CSVs, and its statistics are right."""
+import csv
+import os
+
+import numpy as np
+import pytest
+from scipy import stats as scipy_stats
+
+from mbcd_jax import results_page
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_the_committed_page_is_what_the_csvs_give():
+  # Out of date: SystemExit(1) ('python -m mbcd_jax.results_page' rewrites it).
+  results_page.main(['--check', f'--root={ROOT}'])
+  assert os.path.exists(os.path.join(ROOT, results_page.FIGURE))
+
+
+@pytest.mark.parametrize('k,n', [(0, 4), (3, 4), (4, 4), (5, 12), (1, 1)])
+def test_clopper_pearson_matches_scipy(k, n):
+  want = scipy_stats.binomtest(k, n).proportion_ci(method='exact')
+  np.testing.assert_allclose(results_page.clopper_pearson(k, n), (want.low, want.high),
+                             atol=1e-9)
+
+
+def _write(root, rel, rows):
+  path = os.path.join(root, rel)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  with open(path, 'w', newline='') as f:
+    w = csv.DictWriter(f, fieldnames=list(rows[0]))
+    w.writeheader()
+    w.writerows(rows)
+
+
+def _row(variant, target, seed, fused, student, rule='last'):
+  return dict(variant=variant, setting=f'x→{target[0].upper()}', target=target, seed=seed,
+              rule=rule, fused=fused, student_fused=student)
+
+
+def test_pairs_by_target_and_seed_and_refuses_conflicting_copies(tmp_path, monkeypatch):
+  a, b = results_page.SOURCES[0][1], results_page.SOURCES[2][1]
+  rows = [_row('erm', 'human', 0, 70.0, 70.0), _row('mbcd', 'human', 0, 72.0, 75.0),
+          _row('erm', 'animal', 0, 60.0, 60.0), _row('mbcd', 'animal', 0, 59.0, 61.0),
+          _row('mbcd', 'cartoon', 0, 99.0, 99.0)]          # no erm pair: left out
+  _write(str(tmp_path), a, rows)
+  got = results_page.load(str(tmp_path))
+  student = results_page.diffs(got, results_page.COMPARISONS[0], 'w0', 'last')
+  teacher = results_page.diffs(got, results_page.COMPARISONS[1], 'w0', 'last')
+  assert sorted(d[-1] for d in student) == [1.0, 5.0]
+  assert sorted(d[-1] for d in teacher) == [-1.0, 2.0]
+  s = results_page.stats(teacher)
+  assert (s['mean'], s['wins'], s['losses'], s['verdict']) == (0.5, 1, 1, 'level')
+  # Table 4's label of the same run is an alias; a different number for it is refused.
+  _write(str(tmp_path), b, [_row('none (erm)', 'human', 0, 71.0, 71.0)])
+  with pytest.raises(SystemExit, match='has'):
+    results_page.load(str(tmp_path))
