@@ -353,6 +353,7 @@ def evaluate(eval_fn, state, loader: input_pipeline.Loader, mesh) -> dict:
           for k, v in sums.items()}
 
 
+EVAL_LINES = 10    # printed eval lines per run (every eval is logged)
 SELECTION_RULE = ('highest source-validation accuracy of the evaluated model (fused head); '
                   'the later epoch on ties')
 
@@ -385,8 +386,16 @@ def evaluate_epoch(loop: _Loop, state, progress: Progress, epoch: int):
   progress.history.append({'epoch': epoch + 1, 'step': step, 'val': val, 'test': test})
   progress.best = select_best(progress.best, {'val': val[f'{who}/fused'], 'epoch': epoch + 1,
                                               'step': step, 'test': test, 'val_all': val})
-  loop.bar.write(f'epoch {epoch + 1}/{run.config.train.epochs}  val {val[f"{who}/fused"]:.2f}'
-                 f'  test {test[f"{who}/fused"]:.2f}  ({who})')
+  epochs = run.config.train.epochs
+  if printed_epoch(epoch + 1, epochs):
+    loop.bar.write(f'epoch {epoch + 1}/{epochs}  val {val[f"{who}/fused"]:.2f}'
+                   f'  test {test[f"{who}/fused"]:.2f}  ({who})')
+
+
+def printed_epoch(epoch: int, epochs: int, lines: int = EVAL_LINES) -> bool:
+  """Whether 1-based ``epoch``'s eval gets a printed line: about ``lines`` evenly spaced ones
+  and the last (every epoch is in metrics.jsonl and TensorBoard; a 100-epoch run prints 10)."""
+  return epoch % max(1, -(-epochs // lines)) == 0 or epoch == epochs
 
 
 # ---------------------------------------------------------------- the loop

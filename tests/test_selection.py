@@ -27,3 +27,11 @@ def test_a_plateau_to_the_end_selects_the_last_epoch():
 def test_first_eval_replaces_the_empty_record_and_lower_never_does():
   assert _select([0.0])['epoch'] == 1
   assert _select([40.0, 39.9, 0.0])['epoch'] == 1
+
+
+def test_about_ten_eval_lines_are_printed_and_always_the_last():
+  lines = lambda n: [e for e in range(1, n + 1) if train.printed_epoch(e, n)]
+  assert lines(100) == list(range(10, 101, 10))
+  assert lines(2) == [1, 2]
+  assert lines(15) == [2, 4, 6, 8, 10, 12, 14, 15]
+  assert all(len(lines(n)) <= 11 and lines(n)[-1] == n for n in range(1, 300))
