@@ -26,7 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MB = 'docs/study/paper_regime/v2/machine_b'
 PAGE, FIGURE = 'docs/results.md', 'docs/results/main.png'
 # (group, file): world 0 (the default world every choice was made on), the unseen worlds 3-6
-# (drawn after the settings were fixed; docs/study/paper_regime/README.md), and the worlds
+# (drawn after the settings were fixed; docs/study/paper_regime/history.md), and the worlds
 # study's fresh worlds (docs/results/worlds_plan.md).
 SOURCES = (
     ('w0', f'{MB}/w0_seeds01234_runs.csv'), ('w0', f'{MB}/w0_amd_seeds0123_runs.csv'),
