@@ -19,6 +19,13 @@ upstream task shares with the benchmark, the encoder's settings, the upstream se
 source of the code that computes it (``code_sources``) and the versions of the libraries it runs
 on, this module's ``FORMAT_VERSION``), so a changed setting or a code edit there trains a new file
 and nothing else does.
+The package ships these files (``mbcd_jax/assets/pretrained/``, 0.7 MB, with a manifest of their
+weights digests and the settings they fit), like a released checkpoint: with
+``config.model.pretrain.source='shipped'`` (the default) a run whose settings they fit loads them,
+so every machine fine-tunes the same weights (what the pretraining computes depends a little on
+the CPU) and the first run trains nothing upstream. ``python -m mbcd_jax.pretrain`` rebuilds them
+on this machine and says whether its result differs from the shipped file; ``--ship`` replaces
+them.
 The file is written to a temporary name and renamed (a killed write leaves no file under the
 cache name), under a lock (parallel runs train it once). ``<cache>`` is
 ``config.model.pretrain.cache_dir``, else ``$MBCD_JAX_PRETRAIN_CACHE``, else
@@ -56,6 +63,9 @@ from mbcd_jax.encoders import convert
 
 FORMAT_VERSION = 1        # bump when the upstream task changes meaning outside the keyed code
 SENTINEL = 'synthetic'    # config.model.encoders.<m>.pretrained value asking for this module
+SOURCES = ('shipped', 'build')
+SHIPPED_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'assets', 'pretrained')
+MANIFEST = 'manifest.json'
 CACHE_ENV = 'MBCD_JAX_PRETRAIN_CACHE'
 DEFAULT_CACHE = os.path.join('~', '.cache', 'mbcd_jax', 'pretrain')
 _NAMESPACE = 1_000_003    # seeds of the upstream task: disjoint from every downstream world's
@@ -75,6 +85,10 @@ def pretrain_config() -> ml_collections.ConfigDict:
       eval_examples=512,   # held-out upstream examples for the recorded accuracy
       log_every=100,       # steps between progress lines
       cache_dir='',        # '' = $MBCD_JAX_PRETRAIN_CACHE or ~/.cache/mbcd_jax/pretrain
+      # 'shipped': the files the package ships (mbcd_jax/assets/pretrained/) where they fit
+      # these settings, so every machine fine-tunes the same weights; else (and with 'build')
+      # the file trained on this machine, cached.
+      source='shipped',
   ))
 
 
@@ -143,7 +157,14 @@ def _up_dict(up) -> dict:
     raise ValueError(f'config.model.pretrain: unknown key(s) {unknown}; known: '
                      f'{", ".join(full)}')
   full.update(d)
+  if full['source'] not in SOURCES:
+    raise ValueError(f'config.model.pretrain.source: {full["source"]!r}, expected one of '
+                     f'{SOURCES}')
   return full
+
+
+# Keys of config.model.pretrain that choose where the file comes from, not what it holds.
+_NOT_KEYED = ('cache_dir', 'log_every', 'source')
 
 
 # The code a pretrained file depends on: whole modules that exist for it or that it builds on,
@@ -185,19 +206,62 @@ def code_fingerprint(sources=None) -> str:
   return h.hexdigest()[:20]
 
 
+def settings_key(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
+  """Hex digest of the settings that determine modality ``m``'s pretrained file, without the
+  code and library fingerprint: a shipped file fits a run when this matches."""
+  return _digest(_determining(spec, up, m, encoder_config))
+
+
 def cache_key(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
   """Hex digest of everything that determines modality ``m``'s pretrained file."""
+  return _digest({**_determining(spec, up, m, encoder_config), 'code': code_fingerprint()})
+
+
+def _determining(spec, up, m, encoder_config) -> dict:
   up = _up_dict(up)
-  determining = {
-      'format_version': FORMAT_VERSION, 'modality': m, 'code': code_fingerprint(),
+  return {
+      'format_version': FORMAT_VERSION, 'modality': m,
       'encoder': encoder_config['name'],
       'settings': convert.settings(encoder_config['name'], **encoder_kwargs(encoder_config)),
       'input_shape': list(spec.shape(m)), 'noise': spec.noise,
       'style_shift': spec.shift * getattr(spec, f'shift_{m}'),
-      'upstream': {k: v for k, v in up.items() if k not in ('cache_dir', 'log_every')},
+      'upstream': {k: v for k, v in up.items() if k not in _NOT_KEYED},
   }
+
+
+def _digest(determining: dict) -> str:
   blob = json.dumps(determining, sort_keys=True, default=float)
   return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def read_manifest(directory: str | None = None) -> dict:
+  """{modality: {'file', 'digest', 'settings_key', 'code', 'environment'}} of the shipped files
+  ({} when none are shipped)."""
+  path = os.path.join(directory or SHIPPED_DIR, MANIFEST)
+  if not os.path.exists(path):
+    return {}
+  with open(path) as f:
+    return json.load(f)
+
+
+def shipped_path(spec: synthetic.SyntheticSpec, up, m: str, encoder_config,
+                 directory: str | None = None) -> str | None:
+  """The shipped file of modality ``m`` if it was made with these settings, else None.
+
+  Raises:
+    ValueError: the shipped file's weights are not the ones its manifest records (a damaged
+      or replaced file), naming it.
+  """
+  entry = read_manifest(directory).get(m)
+  if entry is None or entry['settings_key'] != settings_key(spec, up, m, encoder_config):
+    return None
+  path = os.path.join(directory or SHIPPED_DIR, entry['file'])
+  digest = convert.weights_digest(path)
+  if digest != entry['digest']:
+    raise ValueError(f'{path}: weights digest {digest}, but {MANIFEST} records '
+                     f'{entry["digest"]}; reinstall the package or rebuild with '
+                     '`python -m mbcd_jax.pretrain --ship`')
+  return path
 
 
 def cache_dir(up) -> str:
@@ -337,7 +401,14 @@ def _strip_empty(v: dict) -> dict:
 
 
 def ensure(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
-  """The path of modality ``m``'s pretrained file, training and caching it if missing."""
+  """The path of modality ``m``'s pretrained file: the shipped one where it fits the settings
+  (``source='shipped'``), else the cached one, training and caching it if missing."""
+  if _up_dict(up)['source'] == 'shipped':
+    path = shipped_path(spec, up, m, encoder_config)
+    if path is not None:
+      return path
+    logging.info('pretrain %s: the shipped encoder does not fit these settings; using the '
+                 'cache', m)
   path = cache_path(spec, up, m, encoder_config)
   if os.path.exists(path):
     return path
@@ -356,7 +427,8 @@ def ensure(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
                 'accuracy': res['accuracy'], 'seconds': res['seconds'],
                 'key': cache_key(spec, up, m, encoder_config), 'modality': m,
                 'code': code_fingerprint(), 'environment': provenance.environment(),
-                'upstream': {k: v for k, v in _up_dict(up).items() if k != 'cache_dir'},
+                'settings_key': settings_key(spec, up, m, encoder_config),
+                'upstream': {k: v for k, v in _up_dict(up).items() if k not in _NOT_KEYED},
                 'format_version': FORMAT_VERSION})}
     write_atomic(path, flax.serialization.msgpack_serialize(blob))
     logging.info('pretrain %s: cached %s (%.1f MB)', m, path, os.path.getsize(path) / 2**20)
@@ -365,8 +437,9 @@ def ensure(spec: synthetic.SyntheticSpec, up, m: str, encoder_config) -> str:
 
 def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   """``config.model`` with every ``encoders.<m>.pretrained='synthetic'`` replaced by the
-  cached upstream-pretrained file's path (pretrained first if missing). A copy: the run's
-  config keeps 'synthetic' (the path depends on the machine's cache directory)."""
+  upstream-pretrained file's path: the shipped file (``config.model.pretrain.source``), else
+  the cached one (pretrained first if missing). A copy: the run's config keeps 'synthetic' (the
+  path depends on the machine)."""
   mods = tuple(config.data.modalities)
   wanted = [m for m in mods if config.model.encoders[m].get('pretrained') == SENTINEL]
   if not wanted:
@@ -382,23 +455,67 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   return model_config
 
 
+def ship(paths: dict, directory: str | None = None, settings: dict | None = None) -> dict:
+  """Copies built files ``{modality: path}`` into ``directory`` as ``<modality>.msgpack`` and
+  writes the manifest (their digests, the settings keys they fit, the code and machine that
+  made them). ``settings``: {modality: settings key} for files made before they recorded
+  theirs. Returns the manifest."""
+  directory = directory or SHIPPED_DIR
+  manifest = read_manifest(directory)
+  for m, path in paths.items():
+    info = read_upstream(path)
+    with open(path, 'rb') as f:
+      write_atomic(os.path.join(directory, f'{m}.msgpack'), f.read())
+    manifest[m] = {'file': f'{m}.msgpack', 'digest': convert.weights_digest(path),
+                   'settings_key': (settings or {}).get(m) or info['settings_key'],
+                   'upstream_accuracy': info['accuracy'], 'code': info['code'],
+                   'environment': info['environment']}
+  write_atomic(os.path.join(directory, MANIFEST),
+               (json.dumps(manifest, indent=2, sort_keys=True) + '\n').encode())
+  return manifest
+
+
 def main(argv):
+  """Builds the upstream-pretrained files on this machine (into the cache) and compares them
+  with the shipped ones; ``--ship`` makes the built files the shipped ones."""
   del argv
   from absl import flags  # pylint: disable=g-import-not-at-top
   config = flags.FLAGS.config
   logging.set_verbosity(logging.INFO)
+  with config.unlocked():
+    config.model.pretrain.source = 'build'
   model_config = resolve(config)
+  manifest, built = read_manifest(), {}
+  spec = input_pipeline.synthetic_spec(config)
   for m in config.data.modalities:
     path = model_config.encoders[m].get('pretrained') or ''
-    if os.path.exists(path):
-      info = read_upstream(path)
-      print(f'{m}: {path} ({os.path.getsize(path) / 2**20:.2f} MB), upstream accuracy '
-            f'{info["accuracy"]:.1f}% (chance {100 / info["upstream"]["classes"]:.1f}%), '
-            f'trained in {info["seconds"]:.0f} s')
+    if not os.path.exists(path):
+      continue
+    built[m] = path
+    info, digest = read_upstream(path), convert.weights_digest(path)
+    print(f'{m}: {path} ({os.path.getsize(path) / 2**20:.2f} MB), upstream accuracy '
+          f'{info["accuracy"]:.1f}% (chance {100 / info["upstream"]["classes"]:.1f}%), '
+          f'trained in {info["seconds"]:.0f} s, weights digest {digest}')
+    entry = manifest.get(m)
+    key = settings_key(spec, config.model.pretrain, m, config.model.encoders[m])
+    if entry is None or entry['settings_key'] != key:
+      print(f'  no shipped {m} file for these settings')
+    elif entry['digest'] == digest:
+      print(f'  the same weights as the shipped file ({entry["digest"]})')
+    else:
+      print(f'  DIFFERS from the shipped file ({entry["digest"]}, made on '
+            f'{entry["environment"]["cpu"]["model"]} / {entry["environment"]["cpu"]["isa"]}); '
+            'runs use the shipped one (config.model.pretrain.source=shipped)')
+  if flags.FLAGS.ship:
+    ship(built)
+    print(f'shipped: {", ".join(sorted(built))} -> {SHIPPED_DIR}')
 
 
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
   from ml_collections import config_flags  # pylint: disable=g-import-not-at-top
   config_flags.DEFINE_config_file('config', None, 'Config file (configs/hac.py:synthetic).')
+  flags.DEFINE_bool('ship', False, 'Copy the built files into the package '
+                    '(mbcd_jax/assets/pretrained/) and record them in its manifest.')
   app.run(main)

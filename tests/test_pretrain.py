@@ -298,3 +298,52 @@ def test_pretraining_is_deterministic(cache, tmp_path):
   again = pretrain.resolve(c).encoders.audio.pretrained
   assert os.path.dirname(again) == str(tmp_path)
   assert convert.weights_digest(again) == first
+
+
+def test_shipped_files_are_used_where_they_fit_and_checked(cache, tmp_path, monkeypatch):
+  c = _tiny_config(cache)
+  built = pretrain.resolve(c).encoders.audio.pretrained    # (cache: nothing shipped fits)
+  shipped = tmp_path / 'shipped'
+  manifest = pretrain.ship({'audio': built}, str(shipped))
+  assert manifest['audio']['digest'] == convert.weights_digest(built)
+  monkeypatch.setattr(pretrain, 'SHIPPED_DIR', str(shipped))
+  monkeypatch.setattr(pretrain, 'pretrain_modality', lambda *a: pytest.fail('trained'))
+  # Fits the settings: the shipped file, whatever the cache holds.
+  c.model.pretrain.cache_dir = str(tmp_path / 'empty_cache')
+  assert pretrain.resolve(c).encoders.audio.pretrained == str(shipped / 'audio.msgpack')
+  # source='build' ignores it (and would train here: the cache is empty).
+  c.model.pretrain.source = 'build'
+  with pytest.raises(pytest.fail.Exception, match='trained'):
+    pretrain.resolve(c)
+  # Other settings: the shipped file does not fit; the cache is asked (and would train).
+  c.model.pretrain.source = 'shipped'
+  c.model.pretrain.lr = 1e-2
+  with pytest.raises(pytest.fail.Exception, match='trained'):
+    pretrain.resolve(c)
+  # The code's own edits do not unfit it (the settings key has no code fingerprint) ...
+  c.model.pretrain.lr = _tiny_config(cache).model.pretrain.lr
+  monkeypatch.setattr(pretrain, 'code_fingerprint', lambda sources=None: 'edited')
+  assert pretrain.resolve(c).encoders.audio.pretrained == str(shipped / 'audio.msgpack')
+  # ... but a damaged file is refused, naming it.
+  def nudge(blob):
+    flat = flax.traverse_util.flatten_dict(blob['stage'])
+    k = sorted(flat)[0]
+    flat[k] = np.asarray(flat[k]) + np.float32(1.0)
+    blob['stage'] = flax.traverse_util.unflatten_dict(flat)
+  _rewritten(str(shipped / 'audio.msgpack'), shipped / 'audio.msgpack', nudge)
+  with pytest.raises(ValueError, match=r'audio\.msgpack: weights digest .* manifest\.json'):
+    pretrain.resolve(c)
+  c.model.pretrain.source = 'nowhere'
+  with pytest.raises(ValueError, match='config.model.pretrain.source'):
+    pretrain.resolve(c)
+
+
+def test_the_package_ships_the_default_benchmarks_encoders():
+  # The README's first run trains nothing upstream: every modality of the default config has a
+  # shipped file that fits it, with the weights its manifest records.
+  c = hac.get_config('synthetic')
+  spec = input_pipeline.synthetic_spec(c)
+  for m in c.data.modalities:
+    path = pretrain.shipped_path(spec, c.model.pretrain, m, c.model.encoders[m])
+    assert path is not None, f'no shipped {m} file fits configs/hac.py:synthetic'
+    assert os.path.getsize(path) < 1 << 20
