@@ -41,8 +41,8 @@ DATASETS = {
     'epic': Protocol(epic_data.DOMAINS, len(epic_data.CLASSES), epic_data.TARGET_TEST_SPLIT_ONLY),
 }
 NAN_POLICIES = ('stop', 'skip')
-FEATURE_NORMS = ('parameter_free', 'learnable', 'none')
-UNI_HEADS = ('mlp', 'linear')
+FEATURE_NORMS = methods.VARIANT_CHOICES['feature_norm']
+UNI_HEADS = methods.VARIANT_CHOICES['uni_head']
 
 
 def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
@@ -146,27 +146,38 @@ def base_config() -> ml_collections.ConfigDict:
       # config.seed. A fixed value gives every training seed the same frozen trunk, as the
       # paper's seeds share one pretrained checkpoint (only the trained part varies).
       trunk_seed=-1,
-      # The model variant; None = the method's (methods.model_defaults: MBCD's values below,
-      # a plug-in method's own, e.g. simmmdg: 'none' / 0.5 / 'mlp' / 'random').
+      # The model variant: how the networks are built and run. None = the method's: a plug-in's
+      # own (``Extension.model``: the authors' scripts, baselines.SCRIPTS_NETWORKS), else
+      # ``defaults`` below (MBCD, its ablations, ERM, EMA). Resolved by methods.model_variant.
       # 'parameter_free' LayerNorm (MBCD port) | 'learnable' | 'none' (the peers' baselines)
       feature_norm=config_dict.placeholder(str),
       feature_dropout=config_dict.placeholder(float),  # video/flow embedding dropout (0.0)
       uni_head=config_dict.placeholder(str),   # 'mlp' (port's PredHead) | 'linear' (MOOSA, CMRF)
-      head_hidden=512,            # hidden units of every classifier head's MLP
-      head_dropout=0.5,           # dropout probability in the heads (train only)
       # BatchNorm semantics (mbcd_jax/models.py). 'port': as the reference's model.train(True),
       # every encoder BN (frozen layers too) normalises with batch statistics in training and
       # updates its running statistics (momentum 0.1, unbiased variance) once per student
       # pass; the EMA teacher averages them with the weights; evaluation runs on each
       # network's own running statistics. 'frozen': running statistics only, never updated
       # (faster: one trunk pass for student and teacher), to be measured against 'port'.
-      bn_mode='port',
-      dsu=True,                   # DSU feature-statistics noise (mbcd_jax/dsu.py), as the port
-      dsu_p=0.5,                  # probability of DSU per call (trunk / last stage output)
+      bn_mode=config_dict.placeholder(str),
+      # Modalities whose trunk stays in eval mode in every pass whatever bn_mode (running
+      # statistics, never updated, shared with the teacher): the peers' ``audio_model.eval()``.
+      eval_trunks=config_dict.placeholder(tuple),
+      dsu=config_dict.placeholder(bool),   # DSU feature-statistics noise (mbcd_jax/dsu.py)
       # 'pretrained': the audio encoder's last stage (layer4) starts from the checkpoint (MBCD
       # reference); 'random': from random init while the trunk is loaded (SimMMDG-style
-      # baselines, whose audio tail never receives the checkpoint). None: the method's.
+      # baselines, whose audio tail never receives the checkpoint).
       audio_tail_init=config_dict.placeholder(str),
+      # 'flax': Flax's default initialisers | 'torch': the heads as torch.nn.Linear, a random
+      # audio tail as VGGSound's AudioAttGenModule (baselines/torch_init.py), as the peers.
+      param_init=config_dict.placeholder(str),
+      # The variant of the methods that declare none (MBCD, its ablations, ERM, EMA): the MBCD
+      # port's on real data ('port' BN and DSU, as its script); the embedded benchmark's
+      # configs change bn_mode and dsu here (configs/hac.py).
+      defaults=ml_collections.ConfigDict(dict(methods.MODEL_DEFAULTS, bn_mode='port', dsu=True)),
+      head_hidden=512,            # hidden units of every classifier head's MLP
+      head_dropout=0.5,           # dropout probability in the heads (train only)
+      dsu_p=0.5,                  # probability of DSU per call (trunk / last stage output)
   ))
   c.method = method_config('mbcd')
   c.optim = ml_collections.ConfigDict(dict(
@@ -306,27 +317,16 @@ def _validate_model(config):
     name = config.model.encoders[m].get('name')
     _check(name in known, f'config.model.encoders.{m}.name: unknown encoder {name!r}; known: '
                           f'{", ".join(known)}')
-  variant = methods.model_variant(config.model, config.method.name)
-  _check(variant['feature_norm'] in FEATURE_NORMS,
-         f'config.model.feature_norm must be one of {FEATURE_NORMS}, got '
-         f'{config.model.feature_norm!r}')
-  _check(variant['uni_head'] in UNI_HEADS,
-         f'config.model.uni_head must be one of {UNI_HEADS}, got {config.model.uni_head!r}')
-  p = variant['feature_dropout']
-  _check(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p < 1.0,
-         f'config.model.feature_dropout must be in [0, 1), got {p!r}')
+  # The model variant: the one check of its keys, on the values this method runs with.
+  for key in methods.MODEL_DEFAULTS:
+    value = config.model.defaults.get(key)
+    _check(value is not None, f'config.model.defaults.{key} must be set (the variant of MBCD '
+                              'and its baselines)')
+  methods.check_variant(methods.model_variant(config.model, config.method.name))
   _check_range(config, 'model.trunk_seed', -1, integer=True)
   _check_range(config, 'model.head_hidden', 1, integer=True)
   _check_range(config, 'model.head_dropout', 0.0, 1.0, hi_open=True)
-  from mbcd_jax import models  # pylint: disable=g-import-not-at-top  (flax: only when checking)
-  _check(config.model.bn_mode in models.BN_MODES,
-         f'config.model.bn_mode must be one of {models.BN_MODES}, got {config.model.bn_mode!r}')
-  _check(isinstance(config.model.dsu, bool),
-         f'config.model.dsu must be True or False, got {config.model.dsu!r}')
   _check_range(config, 'model.dsu_p', 0.0, 1.0)
-  _check(variant['audio_tail_init'] in models.AUDIO_TAIL_INITS,
-         f'config.model.audio_tail_init must be one of {models.AUDIO_TAIL_INITS}, got '
-         f'{config.model.audio_tail_init!r}')
 
 
 def _validate_optim(config):
@@ -355,7 +355,8 @@ def _validate_train(config):
 
 
 def _validate_method(config) -> methods.MethodSpec:
-  spec = methods.resolve(config.method)   # names, modes, ema_beta, temperature
+  # names, modes, ema_beta, temperature; the run's seed for a plug-in's own (MOOSA's)
+  spec = methods.resolve(config.method, seed=config.seed)
   _check_range(config, 'method.alpha', 0.0)
   _check_range(config, 'method.amd_base', 0.0, 1.0)
   _check_range(config, 'method.amd_fixed_p', 0.0, 1.0)
@@ -390,10 +391,13 @@ def normalize(config: ml_collections.ConfigDict, *, recipe: bool = True
   resolves ``config.train.recipe`` (``recipes.apply``) unless ``recipe=False`` (a study's base
   config, whose runs each resolve their own)."""
   with config.unlocked():
+    # absl turns --config.data.sources=D2,D3 into ('D2,D3',): split on commas too.
+    split = lambda value: tuple(s.strip() for item in ([value] if isinstance(value, str)
+                                                       else list(value))
+                                for s in str(item).split(',') if s.strip())
     for key in ('sources', 'modalities', 'domains'):
-      value = config.data[key]
-      items = [value] if isinstance(value, str) else list(value)
-      # absl turns --config.data.sources=D2,D3 into ('D2,D3',): split on commas too.
-      config.data[key] = tuple(s.strip() for item in items for s in str(item).split(',')
-                               if s.strip())
+      config.data[key] = split(config.data[key])
+    for group in (config.model, config.model.get('defaults')):
+      if group is not None and group.get('eval_trunks') is not None:
+        group.eval_trunks = split(group.eval_trunks)
   return recipes.apply(config) if recipe else config

@@ -29,20 +29,57 @@ group ``config.method.<name>`` (declared by the module's ``Hparams``):
                                                                   baselines/cmrf.py
 
 They train without AMD, consistency or MBCD's distillation, on the model variant their
-extension names (features without LayerNorm, head dropout on video/flow, random audio tail...).
+extension names: features without LayerNorm, head dropout on video/flow, and the networks run
+as the authors' scripts run them (``baselines.SCRIPTS_NETWORKS``: video/flow BN in training
+mode, the audio trunk in eval mode, random audio tail, no DSU, PyTorch's initialisers).
 """
 import dataclasses
 from typing import Any
 
+from mbcd_jax import MODALITIES
 from mbcd_jax import amd as amd_lib
 from mbcd_jax import consistency as consistency_lib
 from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
 
 EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENSION,
                                   cmrf.EXTENSION)}
-# The model variant of MBCD and its baselines; a plug-in's ``model`` replaces entries.
+# The model variant of MBCD and its baselines (ERM, EMA, the ablations) where nothing sets it:
+# a bare model config (tests, benchmarks). ``config_lib.base_config`` declares the keys and
+# keeps a config's own defaults in ``config.model.defaults`` (the real-data ones: 'port' BN and
+# DSU, as the MBCD port); a plug-in's ``model`` replaces entries.
 MODEL_DEFAULTS = dict(feature_norm='parameter_free', feature_dropout=0.0, uni_head='mlp',
-                      audio_tail_init='pretrained')
+                      audio_tail_init='pretrained', bn_mode='frozen', dsu=False, eval_trunks=(),
+                      param_init='flax')
+# The values each model-variant key may take (feature_dropout: [0, 1); dsu: a bool;
+# eval_trunks: distinct modality names).
+VARIANT_CHOICES = dict(
+    feature_norm=('parameter_free', 'learnable', 'none'),   # models.MultiModalModel
+    uni_head=('mlp', 'linear'),
+    audio_tail_init=('pretrained', 'random'),                # models.load_pretrained
+    bn_mode=('frozen', 'port'),                              # models.py, batchnorm.py
+    param_init=('flax', 'torch'),                            # baselines/torch_init.py
+)
+
+
+def check_variant(variant: dict) -> dict:
+  """``variant`` (``model_variant``'s) or a one-line ValueError naming ``config.model.<key>``.
+
+  The one check of the model-variant keys, for configs (``config_lib.validate``) and for bare
+  model configs (``models.build_model``) alike."""
+  for key, choices in VARIANT_CHOICES.items():
+    if variant[key] not in choices:
+      raise ValueError(f'config.model.{key} must be one of {choices}, got {variant[key]!r}')
+  p = variant['feature_dropout']
+  if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p < 1.0):
+    raise ValueError(f'config.model.feature_dropout must be in [0, 1), got {p!r}')
+  if not isinstance(variant['dsu'], bool):
+    raise ValueError(f'config.model.dsu must be True or False, got {variant["dsu"]!r}')
+  trunks = variant['eval_trunks']
+  if any(m not in MODALITIES for m in trunks) or len(set(trunks)) != len(trunks):
+    raise ValueError(f'config.model.eval_trunks must be distinct modalities of {MODALITIES}, '
+                     f'got {trunks!r}')
+  return variant
+
 
 PRESETS = {
     'erm': dict(amd='off', consistency='off', ema=False, distill=False),
@@ -65,14 +102,19 @@ for _name, _ext in EXTENSIONS.items():
 
 def model_variant(model_config, name: str) -> dict:
   """The model-variant keys (``MODEL_DEFAULTS``' names) method ``name`` runs with: the
-  config's value where set, else the plug-in's, else MBCD's. The one place they resolve
-  (``models.build_model``, ``models.load_pretrained``, ``config_lib.validate``)."""
+  config's value where set (``config.model.<key>``), else the plug-in's (``Extension.model``),
+  else the config's defaults (``config.model.defaults``), else ``MODEL_DEFAULTS``. The one
+  place they resolve (``models.build_model``, ``models.load_pretrained``,
+  ``config_lib.validate``)."""
   ext = EXTENSIONS.get(name)
-  out = {**MODEL_DEFAULTS, **dict(ext.model if ext else ())}
+  defaults = model_config.get('defaults') or {}
+  out = {**MODEL_DEFAULTS, **{k: v for k, v in dict(defaults).items() if v is not None},
+         **dict(ext.model if ext else ())}
   for key in MODEL_DEFAULTS:
     value = model_config.get(key)
     if value is not None:
       out[key] = value
+  out['eval_trunks'] = tuple(out['eval_trunks'])
   return out
 
 
@@ -124,8 +166,11 @@ class MethodSpec:
     return 'teacher' if self.ema else 'student'
 
 
-def resolve(method_config) -> MethodSpec:
+def resolve(method_config, seed: int = 0) -> MethodSpec:
   """``config.method`` -> MethodSpec, applying the preset then the explicit overrides.
+
+  ``seed``: the run's ``config.seed``, given to a plug-in hyper-parameter ``seed`` left None
+  (MOOSA's permutation classes, drawn with the authors' ``--seed``).
 
   Raises:
     ValueError: unknown method / mode names, or distillation without a teacher.
@@ -153,7 +198,10 @@ def resolve(method_config) -> MethodSpec:
                        'distillation are MBCD switches (leave config.method.amd/consistency/'
                        'ema/distill unset)')
     group = method_config.get(name)
-    fields['extension'] = ext.with_hparams(group.to_dict() if group is not None else {})
+    ext = ext.with_hparams(group.to_dict() if group is not None else {})
+    if getattr(ext.hparams, 'seed', 0) is None:
+      ext = ext.with_hparams({'seed': int(seed)})
+    fields['extension'] = ext
   if fields['distill'] and not fields['ema']:
     raise ValueError('config.method.distill=True needs the EMA teacher (config.method.ema)')
   fields['unimodal_ce'] = method_config.get('unimodal_ce')

@@ -20,6 +20,10 @@ BatchNorm modes (``bn_mode``, see ``mbcd_jax/batchnorm.py``):
             updated (PyTorch's rule); they live outside ``frozen`` in ``batch_stats``, the
             teacher holds its own, and inference uses each network's own running statistics.
             (docs/method.md §6.1: what the reference does and why it decides real accuracy.)
+``eval_trunks`` (the peers' scripts keep ``audio_model.eval()``): those modalities' trunks run
+in inference mode in every pass whatever ``bn_mode``; their statistics stay inside ``frozen``,
+never change, and student and teacher share the trunk and its output, as in 'frozen'.
+:meth:`MultiModalModel.bn_trains` is the one place that decides a part's mode.
 
 :class:`Weights` bundles what one network (student or teacher) reads; :meth:`predict` is the
 one inference forward pass (trunk -> encoders -> feature norm -> heads).
@@ -37,21 +41,31 @@ from mbcd_jax import batchnorm
 from mbcd_jax import dsu as dsu_lib
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax import methods
+from mbcd_jax.baselines import torch_init
 
 PyTree = Any
 
 
+def _dense_inits(init: str, fan_in: int) -> dict:
+  """``nn.Dense`` initialisers: Flax's defaults or ``torch.nn.Linear``'s (``init='torch'``)."""
+  return torch_init.linear_inits(fan_in) if init == 'torch' else {}
+
+
 class Head(nn.Module):
-  """Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, classes), as the port's PredHead."""
+  """Linear(d, hidden) -> ReLU -> Dropout -> Linear(hidden, classes), as the port's PredHead.
+
+  ``param_init``: 'flax' (Flax's default initialisers) | 'torch' (``nn.Linear``'s, the
+  peers')."""
   num_classes: int
   hidden: int = 512
   dropout: float = 0.5
+  param_init: str = 'flax'
 
   @nn.compact
   def __call__(self, x, *, train: bool):
-    x = nn.relu(nn.Dense(self.hidden)(x))
+    x = nn.relu(nn.Dense(self.hidden, **_dense_inits(self.param_init, x.shape[-1]))(x))
     x = nn.Dropout(self.dropout, deterministic=not train)(x)
-    return nn.Dense(self.num_classes)(x)
+    return nn.Dense(self.num_classes, **_dense_inits(self.param_init, self.hidden))(x)
 
 
 def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
@@ -61,8 +75,8 @@ def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-BN_MODES = ('frozen', 'port')
-AUDIO_TAIL_INITS = ('pretrained', 'random')
+BN_MODES = methods.VARIANT_CHOICES['bn_mode']
+AUDIO_TAIL_INITS = methods.VARIANT_CHOICES['audio_tail_init']
 
 
 @flax.struct.dataclass
@@ -80,13 +94,19 @@ class Weights:
   batch_stats: PyTree | None = None
 
 
-def split_batch_stats(frozen: PyTree) -> tuple[PyTree, PyTree]:
-  """``frozen`` with the BN running statistics inside -> ``(frozen without them, batch_stats)``."""
+def split_batch_stats(frozen: PyTree, eval_trunks: tuple[str, ...] = ()
+                      ) -> tuple[PyTree, PyTree]:
+  """``frozen`` with the BN running statistics inside -> ``(frozen without them, batch_stats)``.
+
+  The trunks of ``eval_trunks`` keep theirs inside ``frozen`` (never updated, shared by student
+  and teacher); their ``batch_stats`` entry is empty."""
   rest, stats = {'encoders': {}}, {'encoders': {}}
   for m, parts in frozen['encoders'].items():
-    rest['encoders'][m] = {k: {c: v for c, v in part.items() if c != 'batch_stats'}
+    keep = lambda k: k == 'trunk' and m in eval_trunks   # pylint: disable=cell-var-from-loop
+    rest['encoders'][m] = {k: {c: v for c, v in part.items() if c != 'batch_stats' or keep(k)}
                            for k, part in parts.items()}
-    stats['encoders'][m] = {k: part.get('batch_stats', {}) for k, part in parts.items()}
+    stats['encoders'][m] = {k: {} if keep(k) else part.get('batch_stats', {})
+                            for k, part in parts.items()}
   return rest, stats
 
 
@@ -125,6 +145,11 @@ class MultiModalModel:
     bn_mode: 'frozen' | 'port' (module docstring).
     dsu: DSU (``mbcd_jax/dsu.py``) on the trunk output and the last stage's output in
       training passes that ask for it (the step's first pass), with probability ``dsu_p``.
+    eval_trunks: modalities whose trunk runs in inference mode in every pass (module
+      docstring).
+    param_init: 'flax' | 'torch': the heads' initialisers, and with 'torch' the audio stage drawn as
+      VGGSound's ``AudioAttGenModule`` (``baselines/torch_init.py``; a loaded checkpoint
+      replaces it).
   """
   modalities: tuple[str, ...]
   encoders: Mapping[str, encoders_lib.EncoderDef]
@@ -139,14 +164,24 @@ class MultiModalModel:
   bn_mode: str = 'frozen'
   dsu: bool = False
   dsu_p: float = 0.5
+  eval_trunks: tuple[str, ...] = ()
+  param_init: str = 'flax'
 
   @property
   def head(self) -> Head:
-    return Head(self.num_classes, self.head_hidden, self.head_dropout)
+    return Head(self.num_classes, self.head_hidden, self.head_dropout, self.param_init)
 
-  @property
-  def uni_head_module(self) -> nn.Module:
-    return self.head if self.uni_head == 'mlp' else nn.Dense(self.num_classes)
+  def uni_head_module(self, m: str) -> nn.Module:
+    """Modality ``m``'s uni-modal head (``uni_head``: the MLP or one Linear)."""
+    if self.uni_head == 'mlp':
+      return self.head
+    return nn.Dense(self.num_classes, **_dense_inits(self.param_init, self.feature_dims[m]))
+
+  def bn_trains(self, m: str, part: str) -> bool:
+    """Whether modality ``m``'s ``part`` ('trunk' | 'stage') runs its BN on batch statistics
+    in training passes and updates its running statistics (else: running statistics, never
+    updated, shared with the teacher)."""
+    return self.bn_mode == 'port' and not (part == 'trunk' and m in self.eval_trunks)
 
   @property
   def feature_dims(self) -> dict:
@@ -169,6 +204,8 @@ class MultiModalModel:
       fmap = enc.trunk.apply(trunk_vars, batch[m])
       stage_vars = dict(enc.stage.init(r_s, fmap))
       trunk_vars = dict(trunk_vars)
+      if self.param_init == 'torch' and m == 'audio':
+        stage_vars['params'] = torch_init.vggsound_tail(r_s, stage_vars['params'])
       trainable = {'stage': stage_vars.pop('params')}
       frozen_m = {'stage': stage_vars}
       if self.freeze_trunk:
@@ -181,17 +218,15 @@ class MultiModalModel:
       d = enc.feature_dim
       if self.feature_norm == 'learnable':
         params['norms'][m] = {'scale': jnp.ones((d,)), 'bias': jnp.zeros((d,))}
-      params['uni_heads'][m] = self._uni_apply_init(r_h, d)
+      params['uni_heads'][m] = self.uni_head_module(m).init(r_h, jnp.zeros((1, d)),
+                                                            **self._head_kwargs())['params']
       dims += d
     rng, r_f = jax.random.split(rng)
     params['fused_head'] = self.head.init(r_f, jnp.zeros((1, dims)), train=False)['params']
     return params, frozen
 
-  def _uni_apply_init(self, rng, d):
-    x = jnp.zeros((1, d))
-    if self.uni_head == 'mlp':
-      return self.head.init(rng, x, train=False)['params']
-    return self.uni_head_module.init(rng, x)['params']
+  def _head_kwargs(self, train: bool = False) -> dict:
+    return {'train': train} if self.uni_head == 'mlp' else {}
 
   # ---------------------------------------------------------------- forward pieces
   def _variables(self, m: str, part: str, frozen: PyTree, batch_stats: PyTree | None,
@@ -205,18 +240,50 @@ class MultiModalModel:
     return v
 
   def _apply(self, module: nn.Module, variables: dict, x, *, train: bool, **kwargs):
-    """``module.apply``; in a 'port' training pass with BN on batch statistics. Returns
-    ``(output, BN moments or None)``."""
-    if train and self.bn_mode == 'port':
+    """``module.apply``; with ``train`` (a training pass of a part that ``bn_trains``) with BN
+    on batch statistics. Returns ``(output, BN moments or None)``."""
+    if train:
       y, mutated = module.apply(variables, x, mutable=[batchnorm.MOMENTS], **kwargs)
       return y, mutated.get(batchnorm.MOMENTS, {})
     return module.apply(variables, x, **kwargs), None
 
   def trunk_features(self, frozen: PyTree, batch: Mapping[str, jax.Array],
-                     batch_stats: PyTree | None = None) -> dict:
+                     batch_stats: PyTree | None = None,
+                     given: Mapping[str, jax.Array] | None = None) -> dict:
     """Runs the frozen trunks in inference mode. Returns modality -> trunk output (or the raw
-    input when the trunk is trainable, in which case every pass runs it itself)."""
-    return self._trunks(frozen, batch, batch_stats, train=False)[0]
+    input when the trunk is trainable, in which case every pass runs it itself); the
+    modalities in ``given`` take that output instead of running their trunk."""
+    given = given or {}
+    if all(m in given for m in self.modalities):
+      return dict(given)
+    feats = self._trunks(frozen, batch, batch_stats, train=False,
+                         skip=tuple(given))[0]
+    return {m: given[m] if m in given else feats[m] for m in self.modalities}
+
+  def shares_trunk(self, m: str) -> bool:
+    """Whether student and teacher share modality ``m``'s trunk (frozen, BN never trained:
+    the teacher's trunk variables are the student's, so is its output)."""
+    return self.freeze_trunk and not self.bn_trains(m, 'trunk')
+
+  def shared_trunks(self, feats: Mapping[str, jax.Array]) -> dict:
+    """The entries of the student's trunk outputs ``feats`` the teacher's pass reuses."""
+    return {m: feats[m] for m in self.modalities if self.shares_trunk(m)}
+
+  def shared_trunk_features(self, frozen: PyTree, batch: Mapping[str, jax.Array]) -> dict:
+    """Inference-mode outputs of the shared trunks only (``shares_trunk``)."""
+    skip = tuple(m for m in self.modalities if not self.shares_trunk(m))
+    return self._trunks(frozen, batch, None, train=False, skip=skip)[0]
+
+  def share_trunks(self, teacher_frozen: PyTree, frozen: PyTree) -> PyTree:
+    """``teacher_frozen`` with the student's variables for the trunks of ``eval_trunks``
+    (the authors' teacher runs the student's eval-mode trunk; a copy averaged with itself
+    could differ from it in the last bit)."""
+    if not self.eval_trunks:
+      return teacher_frozen
+    enc = dict(teacher_frozen['encoders'])
+    for m in self.eval_trunks:
+      enc[m] = {**enc[m], 'trunk': frozen['encoders'][m]['trunk']}
+    return {**teacher_frozen, 'encoders': enc}
 
   def trunk_features_train(self, frozen: PyTree, batch: Mapping[str, jax.Array],
                            batch_stats: PyTree | None = None) -> tuple[dict, dict]:
@@ -224,13 +291,16 @@ class MultiModalModel:
     :meth:`trunk_features`). Returns (modality -> output, modality -> BN moments or None)."""
     return self._trunks(frozen, batch, batch_stats, train=True)
 
-  def _trunks(self, frozen, batch, batch_stats, *, train):
+  def _trunks(self, frozen, batch, batch_stats, *, train, skip=()):
     feats, moments = {}, {}
     for m in self.modalities:
+      if m in skip:
+        continue
       x, mom = batch[m], None
       if self.freeze_trunk:
         x, mom = self._apply(self.encoders[m].trunk,
-                             self._variables(m, 'trunk', frozen, batch_stats), x, train=train)
+                             self._variables(m, 'trunk', frozen, batch_stats), x,
+                             train=train and self.bn_trains(m, 'trunk'))
         x = jax.lax.stop_gradient(x)
       feats[m], moments[m] = x, mom
     return feats, moments
@@ -246,7 +316,7 @@ class MultiModalModel:
     if not self.freeze_trunk:
       feats, moments['trunk'] = self._apply(
           enc.trunk, self._variables(m, 'trunk', frozen, batch_stats, enc_params['trunk']),
-          feats, train=train)
+          feats, train=train and self.bn_trains(m, 'trunk'))
     kwargs = {}
     if dsu_rng is not None:
       r_trunk, r_stage = jax.random.split(dsu_rng)
@@ -254,7 +324,7 @@ class MultiModalModel:
       kwargs['perturb'] = lambda y: dsu_lib.apply(r_stage, y, self.dsu_p)
     h, moments['stage'] = self._apply(
         enc.stage, self._variables(m, 'stage', frozen, batch_stats, enc_params['stage']),
-        feats, train=train, **kwargs)
+        feats, train=train and self.bn_trains(m, 'stage'), **kwargs)
     if self.feature_norm != 'none':
       h = layer_norm(h)
     if norm_params is not None:
@@ -312,15 +382,15 @@ class MultiModalModel:
       weights: the network (``step.weights(state, 'student' | 'teacher')``).
       batch: modality -> ``[B, ...]`` inputs.
       keep: optional modality -> ``[B]`` 0/1 masks on the fused head's inputs.
-      feats: trunk outputs to reuse instead of running the trunks (only valid when they were
-        computed from the same frozen variables, e.g. student and teacher in 'frozen' mode).
+      feats: trunk outputs to reuse instead of running those trunks, for some or all
+        modalities (only valid when they were computed from the same frozen variables:
+        ``shared_trunks`` of the student's).
       with_features: also return the normalised encoder features.
     Returns:
       {'fused': ``[B, C]``, <modality>: ``[B, C]`` uni-modal logits}; with ``with_features``,
       (those logits, modality -> ``[B, D_m]`` features).
     """
-    if feats is None:
-      feats = self.trunk_features(weights.frozen, batch, weights.batch_stats)
+    feats = self.trunk_features(weights.frozen, batch, weights.batch_stats, given=feats)
     p = weights.params
     h = self.encode_all(p['encoders'], p['norms'], weights.frozen, feats, weights.batch_stats)
     out = {'fused': self.fused_logits(p['fused_head'], h, keep, train=False)}
@@ -333,7 +403,7 @@ class MultiModalModel:
     out = {}
     for i, m in enumerate(self.modalities):
       if self.uni_head == 'linear':
-        out[m] = self.uni_head_module.apply({'params': head_params[m]}, h[m])
+        out[m] = self.uni_head_module(m).apply({'params': head_params[m]}, h[m])
         continue
       rngs = {'dropout': jax.random.fold_in(rng, i)} if train else None
       out[m] = self.head.apply({'params': head_params[m]}, h[m], train=train, rngs=rngs)
@@ -378,10 +448,8 @@ def load_pretrained(model: MultiModalModel, model_config, params: PyTree,
   """
   params = jax.tree.map(lambda x: x, params)      # copies of the containers, not the arrays
   frozen = jax.tree.map(lambda x: x, frozen)
-  tail_init = methods.model_variant(model_config, method)['audio_tail_init']
-  if tail_init not in AUDIO_TAIL_INITS:
-    raise ValueError(f'config.model.audio_tail_init must be one of {AUDIO_TAIL_INITS}, got '
-                     f'{tail_init!r}')
+  tail_init = methods.check_variant(
+      methods.model_variant(model_config, method))['audio_tail_init']
   for m in model.modalities:
     ec = model_config.encoders[m]
     path = ec.get('pretrained') or ''
@@ -409,10 +477,7 @@ def build_model(model_config, modalities: tuple[str, ...], num_classes: int,
                 method: str = 'mbcd') -> MultiModalModel:
   """Builds the model from ``config.model`` (see ``mbcd_jax/config_lib.py``); the model-variant
   keys left unset take method ``method``'s values (``methods.model_variant``)."""
-  variant = methods.model_variant(model_config, method)
-  bn_mode = model_config.get('bn_mode', 'frozen')
-  if bn_mode not in BN_MODES:
-    raise ValueError(f'config.model.bn_mode must be one of {BN_MODES}, got {bn_mode!r}')
+  variant = methods.check_variant(methods.model_variant(model_config, method))
   encs = {}
   for m in modalities:
     ec = model_config.encoders[m]
@@ -428,5 +493,7 @@ def build_model(model_config, modalities: tuple[str, ...], num_classes: int,
       feature_dropout=float(variant['feature_dropout']),
       uni_head=variant['uni_head'],
       trunk_seed=int(model_config.get('trunk_seed', -1)),
-      bn_mode=bn_mode, dsu=bool(model_config.get('dsu', False)),
-      dsu_p=float(model_config.get('dsu_p', 0.5)))
+      bn_mode=variant['bn_mode'], dsu=variant['dsu'],
+      dsu_p=float(model_config.get('dsu_p', 0.5)),
+      eval_trunks=tuple(m for m in variant['eval_trunks'] if m in modalities),
+      param_init=variant['param_init'])

@@ -21,6 +21,8 @@ inner-step consistency modes (``grad_dot`` and ``off`` have no theta' pass):
             output is the same, so it is computed once, but its BN running statistics are
             updated once per student pass, as there. The trainable part's statistics are
             updated by the theta pass, then by the theta' pass.
+A trunk of ``model.eval_trunks`` (the peers' audio trunk, kept in eval mode by their scripts)
+runs once per step in inference mode in either BN mode, shared by every pass and the teacher.
 
 The peers' methods (``methods.EXTENSIONS``; ``mbcd_jax/extensions.py``) use the same step with
 AMD, consistency and MBCD's distillation off: one training pass gives the embeddings and
@@ -114,7 +116,7 @@ def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
   """
   batch_stats = None
   if model.bn_mode == 'port':
-    frozen, batch_stats = models.split_batch_stats(frozen)
+    frozen, batch_stats = models.split_batch_stats(frozen, model.eval_trunks)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                      opt_state=tx.init(params), teacher=None, batch_stats=batch_stats,
                      extra_state=extra_state)
@@ -293,7 +295,7 @@ def update_batch_stats(model: MultiModalModel, batch_stats: PyTree, trunk_moment
     for m in model.modalities:
       full[m] = dict(pass_moments[m])
       if model.freeze_trunk:   # the shared output stands for one trunk run per pass
-        full[m]['trunk'] = trunk_moments[m]
+        full[m]['trunk'] = trunk_moments[m] if model.bn_trains(m, 'trunk') else {}
     stats = batchnorm.update_running(stats, full)
   return {'encoders': stats}
 
@@ -316,19 +318,20 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   # 0. The student's frozen trunks once per step, shared by its theta and theta' passes.
   feats, trunk_moments = model.trunk_features_train(state.frozen, batch, state.batch_stats)
 
-  # 4. Teacher's fused prediction on unmasked inputs (inference mode, no gradient). In the
-  #    'frozen' BN mode its trunk variables are the student's: the trunk output is shared.
+  # 4. Teacher's fused prediction on unmasked inputs (inference mode, no gradient). The trunks
+  #    whose variables are the student's (every trunk in the 'frozen' BN mode, the eval
+  #    trunks in 'port') share their output.
   p_teacher = None
+  shared = model.shared_trunks(feats)
   if spec.distill:
-    z_teacher = model.predict(weights(state, 'teacher'), batch,
-                              feats=None if port else feats)['fused']
+    z_teacher = model.predict(weights(state, 'teacher'), batch, feats=shared)['fused']
     p_teacher = distill.teacher_probs(z_teacher, spec.temperature)
   ext_in = None
   if spec.extension is not None:
     teacher_view = None
     if spec.extension.teacher != 'none':
-      _, h_teacher = model.predict(weights(state, 'teacher'), batch,
-                                   feats=None if port else feats, with_features=True)
+      _, h_teacher = model.predict(weights(state, 'teacher'), batch, feats=shared,
+                                   with_features=True)
       teacher_view = extensions.TeacherView(
           jax.lax.stop_gradient(state.teacher['extra']), state.teacher_extra_state,
           jax.lax.stop_gradient(h_teacher))
@@ -358,7 +361,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
                       teacher_extra_state=average(state.teacher_extra_state, new.extra_state))
     if port:
       new = new.replace(
-          teacher_frozen=average(state.teacher_frozen, new.frozen),
+          teacher_frozen=model.share_trunks(average(state.teacher_frozen, new.frozen),
+                                            new.frozen),
           teacher_batch_stats=average(state.teacher_batch_stats, new.batch_stats))
   return new, metrics
 
@@ -399,8 +403,8 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   """
   labels = batch['label']
   mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
-  # 'frozen' BN mode: student and teacher share the trunk variables, so its output too.
-  shared = None if model.bn_mode == 'port' else model.trunk_features(state.frozen, batch)
+  # The trunks student and teacher share (all in the 'frozen' BN mode): run once.
+  shared = model.shared_trunk_features(state.frozen, batch)
   out = {'count': mask.sum()}
   for who in ('student', 'teacher') if state.teacher is not None else ('student',):
     logits = model.predict(weights(state, who), batch, feats=shared)

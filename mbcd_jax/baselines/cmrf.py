@@ -239,6 +239,6 @@ def _teacher_update(teacher, student, step, cfg):
 EXTENSION = extensions.Extension(
     name='cmrf', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
-           ('audio_tail_init', 'random')),
+           *baselines.SCRIPTS_NETWORKS),
     teacher='sma', teacher_update=_teacher_update, evaluated='student',
     recipes=authors_recipe)

@@ -90,7 +90,9 @@ class Config:
   proj_out: int = 128               # projector output dim
   explore_coeff: float = 0.7        # feature-splitting distance weight
   dropout: float = 0.5              # translator dropout
-  seed: int = 0                     # seeds the choice of permutation classes (authors: --seed)
+  # Seeds the choice of permutation classes; None: the run's config.seed, as the authors'
+  # script draws them with its --seed (methods.resolve fills it in).
+  seed: int | None = None
 
 
 # (dataset, modalities, sources -> target): (epochs, mask_ratio, entropy_min_weight, extra).
@@ -202,6 +204,8 @@ def jigsaw_setup(dims: Mapping[str, int], modalities: Sequence[str],
                  cfg: Config = Config()) -> np.ndarray:
   """The run's jigsaw column gathers ``[K, sum D]`` for embeddings concatenated in
   ``modalities`` order, with the authors' permutation classes for ``cfg.seed``."""
+  if cfg.seed is None:
+    raise ValueError("moosa: Config.seed is None; methods.resolve sets it to the run's seed")
   perms = jigsaw_permutations(cfg.jigsaw_num_splits * len(modalities), cfg.jigsaw_samples,
                               cfg.seed)
   return jigsaw_columns([dims[m] for m in modalities], cfg.jigsaw_num_splits, perms)
@@ -383,7 +387,9 @@ def _init_ext(rng, dims, modalities, cfg):
 
 
 def _terms_ext(view, cfg):
-  mods = tuple(view.modalities)
+  # The authors' concatenation order (V, A, F for three modalities): it numbers the jigsaw
+  # parts, so it decides which shuffle each permutation class is.
+  mods = authors_order(view.modalities)
   dims = {m: view.feats[m].shape[-1] for m in mods}
   terms, aux = loss_terms(view.params, view.state, view.feats, view.uni_logits,
                           view.fused_logits, view.labels, view.rng, modalities=mods, cfg=cfg,
@@ -397,5 +403,5 @@ EXTENSION = extensions.Extension(
     name='moosa', hparams=Config(), init=_init_ext, terms=_terms_ext, classification='own',
     recipes=authors_recipe,
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
-           ('audio_tail_init', 'random')),
+           *baselines.SCRIPTS_NETWORKS),
     frozen_bn_caution=baselines.SPLIT_DISTANCE_FROZEN_BN)

@@ -98,5 +98,5 @@ def authors_recipe(dataset: str, modalities, target: str) -> dict | None:
 EXTENSION = extensions.Extension(
     name='rna', hparams=Hparams(), init=_init, terms=_terms, classification='fused',
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'mlp'),
-           ('audio_tail_init', 'random')),
+           *baselines.SCRIPTS_NETWORKS),
     recipes=authors_recipe)

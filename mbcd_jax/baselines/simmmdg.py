@@ -44,7 +44,6 @@ dataset, modality set and target, and the two per-run overrides above, are ``AUT
 runs every setting for 20.
 """
 import dataclasses
-import math
 from typing import Mapping
 
 import flax.linen as nn
@@ -55,6 +54,7 @@ from mbcd_jax import baselines
 from mbcd_jax import batchnorm
 from mbcd_jax import extensions
 from mbcd_jax import recipes
+from mbcd_jax.baselines import torch_init
 
 ORDER = baselines.ORDER   # canonical order; naming only (no term depends on it)
 PyTree = dict
@@ -74,17 +74,7 @@ class Hparams:
   trans_dropout: float = 0.5
 
 
-class TorchDense(nn.Module):
-  """nn.Dense initialised like ``torch.nn.Linear`` (kernel and bias U(+-1/sqrt(fan_in)))."""
-  features: int
-
-  @nn.compact
-  def __call__(self, x):
-    bound = 1.0 / math.sqrt(x.shape[-1])
-    return nn.Dense(
-        self.features, kernel_init=nn.initializers.variance_scaling(1 / 3, 'fan_in', 'uniform'),
-        bias_init=lambda key, shape, dtype=jnp.float32: jax.random.uniform(
-            key, shape, dtype, -bound, bound))(x)
+TorchDense = torch_init.TorchDense   # the peers' nn.Linear (its params keep this name)
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-12) -> jax.Array:
@@ -342,5 +332,5 @@ EXTENSION = extensions.Extension(
     name='simmmdg', hparams=Hparams(), init=_init_ext, terms=_terms_ext,
     classification='fused', recipes=authors_recipe,
     model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'mlp'),
-           ('audio_tail_init', 'random')),
+           *baselines.SCRIPTS_NETWORKS),
     frozen_bn_caution=baselines.SPLIT_DISTANCE_FROZEN_BN)
