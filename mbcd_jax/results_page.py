@@ -220,7 +220,134 @@ def bullets(rows) -> list[str]:
   return out
 
 
-def page(rows) -> str:
+# ---------------------------------------------------------------- the fresh worlds
+STATS = 'docs/results/worlds_stats.csv'
+PERMUTATIONS = 20000   # Monte Carlo permutations beyond exact enumeration (fixed seed)
+
+
+def spearman(x, y) -> float:
+  """Spearman's rank correlation (average ranks on ties)."""
+  def ranks(v):
+    v = np.asarray(v, np.float64)
+    order = np.argsort(v, kind='stable')
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v), dtype=np.float64)
+    for u in np.unique(v):            # ties share their average rank
+      r[v == u] = r[v == u].mean()
+    return r
+  rx, ry = ranks(x), ranks(y)
+  if rx.std() == 0 or ry.std() == 0:
+    return math.nan
+  return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def permutation_p(x, y, sign: int) -> float:
+  """One-sided p of Spearman's rho in the direction ``sign`` (+1: rho > 0) under random
+  pairing: exact over all permutations up to 8 points, else ``PERMUTATIONS`` draws (seeded)."""
+  rho = spearman(x, y)
+  if math.isnan(rho):
+    return math.nan
+  y = np.asarray(y)
+  if len(y) <= 8:
+    import itertools  # pylint: disable=g-import-not-at-top
+    perms = (np.array(p) for p in itertools.permutations(range(len(y))))
+  else:
+    rng = np.random.default_rng(0)
+    perms = (rng.permutation(len(y)) for _ in range(PERMUTATIONS))
+  hits = total = 0
+  for p in perms:
+    total += 1
+    hits += sign * spearman(x, y[p]) >= sign * rho - 1e-12
+  return hits / total
+
+
+def world_stats(root: str) -> dict:
+  path = os.path.join(root, STATS)
+  if not os.path.exists(path):
+    return {}
+  with open(path, newline='') as f:
+    return {r['world']: r for r in csv.DictReader(f)}
+
+
+def deficit(stat: dict) -> float:
+  """The dominant modality's transfer deficit: the other modalities' mean cross-domain
+  agreement minus the dominant one's (``world_check``)."""
+  dom = stat['dominant']
+  others = [float(v) for k, v in stat.items()
+            if k.startswith('agreement/') and k != f'agreement/{dom}' and v != '']
+  return float(np.mean(others)) - float(stat[f'agreement/{dom}'])
+
+
+def erm_accuracy(rows, group: str, rule: str) -> dict:
+  """(world, setting, seed) -> ERM's target accuracy."""
+  return {(r['world'], r['setting'], r['seed']): r['fused'] for r in rows
+          if r['group'] == group and r['rule'] == rule and r['variant'] == 'erm'}
+
+
+def fresh_section(rows, root: str) -> list[str]:
+  """The worlds study: per-world table, shares of worlds, and the plan's hypotheses."""
+  if not any(r['group'] == 'fresh' for r in rows):
+    return []
+  st = world_stats(root)
+  comps = [c for c in COMPARISONS[:4] if any(r['group'] == 'fresh' and r['variant'] == c.a
+                                             for r in rows)]
+  out = ['## Fresh worlds (the worlds study)', '',
+         'Worlds drawn by the rule in [results/worlds_plan.md](results/worlds_plan.md) (seeds '
+         '100 onward, kept iff `world_check` holds, before any training); seed 0, three '
+         'targets each; best-validation rule (later on ties). Each cell: the mean over the '
+         "world's targets. Deficit: the dominant modality's transfer deficit from "
+         '`world_check` (other modalities\' cross-domain agreement minus its own).', '']
+  checked = sorted(st, key=int)
+  failed = [w for w in checked if st[w]['holds'] != 'True']
+  if failed:
+    out += [f'Checked and not run (the principle fails): worlds {", ".join(failed)}.', '']
+  head = ['world', 'ERM target acc.'] + [c.label for c in comps] + ['deficit']
+  out += ['| ' + ' | '.join(head) + ' |', '|---:|' + '---:|' * (len(head) - 1)]
+  erm = erm_accuracy(rows, 'fresh', 'best_val')
+  worlds = sorted({r['world'] for r in rows if r['group'] == 'fresh'}, key=int)
+  per_world = {}
+  for w in worlds:
+    accs = [v for k, v in erm.items() if k[0] == w]
+    cells = []
+    for c in comps:
+      d = [e[-1] for e in diffs(rows, c, 'fresh', 'best_val') if e[0] == w]
+      per_world[(c.label, w)] = float(np.mean(d)) if d else math.nan
+      cells.append(f'{np.mean(d):+.1f} ({len(d)})' if d else '–')
+    dfc = f'{deficit(st[w]):.3f}' if w in st else '–'
+    out.append(f'| {w} | {np.mean(accs):.1f} | ' + ' | '.join(cells) + f' | {dfc} |')
+  out += ['', 'Share of worlds whose mean difference is positive (exact 95% interval):', '']
+  for rule, name in (('best_val', 'best validation'), ('last', 'last epoch')):
+    for c in comps:
+      sh = share_positive(rows, c, 'fresh', rule)
+      if sh:
+        k, n, (lo, hi) = sh
+        out.append(f'- {c.label}, {name}: {k} of {n} ({100 * lo:.0f}–{100 * hi:.0f}%)')
+  out += ['', 'The plan\'s hypotheses (Spearman ρ, one-sided permutation p; H1 over (world, '
+          'target) pairs, H2–H3 over worlds; MBCD student − ERM):', '']
+  for rule, name in (('last', 'last epoch'), ('best_val', 'best validation')):
+    d = diffs(rows, COMPARISONS[0], 'fresh', rule)
+    erm_r = erm_accuracy(rows, 'fresh', rule)
+    pairs = [(erm_r[e[:3]], e[-1]) for e in d if e[:3] in erm_r]
+    res = []
+    if len(pairs) >= 3:
+      x, y = zip(*pairs)
+      res.append(f'H1 ρ = {spearman(x, y):+.2f} (p {permutation_p(x, y, -1):.3f}, '
+                 f'{len(pairs)} pairs)')
+    wl = [w for w in worlds if any(e[0] == w for e in d)]
+    if len(wl) >= 3:
+      g = [np.mean([e[-1] for e in d if e[0] == w]) for w in wl]
+      a = [np.mean([v for k, v in erm_r.items() if k[0] == w]) for w in wl]
+      res.append(f'H2 ρ = {spearman(a, g):+.2f} (p {permutation_p(a, g, -1):.3f})')
+      ws = [w for w in wl if w in st]
+      if len(ws) >= 3:
+        gd = [g[wl.index(w)] for w in ws]
+        dd = [deficit(st[w]) for w in ws]
+        res.append(f'H3 ρ = {spearman(dd, gd):+.2f} (p {permutation_p(dd, gd, +1):.3f})')
+    out.append(f'- {name}: ' + ('; '.join(res) if res else 'too few worlds yet'))
+  return out + ['']
+
+
+def page(rows, root: str = ROOT) -> str:
   lines = [
       '# Results on the embedded benchmark', '',
       '<!-- Generated by `python -m mbcd_jax.results_page` from the committed CSVs; do not edit. '
@@ -236,6 +363,7 @@ def page(rows) -> str:
       '## Model selected by best source validation (the authors\' rule: the later epoch on ties)',
       '', *table(rows, 'best_val'), '',
       '## Last-epoch model', '', *table(rows, 'last'), '',
+      *fresh_section(rows, root),
       '## In short', '', *bullets(rows),
       '- Until the tie rule was adopted the best-validation rule kept the *first* of equal '
       'validation accuracies; the committed tables were re-selected from their runs '
@@ -293,7 +421,7 @@ def main(argv=None):
   p.add_argument('--root', default=ROOT)
   a = p.parse_args(argv)
   rows = load(a.root)
-  text = page(rows)
+  text = page(rows, a.root)
   path = os.path.join(a.root, PAGE)
   if a.check:
     old = open(path).read() if os.path.exists(path) else ''

@@ -55,3 +55,41 @@ def test_pairs_by_target_and_seed_and_refuses_conflicting_copies(tmp_path, monke
   _write(str(tmp_path), b, [_row('none (erm)', 'human', 0, 71.0, 71.0)])
   with pytest.raises(SystemExit, match='has'):
     results_page.load(str(tmp_path))
+
+
+def test_spearman_and_its_exact_permutation_p_match_scipy():
+  x, y = [1, 2, 3, 4, 5, 6, 7], [2, 1, 4, 3, 7, 5, 6.0]
+  assert results_page.spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y)[0])
+  want = scipy_stats.permutation_test(
+      (x, y), lambda a, b: scipy_stats.spearmanr(a, b)[0], permutation_type='pairings',
+      alternative='greater', n_resamples=np.inf).pvalue
+  assert results_page.permutation_p(x, y, +1) == pytest.approx(want)
+  # Ties get average ranks (as scipy); a constant side has no correlation.
+  assert results_page.spearman([1, 1, 2, 3], [4, 3, 2, 1]) == pytest.approx(
+      scipy_stats.spearmanr([1, 1, 2, 3], [4, 3, 2, 1])[0])
+  assert np.isnan(results_page.spearman([1, 1, 1], [1, 2, 3]))
+
+
+def test_fresh_worlds_section_from_hand_made_rows(tmp_path):
+  rows, stats_rows = [], []
+  for w in (101, 102, 103):
+    for t in ('human', 'animal', 'cartoon'):
+      erm = 60.0 + 10 * (w - 101)
+      for rule in ('best_val', 'last'):
+        rows.append(dict(world=w, **_row('erm', t, 0, erm, erm, rule)))
+        rows.append(dict(world=w, **_row('mbcd', t, 0, erm, erm + 104 - w, rule)))
+    stats_rows.append({'world': w, 'holds': 'True', 'dominant': 'video',
+                       'agreement/video': 0.5, 'agreement/flow': 0.5 + 0.1 * (104 - w),
+                       'agreement/audio': 0.5 + 0.1 * (104 - w)})
+  stats_rows.append({'world': 100, 'holds': 'False', 'dominant': 'video', 'agreement/video': 0,
+                     'agreement/flow': 0, 'agreement/audio': 0})
+  _write(str(tmp_path), 'docs/results/worlds_runs.csv', rows)
+  _write(str(tmp_path), results_page.STATS, stats_rows)
+  text = '\n'.join(results_page.fresh_section(results_page.load(str(tmp_path)), str(tmp_path)))
+  assert 'not run (the principle fails): worlds 100' in text
+  # Student gains 3, 2, 1 as ERM rises 60, 70, 80: H1/H2 rho -1; the deficit falls with the
+  # gain's fall: H3 rho +1 (3 worlds: exact p 1/6).
+  assert '| 101 | 60.0 | +3.0 (3) | +0.0 (3) | 0.300 |' in text
+  assert 'MBCD student − ERM, best validation: 3 of 3' in text
+  assert 'H2 ρ = -1.00 (p 0.167)' in text and 'H3 ρ = +1.00 (p 0.167)' in text
+  assert 'H1 ρ = -' in text
