@@ -1,7 +1,8 @@
 r"""The real-data path end to end at the paper's shapes, as a user walks it, in one script.
 
   python benchmarks/paper_path.py --out=/tmp/pp            # full-size encoders (slow on CPU)
-  python benchmarks/paper_path.py --out=/tmp/pp --tiny     # same path, narrow encoders (CI)
+  python benchmarks/paper_path.py --out=/tmp/pp --tiny     # same path, narrow encoders
+  python benchmarks/paper_path.py --out=/tmp/pp --ci       # narrow encoders, small inputs (CI)
 
 Phases, each timed, with its peak resident memory:
 
@@ -23,10 +24,13 @@ Phases, each timed, with its peak resident memory:
    ``resume_mode=allow_changes``, which that change needs): it must resume from the step-2
    checkpoint (``resumed_from_step`` in its summary), train 2 more steps and evaluate again.
 
-Inputs are the paper's in both modes: RGB 32x224x224, flow 8x224x224, audio 257x1004, batch 2.
-``--tiny`` narrows the encoders (SlowFast-R50 with 8 slow channels, SlowOnly-R50 with 8, audio
-ResNet-18 with 8): compute becomes small, but XLA still compiles the deep nets (about 24 min
-on 2 busy cores, most of it compile).
+Inputs are the paper's in the first two modes: RGB 32x224x224, flow 8x224x224, audio 257x1004,
+batch 2. ``--tiny`` narrows the encoders (SlowFast-R50 with 8 slow channels, SlowOnly-R50 with
+8, audio ResNet-18 with 8): compute becomes small, but XLA still compiles the deep nets (about
+24 min on 2 busy cores, most of it compile). ``--ci`` also shrinks the inputs (``CI_CLIP``:
+RGB 8x32x32, flow 2x32x32, 1 s of audio, 257x101), the tree's clips (20 frames) and the 3-D
+nets' depth (one block per stage, ``CI_KWARGS``): the same commands with
+``--config.data.clip.*`` overrides, for tests/test_paper_path.py in CI.
 
 Memory: a subprocess's peak is its own ``ru_maxrss`` (``os.wait4``; it covers the processes it
 waited for, e.g. prepare's workers); in-process phases report this process's peak so far.
@@ -51,8 +55,20 @@ sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.join(_R
 TINY_KWARGS = {'slowfast_r101': {'depth': 50, 'slow_base_channels': 8},
                'slowonly_r50_flow': {'base_channels': 8},
                'vggsound_r18': {'width': 8}}
+# --ci: also shallow (one block per ResNet stage, depth 14): XLA's compile time grows with the
+# block count, not the widths (the first train command of --ci at depth 50: over 7 min of
+# state-init compile on 2 busy cores; at depth 14 the whole command takes 6.3 min there).
+CI_KWARGS = {'slowfast_r101': {'depth': 14, 'slow_base_channels': 8},
+             'slowonly_r50_flow': {'depth': 14, 'base_channels': 8},
+             'vggsound_r18': {'width': 8}}
 KIND_MODALITY = {'slowfast_r101': 'video', 'slowonly_r50_flow': 'flow', 'vggsound_r18': 'audio'}
 CLIP_FRAMES = 70          # RGB frames per clip: 32 at stride 2 (and 35 flow frames: 8 at stride 4)
+# --ci: the clip recipe's overrides (config.data.clip), and the tree's clips to fit them.
+CI_CLIP = {'video_frames': 8,     # 2 slow frames at resample_rate 4, 8 fast
+           'flow_frames': 2,      # SlowOnly's 8x8 input, 1/4 of it
+           'crop_size': 32,       # px
+           'audio_samples': 16000}   # 1 s at 16 kHz: a 257x101 log-spectrogram
+CI_CLIP_FRAMES = 20       # RGB frames per clip: 8 at stride 2 (and 10 flow frames: 2 at stride 4)
 COUNTS = {'train': 2, 'test': 1}   # clips per domain: 2 sources x 2 = one epoch of 2 steps
 BATCH = 2
 
@@ -166,17 +182,18 @@ def substitute(argv: list[str], paths: dict[str, str]) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # Phase 3: checkpoints in the released files' layouts.
 # --------------------------------------------------------------------------------------------
-def write_torch_checkpoints(folder: str, tiny: bool) -> dict[str, str]:
-  """Random-weight checkpoints named as the released files. Returns {kind: path}."""
+def write_torch_checkpoints(folder: str, kw: dict[str, dict]) -> dict[str, str]:
+  """Random-weight checkpoints named as the released files, of encoders built with ``kw``
+  ({kind: kwargs}; {} = the released sizes). Returns {kind: path}."""
   import torch  # pylint: disable=g-import-not-at-top
   import torch_reference as ref  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
-  kw = TINY_KWARGS if tiny else {k: {} for k in TINY_KWARGS}
   sf = kw['slowfast_r101']
   slowfast = ref.randomize_(ref.ResNet3dSlowFast(depth=sf.get('depth', 101),
                                                  slow_base=sf.get('slow_base_channels', 64)), 0)
-  flow = ref.randomize_(ref.ResNet3dSlowOnly(
-      depth=50, base_channels=kw['slowonly_r50_flow'].get('base_channels', 64)), 1)
+  fl = kw['slowonly_r50_flow']
+  flow = ref.randomize_(ref.ResNet3dSlowOnly(depth=fl.get('depth', 50),
+                                             base_channels=fl.get('base_channels', 64)), 1)
   audio = ref.randomize_(ref.AVENet(width=kw['vggsound_r18'].get('width', 64)), 2)
   names = {
       'slowfast_r101': 'slowfast_r101_8x8x1_256e_kinetics400_rgb_20210218-0dd54025.pth',
@@ -252,19 +269,25 @@ def config_extras() -> list[str]:
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--out', required=True, help='working folder (tree, store, weights, runs)')
-  p.add_argument('--tiny', action='store_true', help='narrow encoders: the CI dry run')
+  p.add_argument('--tiny', action='store_true', help='narrow encoders, the paper\'s inputs')
+  p.add_argument('--ci', action='store_true', help='narrow encoders and small inputs (CI)')
   p.add_argument('--workers', type=int, default=2, help='prepare --workers')
   args = p.parse_args(argv)
+  mode = 'ci' if args.ci else 'tiny' if args.tiny else 'full'
+  kwargs = {'ci': CI_KWARGS, 'tiny': TINY_KWARGS, 'full': {k: {} for k in TINY_KWARGS}}[mode]
+  clip = CI_CLIP if args.ci else {}
   out = os.path.abspath(args.out)
   os.makedirs(out, exist_ok=True)
   env = dict(os.environ, PYTHONPATH=os.pathsep.join(
       [_ROOT] + [x for x in os.environ.get('PYTHONPATH', '').split(os.pathsep) if x]))
   rec = Recorder(out, {
-      'mode': 'tiny' if args.tiny else 'full', 'started_utc': time.strftime(
-          '%Y-%m-%d %H:%M:%S', time.gmtime()), 'cpus': os.cpu_count(),
+      'mode': mode,
+      'started_utc': time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime()), 'cpus': os.cpu_count(),
       'load_avg_start': os.getloadavg(), 'batch': BATCH, 'clips_per_domain': COUNTS,
-      'shapes': {'video': [32, 224, 224, 3], 'flow': [8, 224, 224, 2], 'audio': [257, 1004, 1]},
-      'encoder_kwargs': TINY_KWARGS if args.tiny else 'paper defaults'})
+      'shapes': ({'video': [8, 32, 32, 3], 'flow': [2, 32, 32, 2], 'audio': [257, 101, 1]}
+                 if args.ci else {'video': [32, 224, 224, 3], 'flow': [8, 224, 224, 2],
+                                  'audio': [257, 1004, 1]}),
+      'encoder_kwargs': kwargs if mode != 'full' else 'paper defaults'})
   paths = {'/data/EPIC': os.path.join(out, 'EPIC'),
            '/data/epic_prepared': os.path.join(out, 'epic_prepared'),
            'runs/epic_d1': os.path.join(out, 'runs', 'epic_d1')}
@@ -279,7 +302,8 @@ def main(argv=None):
   t = time.time()
   from data import fixtures  # pylint: disable=g-import-not-at-top
   if not os.path.exists(paths['/data/EPIC']):
-    fixtures.make_epic(paths['/data/EPIC'] + '.tmp', counts=COUNTS, clip_frames=CLIP_FRAMES)
+    fixtures.make_epic(paths['/data/EPIC'] + '.tmp', counts=COUNTS,
+                       clip_frames=CI_CLIP_FRAMES if args.ci else CLIP_FRAMES)
     os.replace(paths['/data/EPIC'] + '.tmp', paths['/data/EPIC'])
   rec.add('1 tree (EPIC release layout)', time.time() - t, self_peak_mib())
 
@@ -293,7 +317,7 @@ def main(argv=None):
 
   # 3. torch checkpoints
   t = time.time()
-  write_torch_checkpoints(work, args.tiny)
+  write_torch_checkpoints(work, kwargs)
   rec.add('3 torch checkpoints (random weights, released layouts)', time.time() - t,
           self_peak_mib())
 
@@ -301,8 +325,8 @@ def main(argv=None):
   for i, cmd in enumerate(readme_commands('python -m mbcd_jax.encoders.convert')):
     cmd = substitute(cmd, paths)
     kind = next(a.split('=', 1)[1] for a in cmd if a.startswith('--kind='))
-    if args.tiny:
-      cmd.append('--encoder_kwargs=' + json.dumps(TINY_KWARGS[kind]))
+    if kwargs[kind]:
+      cmd.append('--encoder_kwargs=' + json.dumps(kwargs[kind]))
     res = run_logged(cmd, os.path.join(out, f'convert_{kind}.log'), work, env)
     if res['rc'] != 0:
       raise SystemExit(f'convert {kind} failed (exit {res["rc"]}), see {out}/convert_{kind}.log')
@@ -313,11 +337,10 @@ def main(argv=None):
       'python -m mbcd_jax.main --config=configs/epic.py')[0], paths)
   overrides = [f'--config.data.batch_size={BATCH}', f'--config.data.eval_batch_size={BATCH}',
                '--config.train.log_every=1', '--config.train.progress=False',
-               *config_extras()]
-  if args.tiny:
-    for kind, kw in TINY_KWARGS.items():
-      overrides += [f'--config.model.encoders.{KIND_MODALITY[kind]}.{k}={v}'
-                    for k, v in kw.items()]
+               *config_extras(), *(f'--config.data.clip.{k}={v}' for k, v in clip.items())]
+  for kind, kw in kwargs.items():
+    overrides += [f'--config.model.encoders.{KIND_MODALITY[kind]}.{k}={v}'
+                  for k, v in kw.items()]
   metrics = os.path.join(paths['runs/epic_d1'], 'metrics.jsonl')
   summary_path = os.path.join(paths['runs/epic_d1'], 'summary.json')
   runs = [('5-7 train 2 steps + evaluate + checkpoint', ['--config.train.epochs=1'], 'train'),
@@ -334,6 +357,7 @@ def main(argv=None):
     resumed = [ln for _, ln in res['lines'] if 'resumed from' in ln]
     step_rows = [r['step'] for _, r in res['rows'] if r['kind'] == 'train']
     rec.add(name, res['wall_s'], res['peak_rss_mib'], parts=split_train_run(res),
+            argv=train_cmd + overrides + extra, cwd=work,
             steps=summary['steps'], resumed_from_step=summary['resumed_from_step'],
             train_steps_run=step_rows, resume_log=resumed[-1].split('] ')[-1] if resumed else '',
             losses=[r['loss'] for _, r in res['rows'] if r['kind'] == 'train'],

@@ -65,11 +65,12 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
 
 
-def final_state(workdir: str) -> dict:
-  """The latest checkpoint's TrainState as a flat {path: numpy array}."""
+def final_state(workdir: str, step: int | None = None) -> dict:
+  """The TrainState of the checkpoint at ``step`` (default: the latest) as a flat
+  {path: numpy array}."""
   import jax  # pylint: disable=g-import-not-at-top
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-  step = checkpoint_steps(workdir)[-1]
+  step = checkpoint_steps(workdir)[-1] if step is None else step
   path = os.path.join(workdir, 'checkpoints', str(step), 'state')
   # Onto this process's first device, whatever mesh wrote it (a multi-process run's too).
   meta = ocp.StandardCheckpointer().metadata(path)

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-ARCH_BLOCKS = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}
+ARCH_BLOCKS = {14: (1, 1, 1, 1), 50: (3, 4, 6, 3), 101: (3, 4, 23, 3)}   # 14: CI only
 
 
 class ConvModule(nn.Module):
