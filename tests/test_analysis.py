@@ -236,3 +236,33 @@ def test_curves_from_metrics_jsonl(tmp_path):
   assert res['mbcd']['test']['mean'] == [51.5, 52.5, 53.5]   # teacher, mean over seeds 0, 1
   assert res['erm']['val']['min'] == [71.0, 72.0, 73.0]
   assert os.path.exists(tmp_path / 'out' / 'curves.png')
+
+
+# ---------------------------------------------------------------- reliability suites on :smoke
+def test_reliability_suites_on_the_studys_runs(study, tmp_path):
+  from mbcd_jax.analysis import suites   # pylint: disable=g-import-not-at-top
+  trained, root, _, _ = study
+  t = trained['mbcd']
+  acc = common.accuracy(t, 'test')['fused']
+  opts = suites.Options(severities=(2,), scores=('msp', 'energy'))
+  rows = {s: f(t, opts) for s, f in suites.EVALUATE.items()}   # the loaded run, as run() does
+  misd = {x['condition']: x for x in rows['misd']}
+  assert misd['msp']['acc'] == pytest.approx(acc) and 0 <= misd['energy']['auroc'] <= 100
+  assert [x['condition'] for x in rows['ood']] == ['new_classes/msp', 'new_classes/energy']
+  assert rows['ood'][0]['n_ood'] == t.run.loaders['test'].num_examples
+  miss = {x['condition']: x['acc'] for x in rows['missing']}
+  assert miss['none'] == pytest.approx(acc) and len(miss) == 1 + 2 * 6
+  keep = lambda b: {m: np.full(len(b['label']), float(m == 'video')) for m in t.modalities}
+  assert miss['feature:-flow+audio'] == pytest.approx(
+      common.accuracy(t, 'test', keep_fn=keep)['fused'])
+  cor = {x['condition']: x['acc'] for x in rows['corruption']}
+  assert cor['clean'] == pytest.approx(acc)
+  assert set(cor) == {'clean', 'video:defocus_blur@2', 'video:gaussian_noise@2',
+                      'flow:gaussian_noise@2', 'audio:gaussian_snr@2'}
+  # the study-level command: every finished run of the listed methods, CSV + markdown + plot
+  out = suites.run('misd', root, str(tmp_path), ['erm'], opts=opts, who='student',
+                   log=lambda s: None)
+  assert {(x['variant'], x['who'], x['setting'], x['seed']) for x in out} == {
+      ('erm', 'student', 'A,C→H', 0)}
+  for ext in ('csv', 'md', 'png'):
+    assert os.path.getsize(tmp_path / f'misd.{ext}') > 0

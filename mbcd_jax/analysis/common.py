@@ -202,16 +202,29 @@ def evaluated_params(trained: Trained, who: str | None = None) -> PyTree:
   return evaluated_weights(trained, who).params
 
 
-def batches(trained: Trained, split: str, limit: int | None = None) -> Iterator[dict]:
-  """The split's (padded, fixed-order) eval batches as numpy dicts with a 'mask'. For 'train'
-  the eval loader order is used too (no shuffling, no augmentation: a fixed set)."""
+def eval_loader(trained: Trained, split: str = 'test', *, source: Any = None,
+                transform: Callable | None = None):
+  """A fixed-order, padded eval ``Loader`` of ``split`` (for 'train': its records through the
+  eval transform), or of another ``source`` (a corrupted copy, an OOD set) batched the same
+  way, through the split's eval transform unless ``transform`` is given."""
   from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
-  if split == 'train':
-    loader = input_pipeline.Loader(
-        trained.run.loaders['train'].source, trained.run.loaders['val'].transform,
-        trained.config.data.eval_batch_size, train=False)
-  else:
-    loader = trained.run.loaders[split]
+  base = trained.run.loaders['val' if split == 'train' else split]
+  if source is None and transform is None and split != 'train':
+    return base
+  if source is None:
+    source = trained.run.loaders[split].source
+  return input_pipeline.Loader(source, transform or base.transform,
+                               trained.config.data.eval_batch_size, train=False,
+                               num_workers=base.num_workers, read_threads=base.read_threads)
+
+
+def batches(trained: Trained, split: str, limit: int | None = None, *, source: Any = None,
+            transform: Callable | None = None) -> Iterator[dict]:
+  """The split's (padded, fixed-order) eval batches as numpy dicts with a 'mask'. For 'train'
+  the eval loader order is used too (no shuffling, no augmentation: a fixed set). ``source``,
+  ``transform``: see ``eval_loader``."""
+  from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  loader = eval_loader(trained, split, source=source, transform=transform)
   for i, b in enumerate(loader.epoch(0)):
     if limit is not None and i >= limit:
       return
@@ -289,6 +302,32 @@ def accuracy(trained: Trained, split: str, *, who: str | None = None,
   out = {k: 100.0 * v / n for k, v in correct.items()}
   out['loss'] = loss_sum / n
   return out
+
+
+def fused_outputs(trained: Trained, split: str = 'test', *, who: str | None = None,
+                  keep_fn: Callable[[dict], Mapping[str, Any]] | None = None,
+                  transform: Callable[[dict, int], dict] | None = None, source: Any = None,
+                  record_transform: Callable | None = None,
+                  limit: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+  """The fused head's logits and the labels of every real example of ``split``.
+
+  Args:
+    transform, keep_fn: as in ``accuracy`` (on model-ready batches).
+    source, record_transform: another record source / eval transform (``eval_loader``).
+    limit: at most this many batches.
+  Returns:
+    (logits ``[N, C]`` float32, labels ``[N]`` int).
+  """
+  zs, labels = [], []
+  for i, b in enumerate(batches(trained, split, limit, source=source,
+                                transform=record_transform)):
+    if transform is not None:
+      b = transform(dict(b), i)
+    z = logits(trained, b, who=who, keep=None if keep_fn is None else keep_fn(b))['fused']
+    real = np.asarray(b['mask']) > 0
+    zs.append(np.asarray(jax.device_get(z), np.float32)[real])
+    labels.append(np.asarray(b['label'])[real])
+  return np.concatenate(zs), np.concatenate(labels)
 
 
 def save_json(obj: Any, path: str):
