@@ -247,3 +247,55 @@ def test_nan_skip_skips_one_update_and_finishes(tmp_path):
   state = _runs.final_state(workdir)
   assert int(state["['step']"]) == 12
   assert all(np.isfinite(v).all() for v in state.values())
+
+
+# ---------------------------------------------------------------- a plug-in's own state
+# CMRF (baselines/cmrf.py): an SMA teacher, the uniform mean of the student states since
+# ``sma_start_step`` (its window: the count n = step + 1 - start comes from the state's step),
+# plus the projectors' BN statistics in extra_state and their SMA in teacher_extra_state.
+# 2 epochs x 4 steps; the window opens at step index 3 (the 4th update). Projectors of 64 / 16
+# units (the authors' 2048 / 128 make 13.5M of the smoke model's parameters: only compile time).
+CMRF_FLAGS = ('--config.method.name=cmrf', '--config.method.cmrf.sma_start_step=3',
+              '--config.method.cmrf.proj_hidden=64', '--config.method.cmrf.proj_out=16',
+              '--config.train.epochs=2', '--config.train.checkpoint_every_steps=2')
+CMRF_TOTAL = 8
+
+
+def _teacher_moved_from_student(state: dict) -> bool:
+  """The SMA teacher holds a mean of several student states, not a copy of the latest."""
+  pairs = [(k, k.replace("['teacher']", "['params']", 1)) for k in state
+           if k.startswith("['teacher']")]
+  assert pairs and all(p in state for _, p in pairs)
+  return any(not np.array_equal(state[t], state[p]) for t, p in pairs)
+
+
+def test_cmrf_sigkill_inside_the_sma_window_then_resume_is_bit_exact(tmp_path):
+  reference = str(tmp_path / 'cmrf_reference')
+  r = _runs.run(reference, *CMRF_FLAGS, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  ref_state = _runs.final_state(reference)
+  assert int(ref_state["['step']"]) == CMRF_TOTAL
+  for part in ('teacher', 'extra_state', 'teacher_extra_state'):
+    assert any(k.startswith(f"['{part}']") for k in ref_state), part
+  assert _teacher_moved_from_student(ref_state)
+
+  seed = int(os.environ.get('MBCD_TEST_SEED', time.time_ns() % 10_000))
+  rnd = random.Random(seed)
+  workdir = str(tmp_path / f'cmrf_killed_seed{seed}')
+  p = _runs.start(workdir, *CMRF_FLAGS)
+  try:
+    _wait_for_checkpoint(p, workdir, at_least=4)
+    time.sleep(rnd.uniform(0.0, 0.3))
+    assert p.poll() is None, 'finished before the kill'
+    p.send_signal(signal.SIGKILL)
+  finally:
+    p.wait(timeout=60)
+  assert p.returncode == -signal.SIGKILL
+  killed_at = _runs.checkpoint_steps(workdir)[-1]
+  assert 4 <= killed_at < CMRF_TOTAL, f'seed {seed}'
+  # The checkpoint resumed from is inside the window: its teacher is already an average.
+  assert _teacher_moved_from_student(_runs.final_state(workdir, killed_at)), f'seed {seed}'
+  r = _runs.run(workdir, *CMRF_FLAGS, timeout=600)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert f'resumed from {workdir}/checkpoints/' in r.stderr, f'seed {seed}'
+  _assert_same_run(workdir, reference)
