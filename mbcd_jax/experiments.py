@@ -446,7 +446,9 @@ def _run_subprocesses(base, pending, train_fn, parallel, devices, device_env, no
       env = dict(os.environ)
       if groups[slot]:
         env[device_env] = ','.join(groups[slot])
-      logf = open(os.path.join(r.run_dir, 'stdout.log'), 'w')
+      # Appended, not truncated: a second runner on the study must not wipe a live child's log
+      # before the run lock refuses its own child.
+      logf = open(os.path.join(r.run_dir, 'stdout.log'), 'a')
       active[slot] = (subprocess.Popen(cmd, env=env, stdout=logf, stderr=subprocess.STDOUT),
                       r, time.time(), logf)
       log(f'[slot {slot}] {r.run_dir}')
