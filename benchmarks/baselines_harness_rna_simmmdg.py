@@ -30,33 +30,49 @@ Compared: each unweighted term (``value`` = ours) and the fused CE; ``max|g_e|``
 gradient w.r.t. the embeddings; ``|d ...|`` = max abs difference to theirs in the value, the
 embedding gradients and the extra parameters' gradients (projection heads, translators).
 CPU, float64, B = 8, widths v 8 / f 6 / a 4, 5 classes; their commits SimMMDG fbca1f06,
-MMDG_Benchmark e98e837d (~1 min on 2 loaded cores):
+MMDG_Benchmark e98e837d; the plug-ins' real-data variant (fused head with ``nn.Linear``'s
+initialisers, ``param_init='torch'``; recorded 2026-12-06, ~1 min on 2 loaded cores):
 
     method   mods   term             value  max|g_e|  |d value|  |d g_e| |d g_par|
-    rna      V+F+A  ce_fused        2.1832         -    0.0e+00        -         -
+    rna      V+F+A  ce_fused        1.6334         -    0.0e+00        -         -
     rna      V+F+A  rna            54.3346   1.8e+01    2.1e-14  7.1e-15         -
-    rna      V+F    ce_fused        2.2616         -    0.0e+00        -         -
+    rna      V+F    ce_fused        1.6428         -    0.0e+00        -         -
     rna      V+F    rna             6.1226   6.8e-01    2.7e-15  2.2e-16         -
-    rna      V+A    ce_fused        2.2131         -    8.9e-16        -         -
+    rna      V+A    ce_fused        1.6405         -    2.2e-16        -         -
     rna      V+A    rna           149.0328   5.0e+01    5.7e-14  7.1e-15         -
-    rna      F+A    ce_fused        1.7913         -    0.0e+00        -         -
+    rna      F+A    ce_fused        1.6138         -    0.0e+00        -         -
     rna      F+A    rna             7.8485   3.3e+00    0.0e+00  4.4e-16         -
-    simmmdg  V+F+A  ce_fused        2.1832         -    0.0e+00        -         -
-    simmmdg  V+F+A  contrast       10.2356   9.3e+00    3.6e-15  1.6e-14   1.1e-14
-    simmmdg  V+F+A  translation     1.1254   3.1e-02    0.0e+00  1.4e-17   5.6e-17
+    simmmdg  V+F+A  ce_fused        1.6334         -    0.0e+00        -         -
+    simmmdg  V+F+A  contrast       10.2356   9.3e+00    5.3e-15  9.2e-15   9.0e-15
+    simmmdg  V+F+A  translation     1.1254   3.1e-02    0.0e+00  6.9e-18   3.8e-17
     simmmdg  V+F+A  distance       -1.9091   1.3e-01    4.4e-16  6.9e-18   0.0e+00
-    simmmdg  V+F    ce_fused        2.2616         -    0.0e+00        -         -
-    simmmdg  V+F    contrast       10.1325   9.7e-01    0.0e+00  1.6e-15   1.1e-14
-    simmmdg  V+F    translation     1.3723   1.8e-02    0.0e+00  6.9e-18   5.6e-17
-    simmmdg  V+F    distance       -2.8219   2.0e-01    4.4e-16  1.4e-17   0.0e+00
-    simmmdg  V+A    ce_fused        2.2131         -    8.9e-16        -         -
-    simmmdg  V+A    contrast        9.1336   3.6e+00    1.8e-15  8.5e-15   8.9e-15
-    simmmdg  V+A    translation     1.1820   8.9e-02    2.2e-16  2.8e-17   1.1e-16
-    simmmdg  V+A    distance       -2.5105   2.0e-01    4.4e-16  1.4e-17   0.0e+00
-    simmmdg  F+A    ce_fused        1.7913         -    0.0e+00        -         -
-    simmmdg  F+A    contrast       10.7395   3.6e+00    1.8e-15  9.1e-15   1.1e-14
-    simmmdg  F+A    translation     1.0298   1.1e-01    0.0e+00  2.1e-17   1.1e-16
+    simmmdg  V+F    ce_fused        1.6428         -    0.0e+00        -         -
+    simmmdg  V+F    contrast       10.1325   9.7e-01    0.0e+00  1.6e-15   1.2e-14
+    simmmdg  V+F    translation     1.3723   1.8e-02    0.0e+00  6.9e-18   6.9e-17
+    simmmdg  V+F    distance       -2.8219   2.0e-01    4.4e-16  6.9e-18   0.0e+00
+    simmmdg  V+A    ce_fused        1.6405         -    2.2e-16        -         -
+    simmmdg  V+A    contrast        9.1336   3.6e+00    1.8e-15  5.9e-15   1.2e-14
+    simmmdg  V+A    translation     1.1820   8.9e-02    0.0e+00  2.8e-17   8.3e-17
+    simmmdg  V+A    distance       -2.5105   2.0e-01    4.4e-16  8.7e-19   0.0e+00
+    simmmdg  F+A    ce_fused        1.6138         -    0.0e+00        -         -
+    simmmdg  F+A    contrast       10.7395   3.6e+00    1.8e-15  9.1e-15   2.8e-14
+    simmmdg  F+A    translation     1.0298   1.1e-01    0.0e+00  2.3e-17   1.1e-16
     simmmdg  F+A    distance       -0.3949   6.6e-02    0.0e+00  6.9e-18   0.0e+00
+
+    initialiser (param_init=torch)  std ours    theirs max|w| ours    theirs
+    fused Dense_0 kernel             0.01088   0.01088     0.01884   0.01884
+    fused Dense_0 bias               0.01109   0.01137     0.01883   0.01877
+    fused Dense_1 kernel             0.02550   0.02537     0.04419   0.04418
+    layer4.0.conv1                   0.02085   0.02084     0.09798   0.10752
+    layer4.1.conv2                   0.02084   0.02084     0.10443   0.10239
+    layer4.0.downsample.0            0.06251   0.06255     0.29730   0.29276
+    layer4 BN weights                0.02020   0.02001     1.07687   1.08703
+    layer4 BN biases                 0.00000   0.00000     0.00000   0.00000
+
+(The second table is one draw of each side — their ``Encoder(2816, 8)`` and VGGSound's
+``AudioAttGenModule`` from the SimMMDG clone vs ``models.Head(param_init='torch')`` and
+``torch_init.vggsound_tail`` — so the columns agree to sampling error, ~1%: expected std
+1/sqrt(3 * 2816) = 0.01088, sqrt(2 / (9 * 512)) = 0.02083, sqrt(2 / 512) = 0.0625, 0.02.)
 
 Agreement is to rounding (<= 6e-14 on values up to 149), so our terms are the authors' terms,
 coefficient conventions and gradients included (nothing detached on either side).
@@ -78,8 +94,8 @@ sys.path.insert(0, _ROOT)
 
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from mbcd_jax import losses, models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.baselines import rna, simmmdg  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import encoders, losses, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.baselines import rna, simmmdg, torch_init  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DIMS = {'video': 8, 'flow': 6, 'audio': 4}
 NUM_CLASSES = 5
@@ -203,7 +219,9 @@ def _run_theirs(mod, mods, feats, labels, args_kw, extra_modules):
 
 
 def _fused_head(rng, mods):
-  head = models.Head(NUM_CLASSES)
+  # The plug-ins' real-data variant: nn.Linear's initialisers (the weights are copied to their
+  # head, so the comparison does not depend on them).
+  head = models.Head(NUM_CLASSES, param_init=dict(rna.EXTENSION.model)['param_init'])
   d = sum(DIMS[m] for m in mods)
   return head, head.init(rng, jnp.zeros((1, d)), train=False)['params']
 
@@ -319,6 +337,53 @@ def compare_simmmdg(mod, mods, feats, labels):
   return rows
 
 
+def compare_init(simmmdg_dir: str, seed: int = 0) -> list[tuple]:
+  """The real-data variant's initialisers (``param_init='torch'``) vs the authors' modules.
+
+  Their fused head (``Encoder(2816, 8)``, two ``nn.Linear``) and their random audio tail
+  (VGGSound's ``AudioAttGenModule``, layer4 of width 512) against ours
+  (``models.Head(param_init='torch')``, ``torch_init.vggsound_tail`` on the VGGSound stage),
+  one draw each: per tensor, the standard deviation and the largest magnitude. Returns rows
+  ``(tensor, ours std, theirs std, ours max, theirs max)``."""
+  path = os.path.join(simmmdg_dir, 'EPIC-rgb-flow-audio', 'VGGSound', 'models', 'resnet.py')
+  spec = importlib.util.spec_from_file_location('authors_vggsound_resnet', path)
+  vgg = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(vgg)
+  torch.manual_seed(seed)
+  tail = vgg.AudioAttGenModule()
+  sim = load_script(os.path.join(simmmdg_dir, 'EPIC-rgb-flow-audio',
+                                 'train_video_flow_audio_EPIC_SimMMDG.py'), 'authors_simmmdg_init')
+  head = sim.Encoder(input_dim=2816, out_dim=8)
+  theirs = {'fused Dense_0 kernel': head.enc_net[0].weight, 'fused Dense_0 bias': head.enc_net[0].bias,
+            'fused Dense_1 kernel': head.enc_net[3].weight,
+            'layer4.0.conv1': tail.layer4[0].conv1.weight, 'layer4.1.conv2': tail.layer4[1].conv2.weight,
+            'layer4.0.downsample.0': tail.layer4[0].downsample[0].weight,
+            'layer4 BN weights': torch.cat([tail.layer4[b].bn1.weight for b in (0, 1)] +
+                                           [tail.layer4[b].bn2.weight for b in (0, 1)]),
+            'layer4 BN biases': torch.cat([tail.layer4[b].bn1.bias for b in (0, 1)])}
+  theirs = {k: v.detach().numpy() for k, v in theirs.items()}
+  param_init = dict(simmmdg.EXTENSION.model)['param_init']
+  hp = models.Head(8, param_init=param_init).init(jax.random.key(seed), jnp.zeros((1, 2816)),
+                                                  train=False)['params']
+  stage = encoders.build('vggsound_r18', {}).stage
+  sp = stage.init(jax.random.key(seed), jnp.zeros((1, 8, 8, 256)))['params']
+  l4 = torch_init.vggsound_tail(jax.random.key(seed), sp)['layer4']
+  ours = {'fused Dense_0 kernel': hp['Dense_0']['kernel'], 'fused Dense_0 bias': hp['Dense_0']['bias'],
+          'fused Dense_1 kernel': hp['Dense_1']['kernel'],
+          'layer4.0.conv1': l4['0']['conv1']['kernel'], 'layer4.1.conv2': l4['1']['conv2']['kernel'],
+          'layer4.0.downsample.0': l4['0']['downsample']['0']['kernel'],
+          'layer4 BN weights': jnp.concatenate([l4[b]['bn1']['scale'] for b in ('0', '1')] +
+                                               [l4[b]['bn2']['scale'] for b in ('0', '1')]),
+          'layer4 BN biases': jnp.concatenate([l4[b]['bn1']['bias'] for b in ('0', '1')])}
+  rows = []
+  for k, t in theirs.items():
+    o = np.asarray(ours[k], np.float64)
+    if o.shape[::-1] != t.shape and o.size != t.size:
+      raise AssertionError(f'init: {k} shapes differ, ours {o.shape} theirs {t.shape}')
+    rows.append((k, o.std(), t.std(), np.abs(o).max(), np.abs(t).max()))
+  return rows
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   ap.add_argument('--simmmdg_dir', required=True)
@@ -345,6 +410,10 @@ def main():
     for name, v, gm, dv, dgf, dgp in rows:
       print(f'{method:8s} {tag:6s} {name:12s} {v:9.4f} {fmt(gm):>9s} {fmt(dv):>10s} '
             f'{fmt(dgf):>8s} {fmt(dgp):>9s}')
+  print(f'\n{"initialiser (param_init=torch)":30s} {"std ours":>9s} {"theirs":>9s} '
+        f'{"max|w| ours":>11s} {"theirs":>9s}')
+  for k, so, st, mo, mt in compare_init(a.simmmdg_dir):
+    print(f'{k:30s} {so:9.5f} {st:9.5f} {mo:11.5f} {mt:9.5f}')
 
 
 if __name__ == '__main__':
