@@ -79,15 +79,18 @@ class Extension:
     terms: ``(StepView, hparams) -> (terms, metrics, new_state)``.
     classification: 'fused' (the step adds the fused CE) | 'own' (the terms hold the
       classification loss; the uni-modal heads are trained through them).
-    model: the model variant the method runs with, ``((config.model key, value), ...)``:
-      filled into ``config.model`` wherever the config leaves the key unset.
+    model: the model variant the method runs with, ``((config.model key, value), ...)`` over
+      ``methods.MODEL_DEFAULTS``' keys (features, heads, BN per trunk, DSU, audio tail,
+      initialisers): it replaces ``config.model.defaults`` wherever the config leaves the key
+      unset (``methods.model_variant``); the peers' share ``baselines.SCRIPTS_NETWORKS``.
     teacher: 'none' | 'sma' (a teacher other than the spec's EMA).
     teacher_update: ``(teacher, student, step, hparams) -> teacher`` for ``teacher='sma'``.
     evaluated: which network is the method's model: 'student' | 'teacher'.
     recipes: ``(dataset, modalities, target) -> {'epochs': n, <hparam>: value}`` overrides of
       the authors' README commands (``config.train.recipe='authors'``), or None.
-    frozen_bn_caution: why ``config.model.bn_mode='frozen'`` is known to break the method
-      (empty: nothing known); ``train.build`` logs it as a warning for such a run.
+    frozen_bn_caution: why ``config.model.bn_mode='frozen'`` (set explicitly: the method's own
+      variant may differ) is known to break the method (empty: nothing known); ``train.build``
+      logs it as a warning for such a run.
   """
   name: str
   hparams: Any
