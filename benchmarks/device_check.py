@@ -26,6 +26,21 @@ stopped from outside keeps what finished. Parts, in the order they run:
 5. ``pipeline``: training-loader clips/s with every host core on a prepared store at the paper
    shapes made on the spot (needs grain, array_record, PyAV; skipped with the missing module).
 
+``--plan=next`` runs the second check instead (see docs/performance/roofline.md), each part in
+its time box, results written as they come:
+
+6. ``profile``: the MBCD port bf16 step at batch 16 under ``jax.profiler.trace`` (3 steps; the
+   raw trace kept in ``DIR/trace``), its device events (``args.hlo_op``) summed per instruction
+   of the compiled module and grouped as ``benchmarks/roofline.py`` groups them
+   (``mbcd_jax.hlo_cost``): measured ms per step per group beside that group's roofline ms.
+7. ``perf`` with the rows the first check cut (ERM, frozen, float32, batch 32 and 64), then
+   ``max_batch``, ``torch`` (eager step timing first, then ``torch.compile``), ``pipeline``,
+8. ``whole_run``: ``benchmarks/whole_run.py`` (prepare + training at the paper shapes, bf16,
+   every host core) for as many epochs of one target as its time box allows; its
+   ``whole_run.json`` is kept phase by phase.
+Both plans keep XLA's persistent compilation cache in ``DIR/xla_cache``: parts that compile the
+same step load it.
+
 ``--dry_run`` runs every part on the CPU with reduced encoders (depth 50, base width 8) and tiny
 inputs. Imports only ``mbcd_jax`` modules that need no ml_collections / grain (part 3 supplies a
 minimal ``ml_collections.ConfigDict`` stand-in when the package is absent, for the reused
@@ -36,6 +51,7 @@ import functools
 import gc
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -98,6 +114,13 @@ DRY_PERF_ROWS = (('mbcd', 'port', 'bfloat16'), ('erm', 'frozen', 'float32'))
 DRY_MAX_BATCH_ROWS = MAX_BATCH_ROWS[:1]
 # Share of the remaining budget each part may use (re-divided as parts finish early).
 SHARES = {'parity': 0.2, 'perf': 0.4, 'torch': 0.2, 'max_batch': 0.12, 'pipeline': 0.08}
+# --plan=next: the second check (what the first cut, the profile, the whole run), in order.
+NEXT_SHARES = {'profile': 0.3, 'perf': 0.2, 'torch': 0.2, 'pipeline': 0.05,
+               'max_batch': 0.1, 'whole_run': 0.15}
+NEXT_PERF_ROWS = (('erm', 'port', 'bfloat16', 16), ('mbcd', 'port', 'bfloat16', 32),
+                  ('mbcd', 'frozen', 'bfloat16', 16), ('mbcd', 'port', 'float32', 16),
+                  ('mbcd', 'port', 'bfloat16', 64), ('erm', 'frozen', 'bfloat16', 16))
+DRY_NEXT_PERF_ROWS = (('erm', 'port', 'bfloat16', 4),)
 HIDDEN = 512
 
 
@@ -129,10 +152,11 @@ class Clock:
   def left(self):
     return self.budget_s - self.elapsed()
 
-  def box(self, part, done):
+  def box(self, part, done, shares=None):
     """Seconds ``part`` may use: its share of what is left among the parts not yet done."""
-    rest = [p for p in SHARES if p not in done]
-    return max(0.0, self.left()) * SHARES[part] / sum(SHARES[p] for p in rest)
+    shares = shares or SHARES
+    rest = [p for p in shares if p not in done]
+    return max(0.0, self.left()) * shares[part] / sum(shares[p] for p in rest)
 
 
 def log(clock, msg):
@@ -439,8 +463,12 @@ def part_perf(args, clock, report, accel, box, variables, peaks):
       + ' TFLOP/s; "XLA mem" = compiled arguments + outputs + temporaries - aliased; '
       '"peak so far" = memory_stats peak_bytes_in_use of the process up to this row')
   cost = None
-  for method, bn_mode, dtype in DRY_PERF_ROWS if args.dry_run else PERF_ROWS:
-    if cost is not None and clock.elapsed() + cost > end:
+  if args.plan == 'next':
+    rows = DRY_NEXT_PERF_ROWS if args.dry_run else NEXT_PERF_ROWS
+  else:
+    rows = [r + (b,) for r in (DRY_PERF_ROWS if args.dry_run else PERF_ROWS)]
+  for method, bn_mode, dtype, b in rows:
+    if cost is not None and clock.elapsed() + cost * b / 16 > end:
       part['notes'].append(f'{method} {bn_mode} {dtype}: skipped (time box {box:.0f}s)')
       continue
     t = clock.elapsed()
@@ -453,7 +481,7 @@ def part_perf(args, clock, report, accel, box, variables, peaks):
              'step_ms': 'OOM'}
     part['rows'].append(row)
     report.save()
-    cost = clock.elapsed() - t
+    cost = (clock.elapsed() - t) * 16 / b
     log(clock, f'perf {method} {bn_mode} {dtype} b{b}: {row.get("step_ms")} ms')
 
 
@@ -582,7 +610,18 @@ def part_torch(args, clock, report, accel, box):
   draws = [bench.make_draws(1000 + i, channels, b, gates=bench.PORT_GATES[i]) for i in range(2)]
   sync = torch.cuda.synchronize if cuda else (lambda: None)
 
-  # Two steps of each from the same start: loss terms side by side.
+  # Two steps of each from the same start: loss terms side by side (the first check did
+  # this; --plan=next goes straight to the PyTorch timings).
+  if args.plan == 'next':
+    _torch_timings(args, clock, part, report, end, impl, tb, tl, _torch_draws(draws[0], dev),
+                   cuda, b)
+    del impl, tb, state
+    gc.collect()
+    if cuda:
+      part['notes'].append(
+          f'torch peak memory {torch.cuda.max_memory_allocated() / 2**30:.1f} GiB')
+      torch.cuda.empty_cache()
+    return
   t = clock.elapsed()
   t_losses = [impl.step(tb, tl, _torch_draws(d, dev)) for d in draws]
   log(clock, f'torch: 2 port steps in {clock.elapsed() - t:.1f}s')
@@ -664,6 +703,51 @@ def part_torch(args, clock, report, accel, box):
     torch.cuda.empty_cache()
 
 
+def _torch_timings(args, clock, part, report, end, impl, tb, tl, td, cuda, b):
+  """--plan=next: the port's eager step timed, then with torch.compile'd encoders."""
+  import torch  # pylint: disable=g-import-not-at-top
+  sync = torch.cuda.synchronize if cuda else (lambda: None)
+
+  def call():
+    impl.step(tb, tl, td)
+    sync()
+
+  def timed(reps):
+    ts = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      call()
+      ts.append(time.perf_counter() - t0)
+    return statistics.median(ts)
+
+  for _ in range(1 if args.dry_run else 2):
+    call()
+  sec = timed(args.reps)
+  part['rows'].append({'what': 'torch eager step', 'step_ms': 1e3 * sec, 'clips/s': b / sec})
+  report.save()
+  log(clock, f'torch eager: {1e3 * sec:.1f} ms/step')
+  if not cuda:
+    part['notes'].append('torch.compile: not tried on the CPU (dry run)')
+    return
+  if end - clock.elapsed() < 60:
+    part['notes'].append('torch.compile: skipped (time box)')
+    return
+  try:
+    for e in impl.encs.values():
+      e.trunk = torch.compile(e.trunk)
+      e.layer4 = torch.compile(e.layer4)
+    t = clock.elapsed()
+    call()
+    part['notes'].append(f'torch.compile: first step {clock.elapsed() - t:.1f}s')
+    call()
+    sec = timed(args.reps)
+    part['rows'].append({'what': 'torch compiled encoders step', 'step_ms': 1e3 * sec,
+                         'clips/s': b / sec})
+  except Exception as e:  # pylint: disable=broad-except
+    part['notes'].append(f'torch.compile failed: {type(e).__name__}: {str(e)[:200]}')
+  report.save()
+
+
 # ---------------------------------------------------------------------------------- part 5
 PIPELINE_MODULES = ('grain', 'array_record', 'av', 'ml_collections', 'cv2')
 
@@ -698,6 +782,140 @@ def part_pipeline(args, clock, report, box):
   report.save()
 
 
+# ---------------------------------------------------------------------------------- part 6
+def trace_times(trace_dir):
+  """{hlo_op: total microseconds} of the device events in the newest perfetto trace under
+  ``trace_dir`` (the host's events when no device process is named, as on the CPU)."""
+  import glob  # pylint: disable=g-import-not-at-top
+  import gzip  # pylint: disable=g-import-not-at-top
+  paths = sorted(glob.glob(os.path.join(trace_dir, '**', '*perfetto_trace.json.gz'),
+                           recursive=True), key=os.path.getmtime)
+  if not paths:
+    return {}
+  with gzip.open(paths[-1], 'rt') as f:
+    doc = json.load(f)
+  events = doc['traceEvents'] if isinstance(doc, dict) else doc
+  pnames = {e.get('pid'): str(e.get('args', {}).get('name', '')) for e in events
+            if e.get('ph') == 'M' and e.get('name') == 'process_name'}
+  device = {pid for pid, n in pnames.items() if re.search(r'GPU|TPU|device', n, re.I)}
+  out = {}
+  for e in events:
+    op = (e.get('args') or {}).get('hlo_op')
+    if e.get('ph') != 'X' or not op or (device and e.get('pid') not in device):
+      continue
+    if 'train_step' not in str((e.get('args') or {}).get('hlo_module', 'train_step')):
+      continue
+    out[op] = out.get(op, 0.0) + float(e.get('dur', 0.0))
+  return out
+
+
+def part_profile(args, clock, report, accel, box, variables, peaks):
+  """The MBCD port bf16 step under the profiler: measured time per roofline group."""
+  from mbcd_jax import hlo_cost  # pylint: disable=g-import-not-at-top
+  part = report.part('profile')
+  enc_set = TINY if args.dry_run else FULL
+  b, steps = (2, 2) if args.dry_run else (16, 3)
+  model, spec, tx = build(enc_set, 'mbcd', 'port', 'bfloat16')
+  state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, *variables))
+  batch = device_batch(enc_set, b, accel)
+  rng = jax.device_put(jax.random.key(1), accel)
+  t = time.perf_counter()
+  compiled = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx),
+                     donate_argnums=(0,)).lower(state, batch, rng).compile()
+  log(clock, f'profile: compiled in {time.perf_counter() - t:.1f}s')
+  text = compiled.as_text()
+  with open(os.path.join(args.out, 'train_step.compiled.hlo'), 'w') as f:
+    f.write(text)
+  for _ in range(2):
+    state, metrics = compiled(state, batch, rng)
+  jax.block_until_ready(metrics)
+  trace_dir = os.path.join(args.out, 'trace')
+  t = time.perf_counter()
+  with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+    for _ in range(steps):
+      state, metrics = compiled(state, batch, rng)
+    jax.block_until_ready((state.params, metrics))
+  wall_ms = (time.perf_counter() - t) * 1e3 / steps
+  times = trace_times(trace_dir)
+  ops = hlo_cost.module_ops(text)
+  group_of = {o.name: o.group for o in ops}
+  peak = (peaks or {}).get('bfloat16', 989.0) * 1e12
+  bw = {'NVIDIA H100': 3.35e12, 'NVIDIA H200': 4.8e12}.get(
+      next((k for k in ('NVIDIA H100', 'NVIDIA H200') if accel.device_kind.startswith(k)), ''),
+      3.35e12)
+  rows = {}
+  for o in ops:
+    r = rows.setdefault(o.group, {'group': o.group, 'measured ms/step': 0.0, 'ops': 0,
+                                  'GFLOP': 0.0, 'GB': 0.0})
+    r['ops'] += 1
+    r['GFLOP'] += (o.flops + o.other_flops) / 1e9
+    r['GB'] += o.bytes / 1e9
+  unmapped = 0.0
+  for op, us in times.items():
+    g = group_of.get(op)
+    if g is None:
+      unmapped += us
+      continue
+    rows[g]['measured ms/step'] += us / 1e3 / steps
+  table = sorted(rows.values(), key=lambda r: -r['measured ms/step'])
+  for r in table:
+    r['roofline ms'] = max(r['GFLOP'] * 1e9 / peak, r['GB'] * 1e9 / bw) * 1e3
+    r['x roofline'] = r['measured ms/step'] / max(r['roofline ms'], 1e-9)
+  table.append({'group': '(events not in the module)', 'measured ms/step': unmapped / 1e3 / steps})
+  part['rows'] += table
+  part['notes'].append(
+      f'batch {b}, {steps} profiled steps, wall {wall_ms:.1f} ms/step; {len(times)} traced ops '
+      f'of {len(ops)} instructions; measured = sum of event durations (streams may overlap); '
+      f'roofline at {peak / 1e12:.0f} TFLOP/s and {bw / 1e12} TB/s from the compiled module '
+      '(DIR/train_step.compiled.hlo; raw trace in DIR/trace)')
+  report.save()
+  del state, batch, compiled
+  gc.collect()
+
+
+# ---------------------------------------------------------------------------------- part 8
+def part_whole_run(args, clock, report, box):
+  """benchmarks/whole_run.py for one target, as many epochs as the time box allows (its own
+  whole_run.json, phase by phase, is kept if the box ends first)."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  part = report.part('whole_run')
+  for mod in PIPELINE_MODULES:
+    try:
+      __import__(mod)
+    except ImportError:
+      part['skipped'] = f'{mod} missing'
+      return
+  out = os.path.join(args.out, 'whole_run')
+  cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                      'whole_run.py'), f'--out={out}', '--targets=human',
+         f'--cache_dir={os.path.join(args.out, "xla_cache")}']
+  if args.dry_run:
+    cmd.append('--dry_run')
+  else:
+    cores = os.cpu_count() or 1
+    cmd += ['--dtype=bfloat16', f'--workers={cores}', f'--loader_workers={max(1, cores - 2)}',
+            f'--epochs={args.whole_run_epochs}']
+  part['notes'].append('command: ' + ' '.join(cmd[1:]))
+  try:
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, box),
+                         env=dict(os.environ, JAX_PLATFORMS=os.environ.get('JAX_PLATFORMS', '')))
+    part['notes'].append(f'exit {res.returncode}')
+    if res.returncode:
+      part['notes'].append('stderr: ' + res.stderr[-500:].replace('\n', ' | '))
+  except subprocess.TimeoutExpired:
+    part['notes'].append(f'stopped by its time box ({box:.0f}s); the phases done are below')
+  path = os.path.join(out, 'whole_run.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      doc = json.load(f)
+    for ph in doc['phases']:
+      part['rows'].append({'phase': ph['phase'], 'wall_s': ph['wall_s'],
+                           'peak_rss_mib': ph['peak_rss_mib']})
+      for k, v in ph.get('split', {}).items():
+        part['rows'].append({'phase': f'  {k}', 'wall_s': v})
+  report.save()
+
+
 # ---------------------------------------------------------------------------------- flops
 def count_flops(enc_set, rows, b):
   """Lowered-HLO TFLOP per train step of each (method, bn_mode, dtype) row at batch ``b``.
@@ -728,7 +946,11 @@ def main():
   ap.add_argument('--dry_run', action='store_true', help='CPU, reduced encoders, tiny inputs')
   ap.add_argument('--budget_s', type=float, default=420.0, help='wall-clock budget, seconds')
   ap.add_argument('--reps', type=int, default=0, help='timed steps per row (default 5; dry 2)')
-  ap.add_argument('--parts', default=','.join(SHARES), help='comma-separated subset')
+  ap.add_argument('--parts', default='', help='comma-separated subset of the plan\'s parts')
+  ap.add_argument('--plan', default='first', choices=('first', 'next'),
+                  help="'first': the parts above; 'next': the second check (docstring)")
+  ap.add_argument('--whole_run_epochs', type=int, default=2,
+                  help='--plan=next: epochs of the whole run (its time box may stop it)')
   ap.add_argument('--flops_only', action='store_true',
                   help='print the lowered TFLOP/step of every perf row (batch 16) and exit')
   args = ap.parse_args()
@@ -742,6 +964,10 @@ def main():
     print(markdown({'meta': {'jax': jax.__version__}, 'parts': {
         'flops': {'rows': rows, 'notes': ['lowered (pre-optimisation) HLO, XLA cost analysis']}}}))
     return
+  shares = NEXT_SHARES if args.plan == 'next' else SHARES
+  args.parts = args.parts or ','.join(shares)
+  # Parts that compile the same step (profile and perf, a rerun of the script) load it.
+  jax.config.update('jax_compilation_cache_dir', os.path.join(args.out, 'xla_cache'))
   clock = Clock(args.budget_s)
   accel = jax.devices()[0]
   cpu = jax.devices('cpu')[0]
@@ -749,6 +975,7 @@ def main():
   meta = {'jax': jax.__version__, 'backend': jax.default_backend(),
           'device_kind': accel.device_kind, 'devices': jax.device_count(),
           'host cores': os.cpu_count(), 'dry_run': args.dry_run, 'budget_s': args.budget_s,
+          'plan': args.plan,
           'peak TFLOP/s (bf16, f32)': (f'{peaks["bfloat16"]}, {peaks["float32"]}' if peaks
                                         else 'unknown')}
   report = Report(args.out, meta)
@@ -756,11 +983,11 @@ def main():
   log(clock, f'{accel.device_kind} ({jax.default_backend()}), budget {args.budget_s:.0f}s, '
       f'dry_run={args.dry_run}')
   wanted = args.parts.split(',')
-  done, variables = [p for p in SHARES if p not in wanted], None
-  for name in SHARES:
+  done, variables = [p for p in shares if p not in wanted], None
+  for name in shares:
     if name not in wanted:
       continue
-    box = clock.box(name, done)
+    box = clock.box(name, done, shares)
     log(clock, f'part {name}: time box {box:.0f}s')
     part = report.part(name)
     if box < (1 if args.dry_run else 20):
@@ -771,16 +998,18 @@ def main():
     try:
       if name == 'parity':
         part_parity(args, clock, report, accel, cpu, box)
-      elif name in ('perf', 'max_batch'):
+      elif name in ('perf', 'max_batch', 'profile'):
         t = clock.elapsed()
         if variables is None:   # the part's time box includes this
           variables = init_variables(TINY if args.dry_run else FULL, accel)
           log(clock, f'{"tiny" if args.dry_run else "full-size"} variables initialised in '
               f'{clock.elapsed() - t:.1f}s')
-        fn = part_perf if name == 'perf' else part_max_batch
+        fn = {'perf': part_perf, 'max_batch': part_max_batch, 'profile': part_profile}[name]
         fn(args, clock, report, accel, max(0.0, box - (clock.elapsed() - t)), variables, peaks)
       elif name == 'torch':
         part_torch(args, clock, report, accel, box)
+      elif name == 'whole_run':
+        part_whole_run(args, clock, report, box)
       else:
         part_pipeline(args, clock, report, box)
     except Exception as e:  # pylint: disable=broad-except

@@ -17,9 +17,13 @@ Which module: a GPU's optimized HLO cannot be had without a GPU here (jax 0.10.2
 and the CUDA plugin, which does the GPU compile, is not installed), and compiling the step for
 the CPU at the paper's shapes takes tens of minutes on 2 shared cores. So by default the
 *lowered* module (before XLA's passes) is read: its flops are exactly those XLA's cost analysis
-gives the step (the MFU numerator of device_check.py), its bytes the unfused traffic of every
-instruction (an upper bound: on a GPU the elementwise chains fuse). ``--compiled`` reads the
-CPU-optimized module instead (CPU fusion decisions; bfloat16 convolutions become float32 there).
+gives the step (the MFU numerator of device_check.py). Its bytes come twice: 'GB unfused', every
+instruction reading its operands and writing its result (an upper bound), and 'GB', an ideal
+fusion (``hlo_cost.module_ops(ideal_fusion=True)``: each connected region of elementwise,
+data-movement and reduce instructions one kernel, reductions materialised, convolutions and dots
+as library calls), which the roofline uses: close to what XLA's GPU fusion reaches, a lower
+bound where it splits a region. ``--compiled`` reads the CPU-optimized module instead (CPU
+fusion decisions; bfloat16 convolutions become float32 there).
 
 Each group's time on a roofline: max(flops / peak, bytes / bandwidth) at the peak and the
 bandwidth given (default: 989 TFLOP/s dense bf16 and 3.35 TB/s H100 SXM, 4.8 TB/s H200); the
@@ -83,23 +87,24 @@ def hlo_text(args, row, enc_set):
 
 
 def roofline_rows(ops, peak=PEAK, gpus=GPUS):
-  """Per group: GFLOP (conv/dot, other), GB, intensity, and per GPU the roofline ms and bound."""
+  """Per group: GFLOP (conv/dot, other), GB (unfused; 'GB': the fused estimate, which the
+  roofline uses), intensity, and per GPU the roofline ms and bound."""
   table = hlo_cost.group_table(ops)
   rows = []
   for group, v in table.items():
     flops = v['flops'] + v['other_flops']
     row = {'group': group, 'ops': v['count'], 'conv/dot GFLOP': v['flops'] / 1e9,
-           'other GFLOP': v['other_flops'] / 1e9, 'GB': v['bytes'] / 1e9,
-           'flop/byte': flops / max(v['bytes'], 1.0)}
+           'other GFLOP': v['other_flops'] / 1e9, 'GB unfused': v['bytes'] / 1e9,
+           'GB': v['fused_bytes'] / 1e9, 'flop/byte': flops / max(v['fused_bytes'], 1.0)}
     for gpu, bw in gpus.items():
-      tc, tm = flops / peak * 1e3, v['bytes'] / bw * 1e3
+      tc, tm = flops / peak * 1e3, v['fused_bytes'] / bw * 1e3
       row[f'{gpu} ms'] = max(tc, tm)
       row[f'{gpu} bound'] = 'compute' if tc >= tm else 'memory'
     rows.append(row)
   first = next(iter(gpus))
   rows.sort(key=lambda r: -r[f'{first} ms'])
   total = {'group': 'total', 'ops': sum(r['ops'] for r in rows)}
-  for k in ('conv/dot GFLOP', 'other GFLOP', 'GB'):
+  for k in ('conv/dot GFLOP', 'other GFLOP', 'GB unfused', 'GB'):
     total[k] = sum(r[k] for r in rows)
   total['flop/byte'] = (total['conv/dot GFLOP'] + total['other GFLOP']) / max(total['GB'], 1e-9)
   for gpu in gpus:
@@ -146,7 +151,7 @@ def main():
     row = tuple(spec.split(':'))
     text, xla_flops, sec = hlo_text(args, row, enc_set)
     t = time.perf_counter()
-    ops = hlo_cost.module_ops(text)
+    ops = hlo_cost.module_ops(text, ideal_fusion=not args.compiled)
     parse_s = time.perf_counter() - t
     table = roofline_rows(ops)
     notes = [f'{len(ops)} instructions parsed in {parse_s:.1f}s'

@@ -56,6 +56,7 @@ class Instr:
   attrs: str
   op_name: str = ''
   frame: int = 0
+  root: bool = False
 
 
 @dataclasses.dataclass
@@ -70,6 +71,7 @@ class Op:
   frames: tuple        # ((file, function, line), ...) innermost first
   shape: str
   group: str = ''
+  fused_bytes: float = 0.0   # module_ops(ideal_fusion=True): this op's share of its region's
 
 
 def _shapes(type_str: str) -> list:
@@ -138,7 +140,8 @@ def _parse_instr(line: str):
   op_name = re.search(r'op_name="([^"]*)"', attrs)
   frame = re.search(r'stack_frame_id=(\d+)', attrs)
   return Instr(name, opcode, type_str, operands, attrs,
-               op_name.group(1) if op_name else '', int(frame.group(1)) if frame else 0)
+               op_name.group(1) if op_name else '', int(frame.group(1)) if frame else 0,
+               bool(m.group(1)))
 
 
 @dataclasses.dataclass
@@ -349,21 +352,130 @@ def _trip_count(ins: Instr) -> int:
   return int(m.group(1)) if m else 1
 
 
-def module_ops(text: str) -> list:
+# Instructions no fusion crosses: library calls (cuDNN / cuBLAS), control flow, the
+# computation's inputs and outputs.
+BOUNDARY = {'convolution', 'dot', 'custom-call', 'while', 'call', 'conditional', 'fusion',
+            'parameter', 'constant', 'get-tuple-element', 'tuple', 'after-all', 'sort',
+            'rng-bit-generator', 'all-reduce', 'all-gather', 'reduce-scatter', 'all-to-all',
+            'async-start', 'async-done', 'opt-barrier', 'optimization-barrier'}
+# Their results are written out before any consumer runs (a reduction is its own kernel).
+MATERIALISED = {'reduce', 'reduce-window', 'select-and-scatter'}
+
+
+def _ideal_fusion(comp: list, ops_of: dict, costs) -> list:
+  """Sets ``fused_bytes`` of one computation's ops as if every connected group of elementwise,
+  data-movement and reduce instructions were one kernel (what XLA's fusion aims at on a GPU):
+  a region reads each outside tensor it uses once and writes each tensor used outside it once;
+  a reduction's result is written before its consumers read it (BatchNorm's statistics, then
+  its normalisation: two passes over the activation). Convolutions and dots keep their bytes.
+  Returns the names of the ops it set (before any loop's trip count)."""
+  by_name = {ins.name: ins for ins in comp}
+  parent = {ins.name: ins.name for ins in comp if ins.opcode not in BOUNDARY}
+
+  def find(x):
+    while parent[x] != x:
+      parent[x] = parent[parent[x]]
+      x = parent[x]
+    return x
+
+  for ins in comp:
+    if ins.name not in parent:
+      continue
+    for o in ins.operands:
+      if o in parent and by_name[o].opcode not in MATERIALISED:
+        parent[find(o)] = find(ins.name)
+  used_outside = set()
+  for ins in comp:
+    for o in ins.operands:
+      if o in parent and (ins.name not in parent or find(ins.name) != find(o)):
+        used_outside.add(o)
+    if ins.root and ins.name in parent:
+      used_outside.add(ins.name)
+  regions = collections.defaultdict(list)
+  for name in parent:
+    regions[find(name)].append(name)
+  for members in regions.values():
+    inside = set(members)
+    inputs = {o for n in members for o in by_name[n].operands if o not in inside}
+    nbytes = (sum(sum(DTYPE_BYTES[dt] * math.prod(d) for dt, d in costs.shapes.get(o, []))
+                  for o in inputs)
+              + sum(type_bytes(by_name[n].type_str) for n in members if n in used_outside))
+    mops = [ops_of[n] for n in members if n in ops_of]
+    total = sum(op.bytes for op in mops)
+    for op in mops:
+      op.fused_bytes = nbytes * (op.bytes / total if total else 1.0 / len(mops))
+  return [n for n in parent if n in ops_of]
+
+
+def _flatten(module: Module, comp_name: str, prefix: str = '', params=None, ctx=None):
+  """One computation's instructions with every ``call`` inlined (as XLA does before fusing):
+  callee instructions renamed ``<call>/<name>``, its parameters replaced by the call's
+  operands, the call's result (or its tuple's elements) by the callee's root. An inlined
+  instruction without metadata of its own (jitted helpers such as ``jax.nn.relu`` and
+  ``jnp.pad`` are traced once, apart from their call sites) takes the call site's ``op_name``
+  (prefixed) and stack frame. Returns (instructions, the root's name)."""
+  out, rename, tuples, root = [], {}, {}, None
+  for ins in module.computations.get(comp_name, []):
+    ops = [rename.get(o, o) for o in ins.operands]
+    if ins.opcode == 'parameter' and params is not None:
+      rename[ins.name] = params[int(ins.operands[0])] if ins.operands else ''
+      root = rename[ins.name] if ins.root else root
+      continue
+    if ins.opcode == 'get-tuple-element' and ops and ops[0] in tuples:
+      idx = int(_attr(ins.attrs, 'index') or 0)
+      rename[ins.name] = tuples[ops[0]][idx]
+      root = rename[ins.name] if ins.root else root
+      continue
+    if ins.opcode == 'call':
+      called = _called(ins)
+      site = (f'{ctx[0]}/{ins.op_name}' if ctx and ctx[0] else ins.op_name,
+              ins.frame or (ctx[1] if ctx else 0))
+      sub, sub_root = _flatten(module, called[0], f'{prefix}{ins.name}/', ops, site)
+      out += sub
+      rename[ins.name] = sub_root
+      if sub_root in tuples:
+        tuples[ins.name] = tuples[sub_root]
+      root = sub_root if ins.root else root
+      continue
+    name = prefix + ins.name
+    op_name, frame = ins.op_name, ins.frame
+    if ctx:
+      op_name = f'{ctx[0]}/{op_name}' if ctx[0] else op_name
+      frame = frame or ctx[1]
+    new = dataclasses.replace(ins, name=name, operands=ops, op_name=op_name, frame=frame,
+                              root=ins.root and params is None)
+    if ins.opcode == 'tuple':
+      tuples[name] = ops
+    out.append(new)
+    rename[ins.name] = name
+    if ins.root:
+      root = name
+  for ins in out:   # names that pointed at an inlined tuple's elements
+    ins.operands = [rename.get(o, o) for o in ins.operands]
+  return out, root
+
+
+def module_ops(text: str, ideal_fusion: bool = False) -> list:
   """Every top-level instruction of the entry computation (loops and calls entered, fusions
-  counted whole) as an :class:`Op` with its group (:func:`classify`)."""
+  counted whole) as an :class:`Op` with its group (:func:`classify`); with ``ideal_fusion``
+  (for a lowered module) also each op's share of its fusion region's bytes
+  (:func:`_ideal_fusion`), else ``fused_bytes`` = ``bytes``."""
   module = parse_module(text)
   costs = _Costs(module)
   ops = []
 
   def walk(comp_name, times):
-    for ins in module.computations.get(comp_name, []):
+    ops_of = {}
+    comp, _ = _flatten(module, comp_name)
+    for ins in comp:
+      costs.shapes[ins.name] = _shapes(ins.type_str)
+    for ins in comp:
       if ins.opcode == 'while':
         n = times * _trip_count(ins)
         for c in _called(ins):
           walk(c, n)
         continue
-      if ins.opcode in ('call', 'conditional', 'async-start'):
+      if ins.opcode in ('conditional', 'async-start'):
         for c in _called(ins):
           walk(c, times)
         continue
@@ -390,7 +502,12 @@ def module_ops(text: str) -> list:
               meta_ins.op_name or ins.op_name, module.stack(meta_ins.frame or ins.frame),
               ins.type_str.split('{')[0])
       op.group = classify(op)
+      op.fused_bytes = op.bytes
       ops.append(op)
+      ops_of[ins.name] = op
+    if ideal_fusion:
+      for name in _ideal_fusion(comp, ops_of, costs):
+        ops_of[name].fused_bytes *= times
 
   walk(module.entry, 1)
   return ops
@@ -477,13 +594,14 @@ def classify(op: Op) -> str:
 
 
 def group_table(ops: Iterable[Op]) -> dict:
-  """group -> {'flops', 'other_flops', 'bytes', 'count'} summed."""
+  """group -> {'flops', 'other_flops', 'bytes', 'fused_bytes', 'count'} summed."""
   out = collections.defaultdict(lambda: {'flops': 0.0, 'other_flops': 0.0, 'bytes': 0.0,
-                                         'count': 0})
+                                         'fused_bytes': 0.0, 'count': 0})
   for op in ops:
     g = out[op.group]
     g['flops'] += op.flops
     g['other_flops'] += op.other_flops
     g['bytes'] += op.bytes
+    g['fused_bytes'] += op.fused_bytes
     g['count'] += 1
   return dict(out)

@@ -93,3 +93,51 @@ def test_flops_only_counts_the_lowered_step(tmp_path):
   rows = {r['method']: r for r in json.loads((tmp_path / 'flops.json').read_text())}
   assert rows['erm']['TFLOP/step'] > 0
   assert rows['mbcd']['TFLOP/step'] > 1.5 * rows['erm']['TFLOP/step']
+
+
+def test_trace_times_reads_device_events(tmp_path):
+  """The profile part's reduction: device events (by hlo_op) of the train step only, host
+  events ignored when a device process is named."""
+  import gzip  # pylint: disable=g-import-not-at-top
+  events = [
+      {'ph': 'M', 'name': 'process_name', 'pid': 1, 'args': {'name': '/host:CPU'}},
+      {'ph': 'M', 'name': 'process_name', 'pid': 2, 'args': {'name': '/device:GPU:0'}},
+      {'ph': 'X', 'pid': 2, 'name': 'k1', 'dur': 5.0,
+       'args': {'hlo_op': 'fusion.1', 'hlo_module': 'jit_train_step'}},
+      {'ph': 'X', 'pid': 2, 'name': 'k1', 'dur': 7.0,
+       'args': {'hlo_op': 'fusion.1', 'hlo_module': 'jit_train_step'}},
+      {'ph': 'X', 'pid': 2, 'name': 'k2', 'dur': 3.0,
+       'args': {'hlo_op': 'convolution.4', 'hlo_module': 'jit_train_step'}},
+      {'ph': 'X', 'pid': 2, 'name': 'k3', 'dur': 100.0,
+       'args': {'hlo_op': 'fusion.1', 'hlo_module': 'jit_other'}},
+      {'ph': 'X', 'pid': 1, 'name': 'thunk', 'dur': 50.0,
+       'args': {'hlo_op': 'fusion.1', 'hlo_module': 'jit_train_step'}}]
+  d = tmp_path / 'plugins' / 'profile' / 'run'
+  d.mkdir(parents=True)
+  with gzip.open(d / 'host.perfetto_trace.json.gz', 'wt') as f:
+    json.dump({'traceEvents': events}, f)
+  assert device_check.trace_times(str(tmp_path)) == {'fusion.1': 12.0, 'convolution.4': 3.0}
+  assert device_check.trace_times(str(tmp_path / 'none')) == {}
+
+
+def test_next_plan_dry_run(tmp_path):
+  """--plan=next: the profile part maps the traced ops to the roofline groups; the perf part
+  runs the first check's cut rows (here ERM at batch 4); compilation cache in DIR/xla_cache."""
+  env = dict(os.environ, JAX_PLATFORMS='cpu')
+  res = subprocess.run(
+      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'device_check.py'),
+       f'--out={tmp_path}', '--dry_run', '--plan=next', '--parts=profile,perf',
+       '--budget_s=3000'],
+      cwd=_ROOT, env=env, capture_output=True, text=True, timeout=1800)
+  assert res.returncode == 0, res.stderr[-3000:]
+  data = json.loads((tmp_path / 'device_check.json').read_text())
+  assert data['meta']['plan'] == 'next'
+  prof = data['parts']['profile']
+  assert 'error' not in prof, prof.get('error')
+  groups = {r['group']: r for r in prof['rows']}
+  assert 'trunk convs' in groups and groups['trunk convs']['measured ms/step'] > 0
+  assert sum(r['measured ms/step'] for r in prof['rows']) > 0
+  assert (tmp_path / 'trace').is_dir() and (tmp_path / 'train_step.compiled.hlo').exists()
+  (row,) = data['parts']['perf']['rows']
+  assert (row['method'], row['batch']) == ('erm', 4) and row['step_ms'] > 0
+  assert os.listdir(tmp_path / 'xla_cache')
