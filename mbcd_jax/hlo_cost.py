@@ -363,14 +363,18 @@ MATERIALISED = {'reduce', 'reduce-window', 'select-and-scatter'}
 
 
 def _ideal_fusion(comp: list, ops_of: dict, costs) -> list:
-  """Sets ``fused_bytes`` of one computation's ops as if every connected group of elementwise,
-  data-movement and reduce instructions were one kernel (what XLA's fusion aims at on a GPU):
-  a region reads each outside tensor it uses once and writes each tensor used outside it once;
-  a reduction's result is written before its consumers read it (BatchNorm's statistics, then
-  its normalisation: two passes over the activation). Convolutions and dots keep their bytes.
-  Returns the names of the ops it set (before any loop's trip count)."""
+  """Sets ``fused_bytes`` of one computation's ops as XLA's GPU fusion would roughly give them:
+  each connected group of elementwise and data-movement instructions is one kernel (it reads
+  each outside tensor it uses once and writes each tensor used outside it once); a reduction is
+  a kernel of its own that recomputes its elementwise producers from their inputs, shared by
+  the reductions that read the same inputs (so a training-mode BatchNorm reads its input three
+  times: the mean, the variance around it, the normalisation) and writes its result. Convolutions and dots keep their bytes. Returns the
+  names of the ops it set (before any loop's trip count)."""
   by_name = {ins.name: ins for ins in comp}
-  parent = {ins.name: ins.name for ins in comp if ins.opcode not in BOUNDARY}
+  nbytes_of = lambda n: sum(DTYPE_BYTES[dt] * math.prod(d) for dt, d in costs.shapes.get(n, []))
+  fusible = {ins.name for ins in comp if ins.opcode not in BOUNDARY}
+  loop = {n for n in fusible if by_name[n].opcode not in MATERIALISED}
+  parent = {n: n for n in loop}
 
   def find(x):
     while parent[x] != x:
@@ -378,33 +382,53 @@ def _ideal_fusion(comp: list, ops_of: dict, costs) -> list:
       x = parent[x]
     return x
 
-  for ins in comp:
-    if ins.name not in parent:
-      continue
-    for o in ins.operands:
-      if o in parent and by_name[o].opcode not in MATERIALISED:
-        parent[find(o)] = find(ins.name)
+  for n in loop:
+    for o in by_name[n].operands:
+      if o in loop:
+        parent[find(o)] = find(n)
   used_outside = set()
   for ins in comp:
+    if ins.name in fusible and ins.name not in loop:
+      continue   # a reduction recomputes what it reads
     for o in ins.operands:
-      if o in parent and (ins.name not in parent or find(ins.name) != find(o)):
+      if o in loop and (ins.name not in loop or find(ins.name) != find(o)):
         used_outside.add(o)
-    if ins.root and ins.name in parent:
+    if ins.root and ins.name in loop:
       used_outside.add(ins.name)
   regions = collections.defaultdict(list)
-  for name in parent:
+  for name in loop:
     regions[find(name)].append(name)
   for members in regions.values():
     inside = set(members)
     inputs = {o for n in members for o in by_name[n].operands if o not in inside}
-    nbytes = (sum(sum(DTYPE_BYTES[dt] * math.prod(d) for dt, d in costs.shapes.get(o, []))
-                  for o in inputs)
-              + sum(type_bytes(by_name[n].type_str) for n in members if n in used_outside))
+    total_bytes = (sum(nbytes_of(o) for o in inputs)
+                   + sum(type_bytes(by_name[n].type_str) for n in members if n in used_outside))
     mops = [ops_of[n] for n in members if n in ops_of]
     total = sum(op.bytes for op in mops)
     for op in mops:
-      op.fused_bytes = nbytes * (op.bytes / total if total else 1.0 / len(mops))
-  return [n for n in parent if n in ops_of]
+      op.fused_bytes = total_bytes * (op.bytes / total if total else 1.0 / len(mops))
+  # Reductions: the inputs of their elementwise cone, read once per group of siblings that read
+  # the same inputs (XLA's multi-output fusion: e.g. BN's backward sums of dy and dy * x_hat),
+  # and their results.
+  siblings = collections.defaultdict(list)
+  for n in fusible - loop:
+    leaves, seen, stack = set(), set(), list(by_name[n].operands)
+    while stack:
+      o = stack.pop()
+      if o in seen:
+        continue
+      seen.add(o)
+      if o in loop:
+        stack.extend(by_name[o].operands)
+      else:
+        leaves.add(o)
+    siblings[frozenset(leaves)].append(n)
+  for leaves, members in siblings.items():
+    read = sum(nbytes_of(o) for o in leaves) / len(members)
+    for n in members:
+      if n in ops_of:
+        ops_of[n].fused_bytes = read + type_bytes(by_name[n].type_str)
+  return [n for n in fusible if n in ops_of]
 
 
 def _flatten(module: Module, comp_name: str, prefix: str = '', params=None, ctx=None):
