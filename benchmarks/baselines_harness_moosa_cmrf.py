@@ -34,6 +34,17 @@ How their code is run without their environment (mmaction2, mmcv, VGGSound, CUDA
   * CMRF's SMA update is inline in their ``__main__`` loop, so it cannot be called; it is
     checked against a transcription in ``tests/test_baselines_moosa_cmrf.py``.
 
+What the harness feeds MOOSA -- embeddings concatenated in ``moosa.authors_order`` (V, A, F
+for three modalities) and the permutation classes of the run's seed -- is what the plug-in's
+step now uses too (``moosa._terms_ext``; ``Config.seed=None`` takes ``config.seed``). Re-run
+2026-12-06 with the plug-ins' real-data variants in place: every number below unchanged
+except MOOSA video+audio (grads 2.0e-14, supcon 7.1e-15), video+flow (supcon 3.6e-15, grads
+1.2e-14), flow+audio (grads 8.9e-15), V+A+F (jigsaw 4.4e-16, entmin 1.4e-16, supcon 7.1e-15,
+total 7.1e-15, grads 5.8e-15) and CMRF video+audio (grads 1.5e-14), video+flow (supcon 3.6e-15,
+grads 1.1e-14), flow+audio step 10 (grads 1.1e-14), V+A+F step 10 (ce_uni 1.8e-15, grads
+5.1e-15): rounding-level changes from the new draws of the stand-in weights; worst 7.3e-09
+(CMRF's float32 mixup, as before).
+
 Recorded result (2026-11-30, CPU, float64; B=8, C=5, D = video 24 / audio 8 / flow 16; max abs
 difference; 'grads' = over the embeddings, uni-modal and fused heads and every MOOSA/CMRF
 parameter):
