@@ -42,7 +42,7 @@ except MOOSA video+audio (grads 2.0e-14, supcon 7.1e-15), video+flow (supcon 3.6
 1.2e-14), flow+audio (grads 8.9e-15), V+A+F (jigsaw 4.4e-16, entmin 1.4e-16, supcon 7.1e-15,
 total 7.1e-15, grads 5.8e-15) and CMRF video+audio (grads 1.5e-14), video+flow (supcon 3.6e-15,
 grads 1.1e-14), flow+audio step 10 (grads 1.1e-14), V+A+F step 10 (ce_uni 1.8e-15, grads
-5.1e-15): rounding-level changes from the new draws of the stand-in weights; worst 7.3e-09
+5.1e-15): float64 rounding-level moves from the earlier record (not traced); worst 7.3e-09
 (CMRF's float32 mixup, as before).
 
 Recorded result (2026-11-30, CPU, float64; B=8, C=5, D = video 24 / audio 8 / flow 16; max abs
