@@ -35,12 +35,14 @@ import functools
 import json
 import os
 import time
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
 
 import device_check as dc   # benchmarks/: the paper's encoder set and builders
 from mbcd_jax import hlo_cost
+from mbcd_jax.encoders import conv3d as conv3d_lib
 from mbcd_jax import step as step_lib
 
 ROWS = (('mbcd', 'port', 'bfloat16'), ('erm', 'port', 'bfloat16'))
@@ -48,8 +50,20 @@ GPUS = {'H100': 3.35e12, 'H200': 4.8e12}   # HBM bytes/s (SXM)
 PEAK = 989e12                              # dense bf16 flop/s, both
 
 
-def lower_step(enc_set, method, bn_mode, dtype, batch):
-  """The train step lowered on abstract shapes (jax.stages.Lowered)."""
+def _lax_conv3d(x, kernel, strides, padding, precision=None):
+  """One 3-D convolution, as ``nn.Conv`` computes it (what cuDNN would be handed)."""
+  return jax.lax.conv_general_dilated(x, kernel, strides, [(p, p) for p in padding],
+                                      dimension_numbers=('NDHWC', 'DHWIO', 'NDHWC'),
+                                      precision=precision)
+
+
+def lower_step(enc_set, method, bn_mode, dtype, batch, lax_conv3d=False):
+  """The train step lowered on abstract shapes (jax.stages.Lowered); ``lax_conv3d``: every 3-D
+  convolution as one ``lax.conv_general_dilated`` instead of ``encoders/conv3d.py``'s 2-D / 1-D
+  rewrite (made for XLA's CPU backend)."""
+  if lax_conv3d:
+    with mock.patch.object(conv3d_lib, 'conv3d', _lax_conv3d):
+      return lower_step(enc_set, method, bn_mode, dtype, batch)
   model, spec, tx = dc.build(enc_set, method, bn_mode, dtype)
   rng = jax.random.key(0)
   variables = jax.eval_shape(model.init, rng, dc.abstract_inputs(enc_set, 1))
@@ -65,13 +79,14 @@ def hlo_text(args, row, enc_set):
   """(text, XLA cost-analysis flops or None, seconds) of one row's module, cached in hlo_dir."""
   method, bn_mode, dtype = row
   stage = 'compiled' if args.compiled else 'lowered'
-  name = f'{method}_{bn_mode}_{dtype}_b{args.batch}{"_tiny" if args.tiny else ""}.{stage}.hlo'
+  name = (f'{method}_{bn_mode}_{dtype}_b{args.batch}{"_tiny" if args.tiny else ""}'
+          f'{"_lax3d" if args.lax_conv3d else ""}.{stage}.hlo')
   path = os.path.join(args.hlo_dir, name) if args.hlo_dir else None
   if path and os.path.exists(path):
     with open(path) as f:
       return f.read(), None, 0.0
   t = time.perf_counter()
-  lowered = lower_step(enc_set, method, bn_mode, dtype, args.batch)
+  lowered = lower_step(enc_set, method, bn_mode, dtype, args.batch, args.lax_conv3d)
   if args.compiled:
     compiled = lowered.compile()
     text, cost = compiled.as_text(), compiled.cost_analysis()
@@ -139,12 +154,14 @@ def main():
   ap.add_argument('--compiled', action='store_true',
                   help='read the CPU-optimized module (slow at the paper shapes)')
   ap.add_argument('--hlo_dir', default='', help='save / reuse the HLO texts here')
+  ap.add_argument('--lax_conv3d', action='store_true',
+                  help="3-D convolutions as one lax conv, not encoders/conv3d.py's rewrite")
   args = ap.parse_args()
   args.batch = args.batch or (2 if args.tiny else 16)
   enc_set = dc.TINY if args.tiny else dc.FULL
   result = {'meta': {'jax': jax.__version__, 'backend of the module': 'cpu (compiled)' if
                      args.compiled else 'lowered (backend-independent)', 'batch': args.batch,
-                     'peak TFLOP/s': PEAK / 1e12,
+                     'peak TFLOP/s': PEAK / 1e12, 'lax_conv3d': args.lax_conv3d,
                      'HBM TB/s': ', '.join(f'{g} {bw / 1e12}' for g, bw in GPUS.items())},
             'rows': []}
   for spec in args.rows.split(','):
