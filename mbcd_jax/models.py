@@ -189,8 +189,16 @@ class MultiModalModel:
     return {m: self.encoders[m].feature_dim for m in self.modalities}
 
   # ---------------------------------------------------------------- initialisation
-  def init(self, rng: jax.Array, batch: Mapping[str, jax.Array]) -> tuple[PyTree, PyTree]:
-    """Initialises ``(params, frozen)`` from one (possibly tiny) example batch."""
+  def init(self, rng: jax.Array, batch: Mapping[str, jax.Array], *,
+           loaded: frozenset = frozenset()) -> tuple[PyTree, PyTree]:
+    """Initialises ``(params, frozen)`` from one (possibly tiny) example batch.
+
+    ``loaded``: ``(modality, part)`` pairs ('trunk' | 'stage') whose variables the caller
+    replaces by pretrained weights (``load_pretrained``): they get zeros of the right shapes
+    instead of their initialisers, whose random draws are most of a paper-size init's compile
+    time. Every other variable is exactly what a full init gives (each part's key is split
+    off whether or not it is drawn).
+    """
     params = {'encoders': {}, 'norms': {}, 'uni_heads': {}}
     frozen = {'encoders': {}}
     dims = 0
@@ -200,9 +208,13 @@ class MultiModalModel:
         # keyed by the name, so a modality subset (V+A) gets the same trunks as V+F+A
         r_t = jax.random.fold_in(jax.random.key(self.trunk_seed), zlib.crc32(m.encode()) >> 1)
       enc = self.encoders[m]
-      trunk_vars = enc.trunk.init(r_t, batch[m])
-      fmap = enc.trunk.apply(trunk_vars, batch[m])
-      stage_vars = dict(enc.stage.init(r_s, fmap))
+      # Variables only, from the inputs' shapes: lazy_init keeps just the initialisers of the
+      # traced program (each variable's key comes from its path, not from the data), so the
+      # jitted init never compiles the encoders' forward pass (minutes at the paper's sizes).
+      x = jax.ShapeDtypeStruct(batch[m].shape, batch[m].dtype)
+      trunk_vars = _init_part(enc.trunk, r_t, x, (m, 'trunk') in loaded)
+      fmap = jax.eval_shape(enc.trunk.apply, trunk_vars, x)
+      stage_vars = dict(_init_part(enc.stage, r_s, fmap, (m, 'stage') in loaded))
       trunk_vars = dict(trunk_vars)
       if self.param_init == 'torch' and m == 'audio':
         stage_vars['params'] = torch_init.vggsound_tail(r_s, stage_vars['params'])
@@ -427,6 +439,27 @@ class MultiModalModel:
     rngs = {'dropout': rng} if train else None
     return self.head.apply({'params': head_params}, jnp.concatenate(parts, -1), train=train,
                            rngs=rngs)
+
+
+def _init_part(module: nn.Module, rng: jax.Array, x: jax.ShapeDtypeStruct, shapes_only: bool):
+  """``module``'s variables for input ``x``: initialised, or zeros of their shapes."""
+  if shapes_only:
+    return jax.tree.map(lambda v: jnp.zeros(v.shape, v.dtype),
+                        jax.eval_shape(module.init, rng, x))
+  return module.lazy_init(rng, x)
+
+
+def loaded_parts(model: MultiModalModel, model_config, method: str = 'mbcd') -> frozenset:
+  """The ``(modality, part)`` pairs ``load_pretrained`` replaces for ``model_config``."""
+  tail_init = methods.check_variant(
+      methods.model_variant(model_config, method))['audio_tail_init']
+  out = set()
+  for m in model.modalities:
+    if model_config.encoders[m].get('pretrained') or '':
+      out.add((m, 'trunk'))
+      if not (m == 'audio' and tail_init == 'random'):
+        out.add((m, 'stage'))
+  return frozenset(out)
 
 
 def load_pretrained(model: MultiModalModel, model_config, params: PyTree,

@@ -129,10 +129,12 @@ def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
 
 
 def init_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTransformation,
-               rng: jax.Array, example_batch: Mapping[str, jax.Array]) -> TrainState:
+               rng: jax.Array, example_batch: Mapping[str, jax.Array], *,
+               loaded: frozenset = frozenset()) -> TrainState:
   """Initialises the student, the optimizer and (if the method has one) the teacher; a
-  plug-in method's parameters go to ``params['extra']``."""
-  params, frozen = model.init(rng, example_batch)
+  plug-in method's parameters go to ``params['extra']``. ``loaded``: the encoder parts the
+  caller replaces by pretrained weights (``MultiModalModel.init``: shapes only)."""
+  params, frozen = model.init(rng, example_batch, loaded=loaded)
   extra_state = None
   if spec.extension is not None:
     ext = spec.extension

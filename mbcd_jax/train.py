@@ -137,10 +137,14 @@ def _make_init(model_config, model, spec, tx, mesh, example) -> Callable:
   ``model_config`` (a resolved ``config.model``; None: no pretrained encoders) names (loaded on
   the host, so they never become compile-time constants)."""
   repl = sharding.replicated(mesh)
+  # The parts the pretrained files replace are only shaped, never drawn (the random draws of a
+  # paper-size trunk are most of the init's compile time); the rest is as a full init's.
+  loaded = (models.loaded_parts(model, model_config, spec.name) if model_config is not None
+            else frozenset())
 
   @functools.partial(jax.jit, out_shardings=repl)
   def random_init(rng):
-    return step_lib.init_state(model, spec, tx, rng, example)
+    return step_lib.init_state(model, spec, tx, rng, example, loaded=loaded)
 
   def init(rng):
     state = random_init(rng)

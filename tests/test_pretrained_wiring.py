@@ -141,3 +141,31 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   # ... in buffers of its own (the train step donates the state).
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(set(pointers)) == len(pointers)
+
+
+@pytest.mark.parametrize('tail_init', ['pretrained', 'random'])
+def test_loaded_parts_are_only_shaped_and_the_loaded_state_is_unchanged(tmp_path, tail_init):
+  # train._make_init skips the random draws of what the files replace; after loading, every
+  # leaf must equal a full init's loaded state (the random audio tail included).
+  path = str(tmp_path / 'a.msgpack')
+  enc_cfg = ml_collections.ConfigDict({'audio': {'name': 'vggsound_r18', 'width': 8,
+                                                 'pretrained': path}})
+  mc = ml_collections.ConfigDict(dict(encoders=enc_cfg, head_hidden=8, head_dropout=0.0,
+                                      freeze_trunk=True, feature_norm='parameter_free',
+                                      audio_tail_init=tail_init))
+  model = models.build_model(mc, ('audio',), 3)
+  batch = {'audio': jnp.ones((1, 32, 32, 1))}
+  other_p, other_f = model.init(jax.random.key(7), batch)
+  convert.save(path, 'vggsound_r18', other_f['encoders']['audio']['trunk'],
+               {**other_f['encoders']['audio']['stage'],
+                'params': other_p['encoders']['audio']['stage']}, {'width': 8})
+  loaded = models.loaded_parts(model, mc)
+  assert loaded == ({('audio', 'trunk'), ('audio', 'stage')} if tail_init == 'pretrained'
+                    else {('audio', 'trunk')})
+  full = models.load_pretrained(model, mc, *model.init(jax.random.key(0), batch))
+  shaped_p, shaped_f = model.init(jax.random.key(0), batch, loaded=loaded)
+  assert all(not np.any(x) for x in jax.tree.leaves(shaped_f['encoders']['audio']['trunk']))
+  fast = models.load_pretrained(model, mc, shaped_p, shaped_f)
+  assert jax.tree.structure(fast) == jax.tree.structure(full)
+  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(full)):
+    np.testing.assert_array_equal(a, b)
