@@ -16,7 +16,8 @@ checked by ``world_check`` before training, kept if and only if the principle ho
                     ``world_check.Report.stats`` (separability, cross-domain agreement, style
                     shift and span margin per modality)
   worlds_runs.csv   the runner's ``<table>_runs.csv`` rows (every rule it writes) plus a
-                    ``world`` column, merged by (world, variant, setting, seed, rule)
+                    ``world`` column, merged by (world, variant, setting, seed, rule) as each
+                    run finishes; a run it holds is done (a new machine resumes from it)
 Runs land in ``<workdir>/w<seed>/`` (the runner's layout below that). ``--parallel`` trains
 that many runs at a time (``experiments.run_all``).
 """
@@ -104,15 +105,46 @@ def world_runs(base, world: int, workdir: str, methods: Sequence[str], seeds: Se
       modality_sets=[tuple(config.data.modalities)], seeds=list(seeds))
 
 
+def committed(out: str) -> set:
+  """(world, variant, setting, seed) of every run whose rows ``worlds_runs.csv`` holds: done,
+  whatever machine made it (run directories do not travel between machines; the CSV does)."""
+  return {(r['world'], r['variant'], r['setting'], r['seed'])
+          for r in _read(os.path.join(out, RUNS_CSV))}
+
+
+def _key(world, r) -> tuple:
+  meta = dict(r.meta)
+  return (str(world), meta['variant'],
+          tables.setting_label(meta['sources'], meta['target']), str(meta['seed']))
+
+
+def collect(runs, world: int, out: str) -> int:
+  """Merges the finished ``runs``' rows into ``worlds_runs.csv``; returns how many runs."""
+  rows = [{'world': world, **{k: v for k, v in r.items() if 'order' not in k}}
+          for r in tables.collect(None, runs)]
+  if rows:
+    merge_csv(os.path.join(out, RUNS_CSV), rows, RUN_KEY)
+  return len(rows) // len(tables.RULES)
+
+
 def run(base: ml_collections.ConfigDict, worlds: Sequence[int], *, workdir: str, out: str,
         methods: Sequence[str] = ('erm', 'mbcd'), seeds: Sequence[int] = (0,),
-        parallel: int = 1, train_fn=None, log=print) -> dict:
-  """Checks and trains ``worlds`` in order (see the module docstring).
+        parallel: int = 1, train_fn=None, collect_only: bool = False, log=print) -> dict:
+  """Checks and trains ``worlds`` in order (see the module docstring). A run whose rows are
+  already in ``worlds_runs.csv`` is not trained again; every finished run's rows are merged as
+  soon as it finishes. ``collect_only``: merge the finished runs under ``workdir``, train and
+  check nothing.
 
   Returns:
     {'held': [...], 'failed_check': [...], 'failed_runs': [(run_dir, error)]}.
   """
   result = {'held': [], 'failed_check': [], 'failed_runs': []}
+  if collect_only:
+    for world in worlds:
+      _, runs = world_runs(base, world, workdir, methods, seeds)
+      n = collect(runs, world, out)
+      log(f'world {world}: {n} finished runs merged')
+    return result
   known = {int(r['world']): r for r in _read(os.path.join(out, STATS_CSV))}
   for i, world in enumerate(worlds):
     stats = known.get(world)
@@ -128,14 +160,18 @@ def run(base: ml_collections.ConfigDict, worlds: Sequence[int], *, workdir: str,
     result['held'].append(world)
     config, runs = world_runs(base, world, workdir, methods, seeds)
     log(f'world {world} ({i + 1}/{len(worlds)}): principle holds; {len(runs)} runs')
-    res = experiments.run_all(config, runs, train_fn=train_fn, parallel=parallel, log=log)
-    result['failed_runs'] += res['failed']
-    rows = [{'world': world, **{k: v for k, v in r.items() if 'order' not in k}}
-            for r in tables.collect(None, runs)]
-    if rows:
-      merge_csv(os.path.join(out, RUNS_CSV), rows, RUN_KEY)
-      log(f'world {world}: {len(rows) // len(tables.RULES)} finished runs in '
-          f'{os.path.join(out, RUNS_CSV)}')
+    done = committed(out)
+    todo = [r for r in runs if _key(world, r) not in done]
+    if len(todo) < len(runs):
+      log(f'world {world}: {len(runs) - len(todo)} runs already in {RUNS_CSV}')
+    # One run at a time (``parallel`` at a time) so that each lands in the CSV when it ends.
+    for i in range(0, len(todo), max(1, parallel)):
+      chunk = todo[i:i + max(1, parallel)]
+      res = experiments.run_all(config, chunk, train_fn=train_fn, parallel=parallel, log=log)
+      result['failed_runs'] += res['failed']
+      collect(chunk, world, out)
+      if res.get('preempted'):
+        return result
   return result
 
 
@@ -147,7 +183,7 @@ def main(argv):
   res = run(base, parse_worlds(f.worlds), workdir=f.workdir, out=f.out,
             methods=[m for m in f.methods.split(',') if m],
             seeds=[int(s) for s in f.seeds.split(',')], parallel=f.parallel,
-            train_fn=f.train_fn)
+            train_fn=f.train_fn, collect_only=f.collect_only)
   print(f'worlds run: {res["held"]}; failed the check: {res["failed_check"]}; '
         f'failed runs: {len(res["failed_runs"])}')
   for d, e in res['failed_runs']:
@@ -169,4 +205,6 @@ if __name__ == '__main__':
   flags.DEFINE_string('seeds', '0', 'Comma-separated training seeds.')
   flags.DEFINE_integer('parallel', 1, 'Runs at a time.')
   flags.DEFINE_string('train_fn', None, "'module:function' (default train.train_and_evaluate).")
+  flags.DEFINE_bool('collect_only', False, 'Merge the finished runs under --workdir into '
+                    'worlds_runs.csv; train and check nothing.')
   app.run(main)

@@ -70,3 +70,26 @@ def test_worlds_that_hold_are_trained_and_merged_those_that_fail_are_not(tmp_pat
              log=lambda s: 0)
   rows = _rows(os.path.join(out, worlds.RUNS_CSV))
   assert len(rows) == 24 + 3 * 2 and {r['variant'] for r in rows} == {'erm', 'mbcd', 'ema'}
+
+
+def test_a_new_machine_resumes_from_the_committed_rows(tmp_path):
+  # The run directories stay on the machine that made them; the CSV is committed. A run whose
+  # rows it holds is not trained again, on a machine with an empty workdir.
+  base = _small(common.load_config(os.path.join(ROOT, 'configs/hac.py:synthetic')))
+  out = str(tmp_path / 'out')
+  TRAINED.clear()
+  worlds.run(base, [0], workdir=str(tmp_path / 'a'), out=out, methods=('erm',),
+             train_fn=fake_train, log=lambda s: 0)
+  assert len(TRAINED) == 3
+  TRAINED.clear()
+  worlds.run(base, [0], workdir=str(tmp_path / 'b'), out=out, methods=('erm', 'mbcd'),
+             train_fn=fake_train, log=lambda s: 0)
+  assert len(TRAINED) == 3 and all('/mbcd/' in d for d in TRAINED)
+  assert len(_rows(os.path.join(out, worlds.RUNS_CSV))) == 2 * 3 * 2
+  # collect_only: merges what a workdir finished, trains and checks nothing.
+  out2 = str(tmp_path / 'out2')
+  TRAINED.clear()
+  worlds.run(base, [0], workdir=str(tmp_path / 'b'), out=out2, methods=('erm', 'mbcd'),
+             collect_only=True, log=lambda s: 0)
+  assert not TRAINED and not os.path.exists(os.path.join(out2, worlds.STATS_CSV))
+  assert len(_rows(os.path.join(out2, worlds.RUNS_CSV))) == 3 * 2      # b's mbcd runs
