@@ -314,8 +314,10 @@ def fresh_section(rows, root: str) -> list[str]:
       per_world[(c.label, w)] = float(np.mean(d)) if d else math.nan
       cells.append(f'{np.mean(d):+.1f} ({len(d)})' if d else '–')
     dfc = f'{deficit(st[w]):.3f}' if w in st else '–'
-    out.append(f'| {w} | {np.mean(accs):.1f} | ' + ' | '.join(cells) + f' | {dfc} |')
+    out.append('| ' + ' | '.join([w, f'{np.mean(accs):.1f}', *cells, dfc]) + ' |')
   out += ['', 'Share of worlds whose mean difference is positive (exact 95% interval):', '']
+  if not comps:
+    out.append('- none yet: no world has an MBCD run')
   for rule, name in (('best_val', 'best validation'), ('last', 'last epoch')):
     for c in comps:
       sh = share_positive(rows, c, 'fresh', rule)
