@@ -60,8 +60,10 @@ def test_pairs_by_target_and_seed_and_refuses_conflicting_copies(tmp_path, monke
 def test_spearman_and_its_exact_permutation_p_match_scipy():
   x, y = [1, 2, 3, 4, 5, 6, 7], [2, 1, 4, 3, 7, 5, 6.0]
   assert results_page.spearman(x, y) == pytest.approx(scipy_stats.spearmanr(x, y)[0])
+  # One sample, its order permuted against the fixed y: the 7! pairings (two samples would
+  # permute both, (7!)^2 evaluations).
   want = scipy_stats.permutation_test(
-      (x, y), lambda a, b: scipy_stats.spearmanr(a, b)[0], permutation_type='pairings',
+      (x,), lambda a: scipy_stats.spearmanr(a, y)[0], permutation_type='pairings',
       alternative='greater', n_resamples=np.inf).pvalue
   assert results_page.permutation_p(x, y, +1) == pytest.approx(want)
   # Ties get average ranks (as scipy); a constant side has no correlation.
