@@ -8,6 +8,7 @@ reads, with its unit or meaning; ``DATASETS`` holds what each dataset's protocol
 the command line into a one-line ``ValueError`` naming the field.
 """
 import dataclasses
+import typing
 
 import ml_collections
 from ml_collections import config_dict
@@ -45,12 +46,25 @@ FEATURE_NORMS = methods.VARIANT_CHOICES['feature_norm']
 UNI_HEADS = methods.VARIANT_CHOICES['uni_head']
 
 
+def _hparams_group(hparams) -> ml_collections.ConfigDict:
+  """A plug-in's ``Hparams`` defaults as a config group; a None default (``x: int | None =
+  None``: "decided at resolve time") becomes a typed placeholder, so that
+  ``--config.method.<name>.x=...`` parses to the declared type."""
+  hints = typing.get_type_hints(type(hparams))
+  out = {}
+  for k, v in dataclasses.asdict(hparams).items():
+    if v is None:
+      kinds = [t for t in typing.get_args(hints[k]) if t is not type(None)]
+      v = config_dict.placeholder(kinds[0] if len(kinds) == 1 else object)
+    out[k] = v
+  return ml_collections.ConfigDict(out)
+
+
 def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
   """``config.method``: the preset name, component switches (None = from the preset), the
   paper's coefficients, and one group per plug-in method (``config.method.<name>.*``, the
   defaults of its module's ``Hparams``: the authors' values)."""
-  groups = {n: ml_collections.ConfigDict(dataclasses.asdict(e.hparams))
-            for n, e in methods.EXTENSIONS.items()}
+  groups = {n: _hparams_group(e.hparams) for n, e in methods.EXTENSIONS.items()}
   return ml_collections.ConfigDict(dict(
       **groups,
       name=name,

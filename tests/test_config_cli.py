@@ -68,6 +68,7 @@ def _other_value(value, kind):
   if kind is bool:
     return str(not value), (not value)
   if kind is int:
+    value = 0 if value is None else value     # a placeholder (None = decided at resolve time)
     return str(value + 3), value + 3
   if kind is float:
     value = 0.0 if value is None else value   # a placeholder (None = "the method's")
