@@ -752,14 +752,21 @@ def _torch_timings(args, clock, part, report, end, impl, tb, tl, td, cuda, b):
 PIPELINE_MODULES = ('grain', 'array_record', 'av', 'ml_collections', 'cv2')
 
 
-def part_pipeline(args, clock, report, box):
-  part = report.part('pipeline')
-  for mod in PIPELINE_MODULES:
+def _skip_without(part: dict, modules) -> bool:
+  """Marks ``part`` skipped, naming the first of ``modules`` that cannot be imported."""
+  for mod in modules:
     try:
       __import__(mod)
     except ImportError:
       part['skipped'] = f'{mod} missing'
-      return
+      return True
+  return False
+
+
+def part_pipeline(args, clock, report, box):
+  part = report.part('pipeline')
+  if _skip_without(part, PIPELINE_MODULES):
+    return
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
   import pipeline_throughput as pt  # pylint: disable=g-import-not-at-top
   from mbcd_jax.data import prepare  # pylint: disable=g-import-not-at-top
@@ -879,12 +886,8 @@ def part_whole_run(args, clock, report, box):
   whole_run.json, phase by phase, is kept if the box ends first)."""
   import subprocess  # pylint: disable=g-import-not-at-top
   part = report.part('whole_run')
-  for mod in PIPELINE_MODULES:
-    try:
-      __import__(mod)
-    except ImportError:
-      part['skipped'] = f'{mod} missing'
-      return
+  if _skip_without(part, PIPELINE_MODULES):
+    return
   out = os.path.join(args.out, 'whole_run')
   cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
                                       'whole_run.py'), f'--out={out}', '--targets=human',

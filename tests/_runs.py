@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
@@ -63,6 +64,22 @@ def summary(workdir: str, drop=('wall_time_s', 'resumed_from_step')) -> dict:
 def checkpoint_steps(workdir: str) -> list[int]:
   d = os.path.join(workdir, 'checkpoints')
   return sorted(int(n) for n in os.listdir(d) if n.isdigit()) if os.path.isdir(d) else []
+
+
+def wait_for_checkpoint(p: subprocess.Popen, workdir: str, at_least: int,
+                        timeout: float = 240, read_output=None) -> int:
+  """Waits until ``workdir`` has a checkpoint at step >= ``at_least`` while the run ``p`` is
+  alive; returns its step. ``read_output()``: the run's output for the failure message
+  (default: its stdout pipe, ``output(p)``), read only on failure."""
+  t = time.time()
+  while time.time() - t < timeout:
+    steps = checkpoint_steps(workdir)
+    if steps and steps[-1] >= at_least:
+      return steps[-1]
+    assert p.poll() is None, (f'the run ended before step {at_least}: '
+                              f'{(read_output or (lambda: output(p)))()[-3000:]}')
+    time.sleep(0.02)
+  raise TimeoutError(workdir)
 
 
 def final_state(workdir: str, step: int | None = None) -> dict:

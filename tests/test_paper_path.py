@@ -79,10 +79,8 @@ def test_ci_paper_path_trains_evaluates_resumes_and_survives_sigkill(tmp_path):
     p = subprocess.Popen(argv, cwd=resume['cwd'], env=_runs.env(), stdout=log,
                          stderr=subprocess.STDOUT)
     try:
-      at_least, t = random.Random(seed).choice((1, 2)), time.time()
-      while not any(s >= at_least for s in _runs.checkpoint_steps(workdir)):
-        assert p.poll() is None and time.time() - t < 900, open(log.name).read()[-3000:]
-        time.sleep(0.02)
+      _runs.wait_for_checkpoint(p, workdir, random.Random(seed).choice((1, 2)), timeout=900,
+                                read_output=lambda: open(log.name).read())
       assert p.poll() is None, 'finished before the kill'
       p.send_signal(signal.SIGKILL)
     finally:

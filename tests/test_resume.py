@@ -34,17 +34,6 @@ def reference(tmp_path_factory):
   return workdir
 
 
-def _wait_for_checkpoint(p: subprocess.Popen, workdir: str, at_least: int, timeout=240):
-  t = time.time()
-  while time.time() - t < timeout:
-    steps = _runs.checkpoint_steps(workdir)
-    if steps and steps[-1] >= at_least:
-      return steps[-1]
-    assert p.poll() is None, f'the run ended before step {at_least}: {_runs.output(p)[-3000:]}'
-    time.sleep(0.02)
-  raise TimeoutError(workdir)
-
-
 def _assert_same_run(workdir, reference):
   assert _runs.rows(workdir) == _runs.rows(reference)        # no duplicated or missing rows
   assert _runs.summary(workdir) == _runs.summary(reference)
@@ -57,7 +46,7 @@ def test_sigkill_at_a_random_step_then_resume_is_bit_exact(tmp_path, reference):
   workdir = str(tmp_path / f'killed_seed{seed}')
   p = _runs.start(workdir, *FLAGS)
   try:
-    _wait_for_checkpoint(p, workdir, at_least=rnd.randint(2, 16))
+    _runs.wait_for_checkpoint(p, workdir, at_least=rnd.randint(2, 16))
     time.sleep(rnd.uniform(0.0, 0.3))   # anywhere: mid-step, mid-save, mid-eval
     assert p.poll() is None, 'finished before the kill'
     p.send_signal(signal.SIGKILL)
@@ -90,7 +79,7 @@ def test_port_bn_mode_kill_then_resume_is_bit_exact(tmp_path):
   workdir = str(tmp_path / 'port_killed')
   p = _runs.start(workdir, *PORT_FLAGS)
   try:
-    _wait_for_checkpoint(p, workdir, at_least=2)
+    _runs.wait_for_checkpoint(p, workdir, at_least=2)
     assert p.poll() is None, 'finished before the kill'
     p.send_signal(signal.SIGKILL)
   finally:
@@ -106,7 +95,7 @@ def test_sigterm_checkpoints_exits_75_then_resumes_bit_exact(tmp_path, reference
   workdir = str(tmp_path / 'preempted')
   p = _runs.start(workdir, *FLAGS)
   try:
-    _wait_for_checkpoint(p, workdir, at_least=3)
+    _runs.wait_for_checkpoint(p, workdir, at_least=3)
     p.send_signal(signal.SIGTERM)
     p.wait(timeout=120)
   finally:
@@ -284,7 +273,7 @@ def test_cmrf_sigkill_inside_the_sma_window_then_resume_is_bit_exact(tmp_path):
   workdir = str(tmp_path / f'cmrf_killed_seed{seed}')
   p = _runs.start(workdir, *CMRF_FLAGS)
   try:
-    _wait_for_checkpoint(p, workdir, at_least=4)
+    _runs.wait_for_checkpoint(p, workdir, at_least=4)
     time.sleep(rnd.uniform(0.0, 0.3))
     assert p.poll() is None, 'finished before the kill'
     p.send_signal(signal.SIGKILL)
