@@ -24,23 +24,43 @@ FLAGS = ('--config.train.epochs=6', '--config.train.checkpoint_every_steps=2',
 TOTAL = 24
 
 
-def _holder(workdir: str, fork: bool = False) -> subprocess.Popen:
-  """A process that takes the lock and keeps it; with ``fork``, its child keeps it and the
-  holder itself exits (prints the child's pid)."""
+def _holder(workdir: str) -> subprocess.Popen:
+  """A process that takes the lock and keeps it (prints its pid)."""
   code = textwrap.dedent(f'''
-      import os, sys, time
+      import os, time
       from mbcd_jax import runlock
       runlock.RunLock({workdir!r}).acquire()
-      if {fork}:
-        child = os.fork()
-        if child:
-          print(child, flush=True)
-          os._exit(0)
       print(os.getpid(), flush=True)
       time.sleep(120)
   ''')
   return subprocess.Popen([sys.executable, '-c', code], cwd=_runs.ROOT, env=_runs.env(),
                           stdout=subprocess.PIPE, text=True)
+
+
+def _hand_over(workdir: str) -> int:
+  """The lock taken by a process that passes its descriptor to this one and exits: the lock
+  file names a pid that is gone while the lock is held (as when a run forks a child and dies).
+  The descriptor comes back over a socket rather than staying with a forked child, so no
+  orphan process is left to an environment that may reap or kill it. Returns the descriptor."""
+  ours, theirs = socket.socketpair()
+  code = textwrap.dedent(f'''
+      import socket
+      from mbcd_jax import runlock
+      lock = runlock.RunLock({workdir!r})
+      lock.acquire()
+      socket.send_fds(socket.socket(fileno={theirs.fileno()}), [b'fd'], [lock._fd])
+  ''')
+  p = subprocess.Popen([sys.executable, '-c', code], cwd=_runs.ROOT, env=_runs.env(),
+                       pass_fds=[theirs.fileno()])
+  theirs.close()
+  try:
+    _, fds, _, _ = socket.recv_fds(ours, 16, 1)
+    assert p.wait(timeout=60) == 0
+  finally:
+    ours.close()
+    p.kill()
+  assert len(fds) == 1
+  return fds[0]
 
 
 def _refusal(workdir: str) -> str:
@@ -73,24 +93,15 @@ def test_second_writer_is_refused_naming_the_holder_and_sigkill_frees_the_lock(t
   runlock.RunLock(workdir).acquire()
 
 
-def test_a_forked_child_keeps_the_lock_and_the_refusal_says_so(tmp_path):
+def test_a_lock_that_outlives_its_taker_is_refused_and_the_refusal_says_so(tmp_path):
   workdir = str(tmp_path / 'run')
-  p = _holder(workdir, fork=True)
-  child = int(p.stdout.readline())
-  p.wait(timeout=30)
+  fd = _hand_over(workdir)
   try:
     assert '(that pid has exited: a process it forked still holds the lock)' in _refusal(workdir)
   finally:
-    os.kill(child, signal.SIGKILL)
-  t = time.time()
-  while time.time() - t < 30:
-    try:
-      runlock.RunLock(workdir).acquire()
-      break
-    except CheckpointError:
-      time.sleep(0.05)   # the child is killed, not yet reaped by init
-  else:
-    raise AssertionError('the lock outlived its last holder')
+    os.close(fd)     # the last descriptor of the lock: the flock goes with it
+  with runlock.RunLock(workdir) as lock:
+    assert lock.held
 
 
 def test_workdir_that_is_a_file_is_one_line_error(tmp_path):
