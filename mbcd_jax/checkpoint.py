@@ -50,7 +50,7 @@ RESUME_MODES = ('strict', 'allow_changes', 'restart')
 # run is executed or reported, never what it computes.
 OPERATIONAL_KEYS = frozenset({
     'train.resume_mode', 'train.progress', 'train.async_checkpointing', 'data.num_workers',
-    'data.read_threads', 'data.normalize_on_device',
+    'data.read_threads', 'data.normalize_on_device', 'train.trunk_cache',
 })
 # Keys added to the config after checkpoints were first written, each with the value that
 # reproduces what a run made before it computed: absent in the checkpoint's config and at this

@@ -212,6 +212,9 @@ def base_config() -> ml_collections.ConfigDict:
       async_checkpointing=True,   # write checkpoints in a background thread (orbax)
       resume_mode='strict',       # 'strict' | 'allow_changes' | 'restart' (an existing workdir)
       nan_policy='stop',          # non-finite loss/gradient: 'stop' the run | 'skip' the update
+      # Frozen trunks run once per example instead of every step where that gives the same
+      # bits (no random transforms, BN on running statistics: mbcd_jax/trunk_cache.py).
+      trunk_cache=True,
   ))
   return c
 

@@ -150,6 +150,8 @@ class MultiModalModel:
     param_init: 'flax' | 'torch': the heads' initialisers, and with 'torch' the audio stage drawn as
       VGGSound's ``AudioAttGenModule`` (``baselines/torch_init.py``; a loaded checkpoint
       replaces it).
+    given_trunks: modalities whose batch entry is already their frozen trunk's output
+      (``mbcd_jax/trunk_cache.py``); each must ``shares_trunk``.
   """
   modalities: tuple[str, ...]
   encoders: Mapping[str, encoders_lib.EncoderDef]
@@ -166,6 +168,13 @@ class MultiModalModel:
   dsu_p: float = 0.5
   eval_trunks: tuple[str, ...] = ()
   param_init: str = 'flax'
+  given_trunks: tuple[str, ...] = ()
+
+  def __post_init__(self):
+    bad = [m for m in self.given_trunks if m not in self.modalities or not self.shares_trunk(m)]
+    if bad:
+      raise ValueError(f'given_trunks {bad}: only the frozen trunks that student and teacher '
+                       'share (BN on running statistics) can be given as precomputed outputs')
 
   @property
   def head(self) -> Head:
@@ -309,7 +318,9 @@ class MultiModalModel:
       if m in skip:
         continue
       x, mom = batch[m], None
-      if self.freeze_trunk:
+      if m in self.given_trunks:
+        x = jax.lax.stop_gradient(x)
+      elif self.freeze_trunk:
         x, mom = self._apply(self.encoders[m].trunk,
                              self._variables(m, 'trunk', frozen, batch_stats), x,
                              train=train and self.bn_trains(m, 'trunk'))

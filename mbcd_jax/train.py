@@ -34,7 +34,7 @@ import numpy as np
 import tqdm
 
 from mbcd_jax import checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
-from mbcd_jax import pretrain, provenance, runlock
+from mbcd_jax import pretrain, provenance, runlock, trunk_cache
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter
 
@@ -102,6 +102,13 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   model_config = pretrain.resolve(config)
   pretrained = pretrained_files(model_config, tuple(config.data.modalities))
   init = _make_init(model_config if pretrained else None, model, spec, tx, mesh, example)
+  train_step, eval_step = _jit_steps(config, model, spec, tx, mesh)
+  return Run(config=config, model=model, spec=spec, tx=tx, mesh=mesh, loaders=loaders,
+             init=init, train_step=train_step, eval_step=eval_step, pretrained=pretrained)
+
+
+def _jit_steps(config, model, spec, tx, mesh) -> tuple[Callable, Callable]:
+  """The jitted train step (with the ``nan_policy`` guard; donates the state) and eval step."""
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
   def guarded_step(state, batch, rng):
@@ -112,12 +119,28 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
 
   train_step = jax.jit(guarded_step, in_shardings=(repl, data, repl),
                        out_shardings=(repl, repl), donate_argnums=(0,))
+
   def eval_step(state, batch):
     return step_lib.eval_step(state, input_pipeline.normalize_frames(batch), model=model)
 
-  eval_step = jax.jit(eval_step, in_shardings=(repl, data), out_shardings=repl)
-  return Run(config=config, model=model, spec=spec, tx=tx, mesh=mesh, loaders=loaders,
-             init=init, train_step=train_step, eval_step=eval_step, pretrained=pretrained)
+  return train_step, jax.jit(eval_step, in_shardings=(repl, data), out_shardings=repl)
+
+
+def with_trunk_outputs(run: Run, state) -> Run:
+  """``run`` with its frozen trunks' outputs computed once per example where that gives the
+  same numbers (``mbcd_jax/trunk_cache.py``; ``config.train.trunk_cache``): loaders carrying
+  those outputs, and steps whose model takes them as given. ``run`` itself otherwise."""
+  modalities = trunk_cache.candidates(run.config, run.model, run.loaders)
+  if not modalities:
+    return run
+  loaders, cached = trunk_cache.precompute(run.loaders, run.model, state.frozen, modalities,
+                                           run.loaders['train'].local_batch)
+  if not cached:
+    return run
+  model = dataclasses.replace(run.model, given_trunks=cached)
+  train_step, eval_step = _jit_steps(run.config, model, run.spec, run.tx, run.mesh)
+  return dataclasses.replace(run, model=model, loaders=loaders, train_step=train_step,
+                             eval_step=eval_step)
 
 
 def pretrained_files(model_config, modalities: tuple[str, ...]) -> dict[str, dict]:
@@ -447,6 +470,7 @@ def _train_and_evaluate(run: Run, workdir: str) -> tuple[Any, dict[str, Any]]:
   ckpt = open_checkpointer(config, workdir)
   init_rng, step_rng = jax.random.split(jax.random.key(config.seed))
   state, progress = restore_or_init(run, ckpt, init_rng, step_rng)
+  run = with_trunk_outputs(run, state)
   writer = MetricWriter(workdir, enabled=is_main, resume_step=progress.start_step)
   if is_main:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -510,6 +534,7 @@ def make_summary(run: Run, progress: Progress, wall_time_s: float) -> dict[str, 
       'selection': SELECTION_RULE,
       'last': {'epoch': last['epoch'], 'val': last['val'], 'test': last['test']},
       'pretrained': {m: r['digest'] for m, r in run.pretrained.items()},
+      'trunk_outputs_precomputed': list(run.model.given_trunks),
       'environment': provenance.environment(),
   }
 
