@@ -1,4 +1,7 @@
 """Converted pretrained encoder weights land in the model's frozen trunk and trainable stage."""
+import os
+import sys
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -7,6 +10,9 @@ import pytest
 
 from mbcd_jax import models
 from mbcd_jax.encoders import convert
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_load_pretrained_replaces_trunk_and_stage(tmp_path):
@@ -26,15 +32,13 @@ def test_load_pretrained_replaces_trunk_and_stage(tmp_path):
   convert.save(enc_cfg.audio.pretrained, 'vggsound_r18', trunk, stage, kwargs)
 
   new_p, new_f = models.load_pretrained(model, mc, params, frozen)
-  for got, want in [(new_f['encoders']['audio']['trunk'], trunk),
-                    (new_p['encoders']['audio']['stage'], stage['params'])]:
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      np.testing.assert_array_equal(a, b)
+  _trees.assert_trees_equal(new_f['encoders']['audio']['trunk'], trunk, where='trunk')
+  _trees.assert_trees_equal(new_p['encoders']['audio']['stage'], stage['params'], where='stage')
   # Heads are untouched and the inputs were not modified in place.
   np.testing.assert_array_equal(new_p['fused_head']['Dense_0']['kernel'],
                                 params['fused_head']['Dense_0']['kernel'])
-  assert any(not np.array_equal(a, b) for a, b in zip(jax.tree.leaves(params['encoders']),
-                                                      jax.tree.leaves(new_p['encoders'])))
+  assert jax.tree.structure(params['encoders']) == jax.tree.structure(new_p['encoders'])
+  assert not _trees.trees_equal(params['encoders'], new_p['encoders'])
 
 
 def test_train_build_init_uses_pretrained_file(tmp_path):
@@ -56,12 +60,9 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
   convert.save(path, 'vggsound_r18', trunk, stage, {'width': 8})
   c.model.encoders.audio.pretrained = path
   state2 = train.build(c).init(jax.random.key(0))
-  for a, b in zip(jax.tree.leaves(state2.params['encoders']),
-                  jax.tree.leaves(other.params['encoders'])):
-    np.testing.assert_array_equal(a, b)
+  _trees.assert_trees_equal(state2.params['encoders'], other.params['encoders'])
   # The teacher starts as the loaded student; the heads keep their seed-0 initialisation.
-  for a, b in zip(jax.tree.leaves(state2.teacher), jax.tree.leaves(state2.params)):
-    np.testing.assert_array_equal(a, b)
+  _trees.assert_trees_equal(state2.teacher, state2.params, where='teacher')
   # ... in buffers of its own: the train step donates the state, and a buffer shared by two
   # donated leaves fails the step ("donate the same buffer twice").
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state2)]
@@ -76,18 +77,18 @@ def test_trunk_seed_fixes_the_frozen_trunk_across_training_seeds():
   batch = tiny_batch()
   fixed = dataclasses.replace(tiny_model(), trunk_seed=0)
   (p0, f0), (p1, f1) = fixed.init(jax.random.key(0), batch), fixed.init(jax.random.key(1), batch)
-  same = lambda a, b: all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a),
-                                                                 jax.tree.leaves(b)))
   for m in ('video', 'flow', 'audio'):
-    assert same(f0['encoders'][m]['trunk'], f1['encoders'][m]['trunk'])      # shared trunk
-    assert not same(p0['encoders'][m]['stage'], p1['encoders'][m]['stage'])  # seed still acts
+    _trees.assert_trees_equal(f0['encoders'][m]['trunk'], f1['encoders'][m]['trunk'],
+                              where=m)                                        # shared trunk
+    assert not _trees.trees_equal(p0['encoders'][m]['stage'],
+                                  p1['encoders'][m]['stage'])                 # seed still acts
   # a modality subset gets the same trunk as the full model
   sub = dataclasses.replace(tiny_model(modalities=('video', 'audio')), trunk_seed=0)
   _, fs = sub.init(jax.random.key(5), batch)
-  assert same(fs['encoders']['audio']['trunk'], f0['encoders']['audio']['trunk'])
+  _trees.assert_trees_equal(fs['encoders']['audio']['trunk'], f0['encoders']['audio']['trunk'])
   # default (-1): the trunk follows the training seed, as before
   (_, g0), (_, g1) = (tiny_model().init(jax.random.key(k), batch) for k in (0, 1))
-  assert not same(g0['encoders']['video']['trunk'], g1['encoders']['video']['trunk'])
+  assert not _trees.trees_equal(g0['encoders']['video']['trunk'], g1['encoders']['video']['trunk'])
 
 
 @pytest.mark.parametrize('tail_init', ['pretrained', 'random'])
@@ -117,27 +118,26 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   c.model.encoders.audio.pretrained = path
   state = train.build(c).init(jax.random.key(0))
 
-  same = lambda a, b: (jax.tree.structure(a) == jax.tree.structure(b) and all(
-      np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b))))
+  eq = _trees.assert_trees_equal
   enc_stats = state.batch_stats['encoders']['audio']
   assert 'batch_stats' not in state.frozen['encoders']['audio']['trunk']
-  assert same(enc_stats['trunk'], trunk['batch_stats'])
-  assert same(state.frozen['encoders']['audio']['trunk'],
-              {k: v for k, v in trunk.items() if k != 'batch_stats'})
+  eq(enc_stats['trunk'], trunk['batch_stats'])
+  eq(state.frozen['encoders']['audio']['trunk'],
+     {k: v for k, v in trunk.items() if k != 'batch_stats'})
   loaded_stage = tail_init == 'pretrained'
   want_stage = stage if loaded_stage else {
       'params': fresh.params['encoders']['audio']['stage'],
       'batch_stats': fresh.batch_stats['encoders']['audio']['stage']}
-  assert same(state.params['encoders']['audio']['stage'], want_stage['params'])
-  assert same(enc_stats['stage'], want_stage['batch_stats'])
+  eq(state.params['encoders']['audio']['stage'], want_stage['params'])
+  eq(enc_stats['stage'], want_stage['batch_stats'])
   # ... and differs from the alternative (the check can fail).
-  assert not same(state.params['encoders']['audio']['stage'],
-                  fresh.params['encoders']['audio']['stage'] if loaded_stage
-                  else stage['params'])
+  assert not _trees.trees_equal(state.params['encoders']['audio']['stage'],
+                                fresh.params['encoders']['audio']['stage'] if loaded_stage
+                                else stage['params'])
   # The teacher starts as a copy of the whole loaded student.
-  assert same(state.teacher, state.params)
-  assert same(state.teacher_frozen, state.frozen)
-  assert same(state.teacher_batch_stats, state.batch_stats)
+  eq(state.teacher, state.params)
+  eq(state.teacher_frozen, state.frozen)
+  eq(state.teacher_batch_stats, state.batch_stats)
   # ... in buffers of its own (the train step donates the state).
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(set(pointers)) == len(pointers)
@@ -166,6 +166,4 @@ def test_loaded_parts_are_only_shaped_and_the_loaded_state_is_unchanged(tmp_path
   shaped_p, shaped_f = model.init(jax.random.key(0), batch, loaded=loaded)
   assert all(not np.any(x) for x in jax.tree.leaves(shaped_f['encoders']['audio']['trunk']))
   fast = models.load_pretrained(model, mc, shaped_p, shaped_f)
-  assert jax.tree.structure(fast) == jax.tree.structure(full)
-  for a, b in zip(jax.tree.leaves(fast), jax.tree.leaves(full)):
-    np.testing.assert_array_equal(a, b)
+  _trees.assert_trees_equal(fast, full)
