@@ -18,6 +18,9 @@ from mbcd_jax import experiments, input_pipeline, models, pretrain, synthetic, t
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = synthetic.SyntheticSpec()
 ENC = dict(name='frame_cnn', trunk_widths=(32, 32, 48), trunk_strides=(1, 2, 2), width=64,
@@ -197,12 +200,10 @@ def test_train_build_loads_the_synthetic_pretrained_encoders(cache):
   trunk, stage = convert.load_pretrained('spec_cnn', mc.encoders.audio.pretrained,
                                          modality='audio',
                                          **pretrain.encoder_kwargs(c.model.encoders.audio))
-  for a, b in zip(jax.tree.leaves(state.params['encoders']['audio']['stage']),
-                  jax.tree.leaves(stage['params'])):
-    np.testing.assert_array_equal(a, b)
-  got = state.frozen['encoders']['audio']['trunk']['params']
-  for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(trunk['params'])):
-    np.testing.assert_array_equal(a, b)
+  _trees.assert_trees_equal(state.params['encoders']['audio']['stage'], stage['params'],
+                            where='stage')
+  _trees.assert_trees_equal(state.frozen['encoders']['audio']['trunk']['params'],
+                            trunk['params'], where='trunk')
   # The run knows which weights it loaded (summary.json['pretrained'] records the digest).
   path = mc.encoders.audio.pretrained
   assert run.pretrained == {'audio': {'file': path, 'digest': convert.weights_digest(path)}}
