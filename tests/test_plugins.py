@@ -18,6 +18,8 @@ as the real-data configs run it ('port' BN, DSU on).
 * a plug-in refuses MBCD's switches.
 """
 import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +30,9 @@ import pytest
 from conftest import spec, tiny_batch
 from mbcd_jax import config_lib, losses, methods, models, step
 from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
 PLUGINS = sorted(methods.EXTENSIONS)
@@ -124,8 +129,9 @@ def test_every_plugin_learns_and_trains_its_parameters(name):
     state, _ = f(state, batch, jax.random.key(1))
   last = float(evaluate(state, batch)['student/loss_sum'])
   assert last < 0.985 * first, (name, first, last)
-  moved = [float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(extra0),
-                                                       jax.tree.leaves(state.params['extra']))]
+  # tree.map, not a zip of leaves: the two trees must have one structure.
+  moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), extra0,
+                                       state.params['extra']))
   if name == 'rna':
     assert not moved   # no parameters of its own
   else:
@@ -150,11 +156,9 @@ def test_cmrf_teacher_is_the_moving_average_from_its_start_step():
   for got, *seq in ((state.teacher, *[s[0] for s in window]),
                     (state.teacher_extra_state, *[s[1] for s in window])):
     want = jax.tree.map(lambda *xs: sum(xs) / len(xs), *seq)
-    for a, b in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    _trees.assert_trees_equal(got, want, exact=False, rtol=1e-5, atol=1e-6)
   # and it is not simply the last student
-  assert any(float(jnp.abs(a - b).max()) > 1e-6 for a, b in
-             zip(jax.tree.leaves(state.teacher), jax.tree.leaves(students[-1][0])))
+  assert not _trees.trees_equal(state.teacher, students[-1][0], exact=False, atol=1e-6)
 
 
 # Each method on one two-modality subset, the subsets rotating over the methods (compile
@@ -169,10 +173,17 @@ def test_every_plugin_runs_with_two_modalities(name, modalities):
   sp = _spec(name)
   batch = {k: v for k, v in tiny_batch(batch_size=8).items() if k in modalities + ('label',)}
   tx = step.make_optimizer(OPTIM)
-  state = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  state0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  assert sorted(state0.params['encoders']) == sorted(modalities)
+  rng = jax.random.key(1)
+  # The method module's own loss on the two modalities' embeddings (the fused head and the
+  # jigsaw / distances sized for two), assembled without step.py's plumbing.
+  want = float(_expected_loss(name, model, sp, state0, batch, rng))
   state, m = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))(
-      state, batch, jax.random.key(1))
-  assert np.isfinite(float(m['loss'])) and int(state.step) == 1
+      state0, batch, rng)
+  np.testing.assert_allclose(float(m['loss']), want, rtol=2e-5, err_msg=name)
+  assert int(state.step) == 1
+  assert not _trees.trees_equal(state.params, state0.params)   # the step updated the model
 
 
 def _config(method, **model):
@@ -262,7 +273,7 @@ def test_no_caution_on_the_embedded_benchmark_default():
   for name in ('simmmdg', 'moosa'):
     c = hac.get_config('synthetic')
     c.method.name = name
-    c = config_lib.normalize(c, recipe=False)
+    c = config_lib.normalize(c)
     assert train.cautions(c, config_lib.validate(c)) == []
     assert methods.model_variant(c.model, name)['bn_mode'] == 'port'
 
@@ -294,8 +305,10 @@ def _real_batch(batch_size=8):
 
 
 def _moved(a, b):
-  return any(float(jnp.abs(x - y).max()) > 0 for x, y in zip(jax.tree.leaves(a),
-                                                             jax.tree.leaves(b)))
+  """Whether some leaf of ``b`` differs from ``a``'s; the structures must be the same (else
+  a missing or renamed leaf would count as having moved)."""
+  assert jax.tree.structure(a) == jax.tree.structure(b), (a, b)
+  return not _trees.trees_equal(a, b)
 
 
 @pytest.mark.parametrize('name', ['mbcd'] + PLUGINS)
@@ -332,8 +345,7 @@ def test_real_data_variant_bn_dsu_and_audio_trunk(name):
     teacher = step.weights(state, 'teacher')
     t_trunk = teacher.frozen['encoders']['audio']['trunk']
     if peer:   # CMRF's teacher runs the student's eval-mode audio trunk
-      for a, b in zip(jax.tree.leaves(t_trunk), jax.tree.leaves(audio_trunk)):
-        np.testing.assert_array_equal(a, b)
+      _trees.assert_trees_equal(t_trunk, audio_trunk, where=name)
       student_feats = model.trunk_features(state.frozen, batch, state.batch_stats)
       teacher_feats = model.trunk_features(teacher.frozen, batch, teacher.batch_stats)
       np.testing.assert_array_equal(student_feats['audio'], teacher_feats['audio'])
