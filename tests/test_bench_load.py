@@ -1,6 +1,7 @@
 """The benchmarks' load verdict (benchmarks/_load.py) on made-up load readings."""
 import os
 import sys
+import time
 
 import pytest
 
@@ -87,8 +88,26 @@ def test_refuse_under_load_exits_nonzero_only_when_loaded(capsys):
 
 
 def test_real_machine_readings_are_sane():
+  """The default readers on this machine: ours is the CPU time this thread burns between two
+  samples, the machine's busy time includes it, and others' share is a fraction."""
   mon = _load.LoadMonitor()
+  t0 = time.thread_time()
+  while time.thread_time() - t0 < 0.3:   # keep one core busy, so both counters must move
+    pass
+  burned = time.thread_time() - t0
   mon.record('again')
-  assert mon.cpus >= 1 and len(mon.samples[0].loadavg) == 3
-  if mon.samples[0].busy is not None:
-    assert mon.samples[1].others is None or 0.0 <= mon.samples[1].others
+  first, last = mon.samples
+  assert mon.cpus == os.cpu_count() and [first.label, last.label] == ['start', 'again']
+  assert all(len(s.loadavg) == 3 and min(s.loadavg) >= 0 for s in mon.samples)
+  wall, own = last.wall - first.wall, last.own - first.own
+  # os.times() counts in clock ticks (10 ms): allow two either way.
+  tick = 2.0 / os.sysconf('SC_CLK_TCK')
+  assert wall >= burned - 0.01, (wall, burned)
+  assert own >= burned - tick, (own, burned)
+  if not os.path.exists('/proc/stat'):
+    assert first.busy is None and last.others is None
+    return
+  busy = last.busy - first.busy
+  # /proc/stat counts every CPU, ours included, and never more than all of them for the wall.
+  assert own - tick * mon.cpus <= busy <= wall * mon.cpus + tick * mon.cpus, (own, busy, wall)
+  assert 0.0 <= last.others <= 1.0 + tick / wall, last.others

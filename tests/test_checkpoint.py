@@ -21,6 +21,9 @@ from mbcd_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-t
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 from mbcd_jax import metric_writer  # pylint: disable=g-import-not-at-top
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 
 def _state(width=4, teacher=True, seed=0):
   k = jax.random.split(jax.random.key(seed), 3)
@@ -36,21 +39,13 @@ def _abstract(state):
   return jax.eval_shape(lambda: state)
 
 
-def _equal(a, b):
-  """Same tree structure (a missing teacher or key is a difference) and equal leaves."""
-  if jax.tree.structure(a) != jax.tree.structure(b):
-    return False
-  return all(np.array_equal(x, y) and np.asarray(x).dtype == np.asarray(y).dtype
-             for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
-
-
 def test_round_trip_and_meta(tmp_path):
   st = _state()
   ck = ckpt_lib.Checkpointer(str(tmp_path), keep=2)
   ck.save(7, st, {'data': {'epoch': 1, 'batch': 3}, 'history': [{'val': 12.5}]})
   ck.wait()
   restored, meta = ck.restore(7, _abstract(st))
-  assert _equal(restored, st)
+  _trees.assert_trees_equal(restored, st)   # a missing teacher or key is a difference
   assert meta['project'] == 'mbcd_jax' and meta['step'] == 7
   assert meta['data'] == {'epoch': 1, 'batch': 3} and meta['history'] == [{'val': 12.5}]
   ck.close()
@@ -347,8 +342,13 @@ def _fail_writes_under(monkeypatch, prefix: str):
 def test_close_after_a_failed_save_raises_one_line_checkpoint_error(tmp_path, monkeypatch):
   _fail_writes_under(monkeypatch, os.path.join(str(tmp_path), ckpt_lib.SUBDIR, '2'))
   _, ck = _save_past_a_full_disk(str(tmp_path), close=False)
-  with pytest.raises(ckpt_lib.CheckpointError):
+  with pytest.raises(ckpt_lib.CheckpointError) as e:
     ck.close()
+  # What main prints as its last line: the whole message, naming where the save went.
+  msg = str(e.value)
+  assert '\n' not in msg, msg
+  assert os.path.join(str(tmp_path), ckpt_lib.SUBDIR) in msg, msg
+  assert 'No space left on device' in msg, msg
 
 
 def test_disk_full_keeps_previous_checkpoint_tmpfs(tmp_path):

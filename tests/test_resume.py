@@ -17,6 +17,7 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
+import _trees  # pylint: disable=g-import-not-at-top
 
 # 6 epochs x 4 steps of the smoke benchmark, a checkpoint every 2 steps and at every epoch end.
 FLAGS = ('--config.train.epochs=6', '--config.train.checkpoint_every_steps=2',
@@ -171,9 +172,9 @@ def test_guard_nonfinite_keeps_old_state_only_when_skipping():
     assert float(m['nonfinite']) == flagged
     assert int(kept.step) == 5                          # the step counter always advances
     expect = old if flagged else new
-    for a, b in zip(jax.tree.leaves((kept.params, kept.opt_state, kept.teacher)),
-                    jax.tree.leaves((expect.params, expect.opt_state, expect.teacher))):
-      np.testing.assert_array_equal(a, b)
+    _trees.assert_trees_equal((kept.params, kept.opt_state, kept.teacher),
+                              (expect.params, expect.opt_state, expect.teacher),
+                              where=f'nonfinite={flagged}')
     same, m = step_lib.guard_nonfinite(old, new, metrics, skip=False)
     assert same is new and float(m['nonfinite']) == flagged
 
