@@ -133,8 +133,10 @@ def with_trunk_outputs(run: Run, state) -> Run:
   modalities = trunk_cache.candidates(run.config, run.model, run.loaders)
   if not modalities:
     return run
-  loaders, cached = trunk_cache.precompute(run.loaders, run.model, state.frozen, modalities,
-                                           run.loaders['train'].local_batch)
+  batch = run.loaders['train'].local_batch
+  loaders, cached = trunk_cache.precompute(
+      run.loaders, run.model, state.frozen, modalities, batch,
+      device_batch=max(1, batch // len(run.mesh.local_devices)))
   if not cached:
     return run
   model = dataclasses.replace(run.model, given_trunks=cached)

@@ -67,27 +67,26 @@ def _stack(loader: input_pipeline.Loader) -> dict:
   return {k: np.stack([e[k] for e in examples]) for k in examples[0]}
 
 
-def position_independent(trunks, arrays: dict, modalities: tuple[str, ...],
-                         batch: int) -> tuple[str, ...]:
+def position_independent(trunks, arrays: dict, modalities: tuple[str, ...], batch: int,
+                         sizes: tuple[int, ...] = (1,)) -> tuple[str, ...]:
   """The ``modalities`` whose trunk outputs for the first ``batch`` examples of ``arrays`` are
-  the same bits computed as one batch, in reverse order and one example at a time.
+  the same bits computed as one batch, in reverse order, and in batches of each of ``sizes``
+  (1, and the batch a device runs in the step).
 
   Args:
     trunks: ``inputs -> modality -> [B, ...] trunk output`` (jitted).
     arrays: key -> ``[N, ...]`` transformed examples.
   """
   n = min(batch, len(next(iter(arrays.values()))))
-  take = lambda idx: {m: arrays[m][idx] for m in modalities}
-  ref = jax.device_get(trunks(take(np.arange(n))))
-  rev = jax.device_get(trunks(take(np.arange(n)[::-1])))
-  ones = [jax.device_get(trunks(take(np.array([i])))) for i in range(min(n, 4))]
-  keep = []
-  for m in modalities:
-    same = np.array_equal(ref[m], rev[m][::-1]) and all(
-        np.array_equal(ref[m][i], one[m][0]) for i, one in enumerate(ones))
-    if same:
-      keep.append(m)
-  return tuple(keep)
+  run = lambda idx: jax.device_get(trunks({m: arrays[m][idx] for m in modalities}))
+  ref = run(np.arange(n))
+  rev = run(np.arange(n)[::-1])
+  others = [{m: v[::-1] for m, v in rev.items()}]
+  for size in sizes:
+    parts = [run(np.arange(i, min(i + size, n))) for i in range(0, n, size)]
+    others.append({m: np.concatenate([p[m] for p in parts]) for m in modalities})
+  return tuple(m for m in modalities
+               if all(np.array_equal(ref[m], other[m]) for other in others))
 
 
 def _outputs(trunks, arrays: dict, modalities: tuple[str, ...], batch: int) -> dict:
@@ -110,8 +109,8 @@ def _trunk_fn(model, frozen, modalities: tuple[str, ...]):
   return lambda inputs: fn(frozen, inputs)
 
 
-def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch: int
-               ) -> tuple[dict, tuple[str, ...]]:
+def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch: int,
+               device_batch: int = 1) -> tuple[dict, tuple[str, ...]]:
   """The loaders reading the trunk outputs of the position-independent ``modalities``.
 
   Args:
@@ -120,15 +119,23 @@ def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch:
     frozen: the frozen variables (``TrainState.frozen``) whose trunks are run.
     modalities: ``candidates``.
     batch: the examples per trunk call (the train batch: the size the step runs).
+    device_batch: the examples one device runs in the step (checked too).
   Returns:
     (split -> Loader over examples whose cached modalities hold ``[...]`` trunk outputs,
     the cached modalities); ``(loaders, ())`` unchanged when none can be cached.
   """
   t0 = time.time()
+  # This process's copy, run on its first device (the state may span every host's devices).
+  frozen = jax.device_get(frozen)
   stacked = {split: _stack(loader) for split, loader in loaders.items()}
 
   keep = position_independent(_trunk_fn(model, frozen, modalities), stacked['train'],
-                              modalities, batch)
+                              modalities, batch, tuple(sorted({1, device_batch})))
+  if jax.process_count() > 1:   # one program on every host: the modalities all of them keep
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+    mask = np.array([m in keep for m in modalities], np.int32)
+    every = np.asarray(multihost_utils.process_allgather(mask)).reshape(-1, len(modalities))
+    keep = tuple(m for m, ok in zip(modalities, every.all(axis=0)) if ok)
   dropped = sorted(set(modalities) - set(keep))
   if dropped:
     logging.info('trunk cache: %s kept in the step (outputs depend on the batch\'s other '
