@@ -1,6 +1,4 @@
-"""Experiment configs: ``get_config(arg)`` per dataset, loaded by path with
-``--config=configs/<name>.py[:arg]`` (absl ``config_flags``).
-
-A package so that one config can build on another with a plain import (``from configs import
-hac``), both from a clone (the repository root on ``sys.path``) and once installed.
-"""
+"""The configs of a clone: ``--config=configs/<name>.py[:arg]``. Each file re-exports the
+module of ``mbcd_jax/configs/`` (where the keys are set) so that the command lines and
+``from configs import hac`` work from the repository root; the package installs only
+``mbcd_jax.configs``."""

@@ -41,6 +41,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from mbcd_jax.errors import ConfigError
+
 PROJECT = 'mbcd_jax'
 FORMAT = 1
 SUBDIR = 'checkpoints'
@@ -52,6 +54,9 @@ OPERATIONAL_KEYS = frozenset({
     'train.resume_mode', 'train.progress', 'train.async_checkpointing', 'data.num_workers',
     'data.read_threads', 'data.normalize_on_device', 'train.trunk_cache',
 })
+# Keys that say how a setting is derived from the run's length (config_lib.derive_from_length):
+# the derived values (method.ema_beta, method.cmrf.sma_start_step) are compared instead.
+DERIVATION_KEYS = frozenset({'method.ema_horizon_ratio', 'method.cmrf.sma_start_percent'})
 # Keys added to the config after checkpoints were first written, each with the value that
 # reproduces what a run made before it computed: absent in the checkpoint's config and at this
 # value now is not a change.
@@ -75,7 +80,7 @@ def quiet_orbax_info():
     handler.addFilter(_QuietOrbax())
 
 
-class CheckpointError(ValueError):
+class CheckpointError(ConfigError):
   """An unusable workdir or checkpoint; the message is one line naming the file."""
 
 
@@ -94,7 +99,7 @@ def _flatten(d: Any, prefix: str = '') -> dict[str, Any]:
   return {prefix[:-1]: d}
 
 
-def config_diff(old: dict, new: dict, ignore=OPERATIONAL_KEYS) -> list[str]:
+def config_diff(old: dict, new: dict, ignore=OPERATIONAL_KEYS | DERIVATION_KEYS) -> list[str]:
   """``['model.head_hidden: 16 -> 32', ...]`` for every key that differs (sorted).
 
   Not differences: ``ignore``d keys; a key of ``ADDED_KEYS`` absent from ``old`` and at its

@@ -19,6 +19,7 @@ from mbcd_jax import recipes
 # The split readers own each dataset's domain and class names; they import nothing heavy.
 from mbcd_jax.data import epic as epic_data
 from mbcd_jax.data import hac as hac_data
+from mbcd_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,7 +77,10 @@ def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
       amd_base=0.0,         # the port's modality_drop_base
       amd_fixed_p=0.5,      # drop probability of the 'fixed' ablation (Table 5)
       alpha=1e-4,           # inner-loop step size
-      ema_beta=0.999,       # EMA decay per optimizer step
+      ema_beta=0.999,       # EMA decay per optimizer step (None: from ema_horizon_ratio)
+      # The run's steps / the EMA horizon 1 / (1 - beta): beta = 1 - ratio / steps, resolved by
+      # normalize once the overrides are in, where ema_beta is None (configs/hac.py:synthetic: 2).
+      ema_horizon_ratio=config_dict.placeholder(float),
       lambda_mm=1.0,        # KL(teacher || fused student)
       lambda_um=1.0,        # sum_k KL(teacher || uni-modal student k)
       temperature=1.0,
@@ -227,7 +231,7 @@ def parse_config_arg(arg: str | None, config_file: str) -> set[str]:
   args = set(filter(None, (arg or '').split(',')))
   unknown = args - set(CONFIG_ARGS)
   if unknown:
-    raise ValueError(f'{config_file}: unknown argument(s) {sorted(unknown)}; known: '
+    raise ConfigError(f'{config_file}: unknown argument(s) {sorted(unknown)}; known: '
                      f'{", ".join(CONFIG_ARGS)}')
   return args
 
@@ -256,7 +260,7 @@ def _names(value) -> tuple:
 
 def _check(ok: bool, message: str):
   if not ok:
-    raise ValueError(message)
+    raise ConfigError(message)
 
 
 def _check_range(config, key: str, lo=None, hi=None, *, lo_open=False, hi_open=False,
@@ -275,7 +279,7 @@ def _check_range(config, key: str, lo=None, hi=None, *, lo_open=False, hi_open=F
     left = '' if lo is None else ('(' if lo_open else '[') + f'{lo}, '
     right = '' if hi is None else f'{hi}' + (')' if hi_open else ']')
     bound = f'in {left or "(-inf, "}{right or "inf)"}'
-    raise ValueError(f'config.{key} must be {"an integer" if integer else "a number"} {bound}, '
+    raise ConfigError(f'config.{key} must be {"an integer" if integer else "a number"} {bound}, '
                      f'got {value!r}')
 
 
@@ -372,6 +376,13 @@ def _validate_train(config):
 
 
 def _validate_method(config) -> methods.MethodSpec:
+  _check(config.method.ema_beta is not None,
+         'config.method.ema_beta is not set (config.method.ema_horizon_ratio derives it on the '
+         'embedded benchmark only, whose size is in the config)')
+  cmrf = config.method.get('cmrf')
+  _check(config.method.name != 'cmrf' or cmrf.sma_start_step is not None,
+         'config.method.cmrf.sma_start_step is not set (config.method.cmrf.sma_start_percent '
+         'derives it on the embedded benchmark only, whose size is in the config)')
   # names, modes, ema_beta, temperature; the run's seed for a plug-in's own (MOOSA's)
   spec = methods.resolve(config.method, seed=config.seed)
   _check_range(config, 'method.alpha', 0.0)
@@ -405,8 +416,9 @@ def validate(config: ml_collections.ConfigDict) -> methods.MethodSpec:
 def normalize(config: ml_collections.ConfigDict, *, recipe: bool = True
               ) -> ml_collections.ConfigDict:
   """Lets ``--config.data.sources=animal`` or ``=animal,cartoon`` mean a tuple of domains, and
-  resolves ``config.train.recipe`` (``recipes.apply``) unless ``recipe=False`` (a study's base
-  config, whose runs each resolve their own)."""
+  resolves ``config.train.recipe`` (``recipes.apply``) and then the settings relative to the
+  run's length (``derive_from_length``) unless ``recipe=False`` (a study's base config, whose
+  runs each resolve their own)."""
   with config.unlocked():
     # absl turns --config.data.sources=D2,D3 into ('D2,D3',): split on commas too.
     split = lambda value: tuple(s.strip() for item in ([value] if isinstance(value, str)
@@ -417,4 +429,41 @@ def normalize(config: ml_collections.ConfigDict, *, recipe: bool = True
     for group in (config.model, config.model.get('defaults')):
       if group is not None and group.get('eval_trunks') is not None:
         group.eval_trunks = split(group.eval_trunks)
-  return recipes.apply(config) if recipe else config
+  return derive_from_length(recipes.apply(config)) if recipe else config
+
+
+def steps_per_epoch(data_config) -> int | None:
+  """Optimizer steps per epoch of the embedded benchmark (its train split: every source
+  domain's ``train_per_domain`` examples, the last partial batch dropped, as the loader);
+  None for prepared data (its size is in the store) or a batch size ``validate`` refuses."""
+  if data_config.source != 'synthetic' or not isinstance(data_config.batch_size, int) or (
+      data_config.batch_size < 1):
+    return None
+  per_domain = (data_config.synthetic or {}).get('train_per_domain',
+                                                 synthetic_config().train_per_domain)
+  return len(_names(data_config.sources)) * per_domain // data_config.batch_size
+
+
+def derive_from_length(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """The settings given relative to the run's length, from its final epochs and batch size
+  (after the command line's overrides and the recipe): ``method.ema_beta`` from
+  ``method.ema_horizon_ratio`` and CMRF's ``sma_start_step`` from its ``sma_start_percent``,
+  each only where the setting itself is None (a value given explicitly is kept). Prepared
+  data's size is not in the config: there the settings must be given."""
+  m = config.method
+  cmrf = m.get('cmrf')
+  beta = m.get('ema_horizon_ratio') is not None and m.ema_beta is None
+  sma = (cmrf is not None and cmrf.get('sma_start_percent') is not None
+         and cmrf.sma_start_step is None)
+  per_epoch = steps_per_epoch(config.data)
+  if not (beta or sma) or per_epoch is None or not isinstance(config.train.epochs, int):
+    return config   # left unset: validate names the setting (or the mistake that stopped it)
+  steps = config.train.epochs * per_epoch
+  if steps < 1:
+    return config
+  with config.unlocked():
+    if beta:
+      m.ema_beta = 1.0 - m.ema_horizon_ratio / steps
+    if sma:
+      cmrf.sma_start_step = steps * cmrf.sma_start_percent // 100
+  return config

@@ -16,6 +16,7 @@ import os
 
 from absl import logging
 import jax
+from mbcd_jax.errors import ConfigError
 
 
 def cluster_env() -> str | None:
@@ -42,7 +43,7 @@ def initialize(coordinator_address: str | None = None, num_processes: int | None
   """
   explicit = [coordinator_address, num_processes, process_id]
   if any(x is not None for x in explicit) and not all(x is not None for x in explicit):
-    raise ValueError('--coordinator_address, --num_processes and --process_id go together '
+    raise ConfigError('--coordinator_address, --num_processes and --process_id go together '
                      f'(got {coordinator_address!r}, {num_processes!r}, {process_id!r})')
   env = cluster_env()
   if coordinator_address is None and env is None:

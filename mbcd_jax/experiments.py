@@ -63,6 +63,7 @@ import ml_collections
 
 from mbcd_jax import config_lib, preemption, tables
 from mbcd_jax import methods as methods_lib
+from mbcd_jax.errors import ConfigError
 
 TrainFn = Callable[[ml_collections.ConfigDict, str], Any]
 
@@ -542,7 +543,7 @@ def main(argv):
   # Catches config mistakes (and settings without an authors' recipe) before hours of training.
   try:
     configs = [make_config(base, r) for r in runs]
-  except ValueError as e:
+  except ConfigError as e:
     raise SystemExit(f'mbcd_jax.experiments: error: {" ".join(str(e).split())}') from None
   name = f.table or ('results' if f.grid == 'methods' else f.grid)
   table_kw = table_options(base, protocol, paper=paper_grid is not None, title=f.title, name=name)

@@ -26,6 +26,7 @@ import dataclasses
 from typing import Any, Callable, Mapping, NamedTuple
 
 import jax
+from mbcd_jax.errors import ConfigError
 
 PyTree = Any
 CLASSIFICATION = ('fused', 'own')
@@ -117,6 +118,6 @@ class Extension:
     fields = {f.name for f in dataclasses.fields(self.hparams)}
     unknown = sorted(set(values) - fields)
     if unknown:
-      raise ValueError(f'config.method.{self.name}: unknown keys {unknown}; known: '
+      raise ConfigError(f'config.method.{self.name}: unknown keys {unknown}; known: '
                        f'{sorted(fields)}')
     return dataclasses.replace(self, hparams=dataclasses.replace(self.hparams, **values))

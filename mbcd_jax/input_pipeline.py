@@ -29,6 +29,7 @@ import numpy as np
 from mbcd_jax import config_lib, synthetic
 from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
+from mbcd_jax.errors import ConfigError
 
 
 def normalize_record(rec: dict, frames: bool = True) -> dict:
@@ -130,13 +131,13 @@ class Loader:
 
   def __post_init__(self):
     if self.global_batch % self.process_count:
-      raise ValueError(f'batch size {self.global_batch} is not divisible by the number of '
+      raise ConfigError(f'batch size {self.global_batch} is not divisible by the number of '
                        f'processes {self.process_count}')
     if self.train and len(self.source) < self.global_batch:
-      raise ValueError(f'the training split has {len(self.source)} examples, fewer than one '
+      raise ConfigError(f'the training split has {len(self.source)} examples, fewer than one '
                        f'batch of {self.global_batch}')
     if self.read_threads < 1:
-      raise ValueError(f'config.data.read_threads must be at least 1, got {self.read_threads}')
+      raise ConfigError(f'config.data.read_threads must be at least 1, got {self.read_threads}')
 
   @property
   def num_examples(self) -> int:

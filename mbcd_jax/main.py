@@ -28,6 +28,7 @@ import sys
 from absl import app, flags, logging
 
 from mbcd_jax import distributed, preemption
+from mbcd_jax.errors import ConfigError
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file('config', None, 'Config file (configs/*.py[:arg]).',
@@ -64,9 +65,9 @@ def main(argv):
   except FloatingPointError as e:
     print(f'mbcd_jax: error: {e}', file=sys.stderr)
     sys.exit(EXIT_NONFINITE)
-  except (ValueError, FileNotFoundError) as e:
-    # Config, data and checkpoint mistakes (checkpoint.CheckpointError is a ValueError): one
-    # line naming the field or file, no library traceback.
+  except (ConfigError, FileNotFoundError) as e:
+    # The user's mistakes (config, data, workdir, checkpoint: mbcd_jax/errors.py): one line
+    # naming the field or file. Any other error keeps its traceback.
     print(f'mbcd_jax: error: {" ".join(str(e).split())}', file=sys.stderr)
     sys.exit(EXIT_CONFIG)
 

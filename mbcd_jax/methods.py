@@ -40,6 +40,7 @@ from mbcd_jax import MODALITIES
 from mbcd_jax import amd as amd_lib
 from mbcd_jax import consistency as consistency_lib
 from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
+from mbcd_jax.errors import ConfigError
 
 EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENSION,
                                   cmrf.EXTENSION)}
@@ -68,15 +69,15 @@ def check_variant(variant: dict) -> dict:
   model configs (``models.build_model``) alike."""
   for key, choices in VARIANT_CHOICES.items():
     if variant[key] not in choices:
-      raise ValueError(f'config.model.{key} must be one of {choices}, got {variant[key]!r}')
+      raise ConfigError(f'config.model.{key} must be one of {choices}, got {variant[key]!r}')
   p = variant['feature_dropout']
   if not (isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 <= p < 1.0):
-    raise ValueError(f'config.model.feature_dropout must be in [0, 1), got {p!r}')
+    raise ConfigError(f'config.model.feature_dropout must be in [0, 1), got {p!r}')
   if not isinstance(variant['dsu'], bool):
-    raise ValueError(f'config.model.dsu must be True or False, got {variant["dsu"]!r}')
+    raise ConfigError(f'config.model.dsu must be True or False, got {variant["dsu"]!r}')
   trunks = variant['eval_trunks']
   if any(m not in MODALITIES for m in trunks) or len(set(trunks)) != len(trunks):
-    raise ValueError(f'config.model.eval_trunks must be distinct modalities of {MODALITIES}, '
+    raise ConfigError(f'config.model.eval_trunks must be distinct modalities of {MODALITIES}, '
                      f'got {trunks!r}')
   return variant
 
@@ -177,7 +178,7 @@ def resolve(method_config, seed: int = 0) -> MethodSpec:
   """
   name = method_config.name
   if name not in PRESETS:
-    raise ValueError(f'config.method.name: unknown method {name!r}; known: '
+    raise ConfigError(f'config.method.name: unknown method {name!r}; known: '
                      f'{", ".join(PRESETS)}')
   fields = dict(PRESETS[name])
   for key in ('amd', 'consistency', 'ema', 'distill'):
@@ -185,16 +186,16 @@ def resolve(method_config, seed: int = 0) -> MethodSpec:
     if value is not None:
       fields[key] = value
   if fields['amd'] not in amd_lib.MODES:
-    raise ValueError(f'config.method.amd: unknown mode {fields["amd"]!r}; known: '
+    raise ConfigError(f'config.method.amd: unknown mode {fields["amd"]!r}; known: '
                      f'{", ".join(amd_lib.MODES)}')
   if fields['consistency'] not in consistency_lib.MODES:
-    raise ValueError(f'config.method.consistency: unknown mode {fields["consistency"]!r}; '
+    raise ConfigError(f'config.method.consistency: unknown mode {fields["consistency"]!r}; '
                      f'known: {", ".join(consistency_lib.MODES)}')
   ext = EXTENSIONS.get(name)
   if ext is not None:
     if fields['amd'] != 'off' or fields['consistency'] != 'off' or fields['ema'] \
         or fields['distill']:
-      raise ValueError(f'config.method: {name} is a plug-in method; AMD, consistency, EMA and '
+      raise ConfigError(f'config.method: {name} is a plug-in method; AMD, consistency, EMA and '
                        'distillation are MBCD switches (leave config.method.amd/consistency/'
                        'ema/distill unset)')
     group = method_config.get(name)
@@ -203,18 +204,18 @@ def resolve(method_config, seed: int = 0) -> MethodSpec:
       ext = ext.with_hparams({'seed': int(seed)})
     fields['extension'] = ext
   if fields['distill'] and not fields['ema']:
-    raise ValueError('config.method.distill=True needs the EMA teacher (config.method.ema)')
+    raise ConfigError('config.method.distill=True needs the EMA teacher (config.method.ema)')
   fields['unimodal_ce'] = method_config.get('unimodal_ce')
   if fields['unimodal_ce'] is None:
     fields['unimodal_ce'] = PRESETS[name].get('unimodal_ce')
   if fields['unimodal_ce'] is False and fields['consistency'] != 'off':
-    raise ValueError('config.method.unimodal_ce=False leaves no uni-modal objective for the '
+    raise ConfigError('config.method.unimodal_ce=False leaves no uni-modal objective for the '
                      f'inner step of consistency={fields["consistency"]!r}')
   for key in ('amd_base', 'amd_fixed_p', 'alpha', 'ema_beta', 'lambda_mm', 'lambda_um',
               'temperature'):
     fields[key] = float(method_config[key])
   if not 0.0 <= fields['ema_beta'] < 1.0:
-    raise ValueError(f'config.method.ema_beta must be in [0, 1), got {fields["ema_beta"]}')
+    raise ConfigError(f'config.method.ema_beta must be in [0, 1), got {fields["ema_beta"]}')
   if fields['temperature'] <= 0:
-    raise ValueError(f'config.method.temperature must be > 0, got {fields["temperature"]}')
+    raise ConfigError(f'config.method.temperature must be > 0, got {fields["temperature"]}')
   return MethodSpec(name=name, **fields)

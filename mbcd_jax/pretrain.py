@@ -60,6 +60,7 @@ import optax
 from mbcd_jax import MODALITIES, batchnorm, input_pipeline, models, provenance, synthetic
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
+from mbcd_jax.errors import ConfigError
 
 FORMAT_VERSION = 1        # bump when the upstream task changes meaning outside the keyed code
 SENTINEL = 'synthetic'    # config.model.encoders.<m>.pretrained value asking for this module
@@ -154,11 +155,11 @@ def _up_dict(up) -> dict:
   full = pretrain_config().to_dict()
   unknown = sorted(set(d) - set(full))
   if unknown:
-    raise ValueError(f'config.model.pretrain: unknown key(s) {unknown}; known: '
+    raise ConfigError(f'config.model.pretrain: unknown key(s) {unknown}; known: '
                      f'{", ".join(full)}')
   full.update(d)
   if full['source'] not in SOURCES:
-    raise ValueError(f'config.model.pretrain.source: {full["source"]!r}, expected one of '
+    raise ConfigError(f'config.model.pretrain.source: {full["source"]!r}, expected one of '
                      f'{SOURCES}')
   return full
 
@@ -258,7 +259,7 @@ def shipped_path(spec: synthetic.SyntheticSpec, up, m: str, encoder_config,
   path = os.path.join(directory or SHIPPED_DIR, entry['file'])
   digest = convert.weights_digest(path)
   if digest != entry['digest']:
-    raise ValueError(f'{path}: weights digest {digest}, but {MANIFEST} records '
+    raise ConfigError(f'{path}: weights digest {digest}, but {MANIFEST} records '
                      f'{entry["digest"]}; reinstall the package or rebuild with '
                      '`python -m mbcd_jax.pretrain --ship`')
   return path
@@ -445,7 +446,7 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   if not wanted:
     return config.model
   if config.data.source != 'synthetic':
-    raise ValueError(f'config.model.encoders.{wanted[0]}.pretrained={SENTINEL!r} needs '
+    raise ConfigError(f'config.model.encoders.{wanted[0]}.pretrained={SENTINEL!r} needs '
                      f"config.data.source='synthetic', got {config.data.source!r}")
   spec = input_pipeline.synthetic_spec(config)
   up = config.model.get('pretrain') or pretrain_config()

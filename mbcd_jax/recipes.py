@@ -25,6 +25,7 @@ import itertools
 from typing import Sequence, TYPE_CHECKING
 
 from mbcd_jax import MODALITIES
+from mbcd_jax.errors import ConfigError
 
 if TYPE_CHECKING:
   # For annotations only: the methods, model and step modules import this one, and must import
@@ -57,12 +58,12 @@ def resolve(extension, dataset: str, modalities: Sequence[str], sources: Sequenc
   multi_source = set(sources) == set(domains) - {target}
   recipe = extension.recipes(dataset, tuple(modalities), target)
   if recipe is None:
-    raise ValueError(f"config.train.recipe='authors': {extension.name} has no authors' recipe "
+    raise ConfigError(f"config.train.recipe='authors': {extension.name} has no authors' recipe "
                      f'for {where}')
   if not multi_source:
     every = [extension.recipes(dataset, m, t) for m in _modality_sets() for t in domains]
     if any(r != recipe for r in every):
-      raise ValueError(f"config.train.recipe='authors': {extension.name}'s authors' recipe is "
+      raise ConfigError(f"config.train.recipe='authors': {extension.name}'s authors' recipe is "
                        f'per multi-source setting; none for the single-source run {where}')
   return dict(recipe)
 
@@ -78,7 +79,7 @@ def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   from mbcd_jax import methods  # pylint: disable=g-import-not-at-top  (methods imports baselines)
   recipe = config.train.recipe
   if recipe not in RECIPES:
-    raise ValueError(f'config.train.recipe must be one of {RECIPES}, got {recipe!r}')
+    raise ConfigError(f'config.train.recipe must be one of {RECIPES}, got {recipe!r}')
   ext = methods.EXTENSIONS.get(config.method.name)
   if recipe == 'shared' or ext is None or ext.recipes is None:
     return config
@@ -93,6 +94,6 @@ def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       elif key in group:
         group[key] = value
       else:
-        raise ValueError(f"{ext.name}: authors' recipe sets {key!r}, which is neither 'epochs' "
+        raise ConfigError(f"{ext.name}: authors' recipe sets {key!r}, which is neither 'epochs' "
                          f'nor a key of config.method.{ext.name}')
   return config

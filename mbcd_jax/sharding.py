@@ -5,6 +5,7 @@ losses' means) are global, so the step is the same program on 1 or N devices."""
 import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from mbcd_jax.errors import ConfigError
 
 DATA_AXIS = 'data'
 
@@ -25,7 +26,7 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def check_batch_size(global_batch: int, mesh: Mesh, what: str = 'config.data.batch_size'):
   n = mesh.devices.size
   if global_batch % n:
-    raise ValueError(f'{what}={global_batch} is not divisible by the {n} devices of the mesh; '
+    raise ConfigError(f'{what}={global_batch} is not divisible by the {n} devices of the mesh; '
                      f'use a multiple of {n}')
 
 

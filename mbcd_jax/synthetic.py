@@ -37,6 +37,7 @@ import numpy as np
 
 from mbcd_jax import MODALITIES
 from mbcd_jax.data import hac
+from mbcd_jax.errors import ConfigError
 
 _SPLIT_IDS = {'train': 0, 'test': 1}
 _MODALITY_IDS = {m: i for i, m in enumerate(MODALITIES)}   # seeds per modality
@@ -168,7 +169,7 @@ class _World:
             [_class_pattern(rng, shape) for _ in range(spec.num_classes)])
         self.style[m, d] = draw_style(rng, m, shape, spec.shift * getattr(spec, f'shift_{m}'))
     if spec.styles not in STYLES:
-      raise ValueError(f'synthetic styles must be one of {STYLES}, got {spec.styles!r}')
+      raise ConfigError(f'synthetic styles must be one of {STYLES}, got {spec.styles!r}')
 
   def domain_style(self, m: str, domain: int, rng: np.random.Generator) -> tuple:
     """The style of one example of ``domain`` (draws from ``rng`` only if 'interpolated')."""
@@ -207,7 +208,7 @@ class SyntheticSource:
       raise ValueError(f"synthetic split must be 'train', 'test' or 'all', got {split!r}")
     for d in domains:
       if d not in spec.domains:
-        raise ValueError(f'unknown synthetic domain {d!r}; known: {", ".join(spec.domains)}')
+        raise ConfigError(f'unknown synthetic domain {d!r}; known: {", ".join(spec.domains)}')
     self.spec, self.modalities = spec, tuple(modalities)
     self._world = _World(spec, self.modalities)
     splits = ('train', 'test') if split == 'all' else (split,)

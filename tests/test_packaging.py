@@ -28,11 +28,26 @@ def test_requirement_files_are_plain_requirements(name):
                   'this file, so put comments on their own line and no pip options')
 
 
-def test_pyproject_reads_the_requirement_files_and_ships_the_configs():
+def test_pyproject_reads_the_requirement_files_and_ships_the_configs_in_the_package():
   p = _pyproject()
   dyn = p['tool']['setuptools']['dynamic']
   assert dyn['dependencies']['file'] == ['requirements.txt']
   assert dyn['optional-dependencies']['dev']['file'] == ['requirements-dev.txt']
   include = p['tool']['setuptools']['packages']['find']['include']
-  assert {'mbcd_jax', 'mbcd_jax.*', 'configs'} <= set(include)
-  assert os.path.exists(os.path.join(ROOT, 'configs', '__init__.py'))
+  # The configs ship inside the package; no top-level `configs` module lands in site-packages.
+  assert set(include) == {'mbcd_jax', 'mbcd_jax.*'}
+  assert os.path.exists(os.path.join(ROOT, 'mbcd_jax', 'configs', '__init__.py'))
+
+
+@pytest.mark.parametrize('name', ['hac', 'epic'])
+def test_the_clones_configs_are_the_packages(name):
+  """``--config=configs/<name>.py`` (a clone) and ``mbcd_jax/configs/<name>.py`` (installed)
+  give the same config, and the clone's file sets no key of its own."""
+  import importlib  # pylint: disable=g-import-not-at-top
+  clone = importlib.import_module(f'configs.{name}')
+  package = importlib.import_module(f'mbcd_jax.configs.{name}')
+  assert clone.get_config is package.get_config
+  for arg in (None, 'synthetic', 'smoke'):
+    assert clone.get_config(arg).to_dict() == package.get_config(arg).to_dict()
+  with open(os.path.join(ROOT, 'configs', f'{name}.py')) as f:
+    assert 'ml_collections' not in f.read()

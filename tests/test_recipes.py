@@ -124,16 +124,51 @@ def test_configs_sma_start_step():
   assert epic.get_config().method.cmrf.sma_start_step == 400
   for mod in (hac, epic):
     for arg, want in (('synthetic', 200), ('synthetic,short', 40), ('synthetic,scratch', 40)):
-      c = mod.get_config(arg)
+      c = config_lib.normalize(mod.get_config(arg))
       assert c.method.cmrf.sma_start_step == want, arg
       # 10% of the synthetic run: 2 sources x 160 examples / batch 16 x 100 epochs = 2000
       # steps (20 epochs, 400 steps: short and scratch)
       steps = 2 * c.data.synthetic.train_per_domain // c.data.batch_size * c.train.epochs
       assert c.method.cmrf.sma_start_step == steps // 10, arg
-    short = mod.get_config('synthetic,short')
-    assert (short.train.epochs, short.method.ema_beta) == (20, pytest.approx(0.995))
-    full = mod.get_config('synthetic')
-    assert (full.train.epochs, full.method.ema_beta) == (100, pytest.approx(0.999))
+    short = config_lib.normalize(mod.get_config('synthetic,short'))
+    assert (short.train.epochs, short.method.ema_beta) == (20, 1.0 - 2.0 / 400)
+    full = config_lib.normalize(mod.get_config('synthetic'))
+    # The value the configs computed before beta was resolved after the overrides, bit for bit.
+    assert (full.train.epochs, full.method.ema_beta) == (100, 1.0 - 2.0 / (100 * 20))
+
+
+def test_settings_relative_to_the_run_length_follow_the_command_line():
+  """--config.train.epochs / data.batch_size change the run's steps: beta keeps the run /
+  horizon ratio and CMRF's SMA starts at 10% of the new run; a value set explicitly stays."""
+  def resolved(*flags):
+    c = hac.get_config('synthetic')
+    for flag in flags:
+      key, value = flag.split('=')
+      *path, last = key.split('.')
+      group = c
+      for p in path:
+        group = group[p]
+      group[last] = type(group[last])(value) if group[last] is not None else float(value)
+    return config_lib.normalize(c)
+  c = resolved('train.epochs=50')             # 1000 steps
+  assert (c.method.ema_beta, c.method.cmrf.sma_start_step) == (1.0 - 2.0 / 1000, 100)
+  c = resolved('data.batch_size=32')          # 10 steps per epoch, 1000 steps
+  assert (c.method.ema_beta, c.method.cmrf.sma_start_step) == (1.0 - 2.0 / 1000, 100)
+  c = resolved('train.epochs=50', 'method.ema_beta=0.98')
+  assert (c.method.ema_beta, c.method.cmrf.sma_start_step) == (0.98, 100)
+  # Prepared data has no size in the config: there the setting must be given, and validation
+  # names it.
+  c = hac.get_config()
+  c.method.ema_beta, c.method.ema_horizon_ratio = None, 2.0
+  with pytest.raises(ValueError, match='config.method.ema_beta is not set'):
+    config_lib.validate(config_lib.normalize(c))
+
+
+def test_the_steps_per_epoch_of_the_config_are_the_loaders():
+  from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  for arg in ('synthetic', 'smoke'):
+    c = config_lib.normalize(hac.get_config(arg))
+    assert config_lib.steps_per_epoch(c.data) == input_pipeline.make_loader(c, 'train').num_batches
 
 
 def test_modality_key():

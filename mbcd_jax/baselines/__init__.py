@@ -6,19 +6,22 @@ plugs it into the shared train step (``mbcd_jax/extensions.py``; registry
 ``methods.EXTENSIONS``; ``--config.method.name=<module>``).
 """
 
+from mbcd_jax.errors import ConfigError
+
+
 ORDER = ('video', 'flow', 'audio')   # the authors' canonical modality order
 
 
 def present(modalities, method: str) -> list[str]:
-  """The modalities present, in ``ORDER``; one-line ValueError for an unknown one or fewer
+  """The modalities present, in ``ORDER``; one-line ConfigError for an unknown one or fewer
   than two (every pairwise term needs a pair)."""
   unknown = set(modalities) - set(ORDER)
   if unknown:
-    raise ValueError(f'{method}: unknown modalities {sorted(unknown)}; expected a subset of '
+    raise ConfigError(f'{method}: unknown modalities {sorted(unknown)}; expected a subset of '
                      f'{ORDER}')
   ms = [m for m in ORDER if m in modalities]
   if len(ms) < 2:
-    raise ValueError(f'{method}: needs at least two modalities, got {ms}')
+    raise ConfigError(f'{method}: needs at least two modalities, got {ms}')
   return ms
 
 

@@ -68,6 +68,9 @@ class Config:
   temperature: float = 0.1          # SupCon temperature
   base_temperature: float = 0.07
   sma_start_step: int = 400         # EPIC 400, HAC 100
+  # Set instead of sma_start_step (None): that share of the run's steps, resolved by
+  # config_lib.derive_from_length (the embedded benchmark's 10%).
+  sma_start_percent: int | None = None
   proj_hidden: int = 2048
   proj_out: int = 128
   audio_weight: float = 0.5         # the authors' 1/2 on audio's CE and distillation terms

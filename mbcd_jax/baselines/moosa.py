@@ -61,6 +61,7 @@ from mbcd_jax import baselines
 from mbcd_jax import extensions
 from mbcd_jax import losses
 from mbcd_jax import recipes
+from mbcd_jax.errors import ConfigError
 from mbcd_jax.baselines import simmmdg
 
 PyTree = Any
@@ -178,7 +179,7 @@ def jigsaw_permutations(num_parts: int, samples: int, seed: int) -> np.ndarray:
   the lexicographic list of all permutations (unranked here instead of listing all n!)."""
   total = math.factorial(num_parts)
   if samples > total:
-    raise ValueError(f'moosa: jigsaw_samples={samples} > {num_parts}! = {total} permutations')
+    raise ConfigError(f'moosa: jigsaw_samples={samples} > {num_parts}! = {total} permutations')
   idx = random.Random(seed).sample(range(total), samples)
   return np.array([_unrank_permutation(i, num_parts) for i in idx], np.int32)
 
@@ -190,7 +191,7 @@ def jigsaw_columns(dims: Sequence[int], splits: int, perms: np.ndarray) -> np.nd
   parts, off = [], 0
   for d in dims:
     if d % splits:
-      raise ValueError(f'moosa: embedding dim {d} not divisible by jigsaw_num_splits={splits}')
+      raise ConfigError(f'moosa: embedding dim {d} not divisible by jigsaw_num_splits={splits}')
     s = d // splits
     parts += [np.arange(off + j * s, off + (j + 1) * s) for j in range(splits)]
     off += d
@@ -225,7 +226,7 @@ def init(rng: jax.Array, dims: Mapping[str, int], cfg: Config = Config()
   ``batch_stats = {'proj': {m: ...}}``."""
   for m, d in dims.items():
     if d % 2:
-      raise ValueError(f'moosa: embedding dim of {m!r} is {d}; the split losses need it even')
+      raise ConfigError(f'moosa: embedding dim of {m!r} is {d}; the split losses need it even')
   # One compiled program instead of dozens of eager module inits (seconds on a CPU).
   return jax.jit(lambda r: _init(r, dict(dims), cfg))(rng)
 

@@ -54,6 +54,7 @@ from mbcd_jax import baselines
 from mbcd_jax import batchnorm
 from mbcd_jax import extensions
 from mbcd_jax import recipes
+from mbcd_jax.errors import ConfigError
 from mbcd_jax.baselines import torch_init
 
 ORDER = baselines.ORDER   # canonical order; naming only (no term depends on it)
@@ -171,7 +172,7 @@ def supcon_loss(features: jax.Array, labels: jax.Array, temperature: float = 0.1
 def split(e: jax.Array) -> tuple[jax.Array, jax.Array]:
   """``[B, D]`` -> (shared ``[B, D/2]``, specific ``[B, D/2]``). D must be even."""
   if e.shape[-1] % 2:
-    raise ValueError(f'simmmdg: feature dim {e.shape[-1]} must be even to split in halves')
+    raise ConfigError(f'simmmdg: feature dim {e.shape[-1]} must be even to split in halves')
   h = e.shape[-1] // 2
   return e[:, :h], e[:, h:]
 
@@ -216,7 +217,7 @@ def init(rng: jax.Array, dims: Mapping[str, int], hp: Hparams = Hparams()) -> tu
   ordered_pairs(dims)   # validates the modality names
   for m in [m for m in ORDER if m in dims]:
     if dims[m] % 2:
-      raise ValueError(f'simmmdg: dims[{m!r}] = {dims[m]} must be even')
+      raise ConfigError(f'simmmdg: dims[{m!r}] = {dims[m]} must be even')
     rng, r = jax.random.split(rng)
     v = ProjectionHead(hp.proj_hidden, hp.proj_dim).init(r, jnp.zeros((2, dims[m] // 2)))
     params['proj'][m], stats['proj'][m] = v['params'], v['batch_stats']

@@ -18,6 +18,7 @@ import math
 import os
 
 from mbcd_jax.data import layouts
+from mbcd_jax.errors import ConfigError
 
 DOMAINS = ('D1', 'D2', 'D3')
 # The test set of a held-out domain is its test split (the MM-SADA splits' test pickle).
@@ -65,10 +66,10 @@ def read_split(root: str, domain: str, split: str):
     df = pd.read_pickle(path)
   except Exception as e:  # pylint: disable=broad-except
     # Unpickling errors come in many types (truncated file, wrong pandas, not a pickle).
-    raise ValueError(f'{path}: cannot read the split file: {type(e).__name__}: {e}') from e
+    raise ConfigError(f'{path}: cannot read the split file: {type(e).__name__}: {e}') from e
   missing = [c for c in COLUMNS if c not in df.columns]
   if missing:
-    raise ValueError(f'{path}: missing columns {missing}; has {list(df.columns)}')
+    raise ConfigError(f'{path}: missing columns {missing}; has {list(df.columns)}')
   return path, df.to_dict('records')
 
 

@@ -10,6 +10,7 @@ import csv
 import os
 
 from mbcd_jax.data import layouts
+from mbcd_jax.errors import ConfigError
 
 DOMAINS = ('human', 'animal', 'cartoon')
 # The test set of a held-out domain is the whole domain, train and test lists (SimMMDG's code and
@@ -51,7 +52,7 @@ def read_split(root: str, domain: str, split: str):
         if not 0 <= label < len(CLASSES):
           raise ValueError(label)
       except (IndexError, ValueError):
-        raise ValueError(f'{path} line {reader.line_num}: expected "clip.mp4,label" with a '
+        raise ConfigError(f'{path} line {reader.line_num}: expected "clip.mp4,label" with a '
                          f'label in 0..{len(CLASSES) - 1}, got {",".join(r)!r}') from None
       rows.append((r[0].strip(), label, reader.line_num))
   return path, rows

@@ -9,6 +9,7 @@ differs in. A miss also names the one place the file should be (``NotFound.path`
 import dataclasses
 import os
 from typing import Sequence
+from mbcd_jax.errors import ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +193,7 @@ def read_split_files(dataset: str, known_domains: Sequence[str], domains, splits
   found, failures = [], []
   for domain in domains:
     if domain not in known_domains:
-      raise ValueError(f'unknown {dataset} domain {domain!r}; known: '
+      raise ConfigError(f'unknown {dataset} domain {domain!r}; known: '
                        f'{", ".join(known_domains)}')
     for split in splits:
       name = split_name(domain, split)

@@ -23,6 +23,7 @@ import numpy as np
 
 from mbcd_jax import MODALITIES
 from mbcd_jax.data import epic, hac, store, transforms
+from mbcd_jax.errors import ConfigError
 
 _TARGET_TEST_SPLIT_ONLY = {'hac': hac.TARGET_TEST_SPLIT_ONLY, 'epic': epic.TARGET_TEST_SPLIT_ONLY}
 _COUNT_KEY = {'video': 'num_frames', 'flow': 'num_flow_frames', 'audio': 'num_audio_samples'}
@@ -110,15 +111,15 @@ def make_source(config_data, split: str) -> PreparedSource:
   mods = _tuple(d.modalities)
   entries = select(index, split, d.sources, d.target, bool(d.hac_test_split_only))
   if not entries:
-    raise ValueError(f'{d.dir}: no prepared clips for the {split!r} split (sources '
+    raise ConfigError(f'{d.dir}: no prepared clips for the {split!r} split (sources '
                      f'{_tuple(d.sources)}, target {d.target!r}); the store has domains '
                      f'{sorted({e["domain"] for e in index["entries"]})} and '
                      f'{len(index["failures"])} recorded failure(s), see its manifest.json')
   for m in mods:
     if m not in MODALITIES:
-      raise ValueError(f'config.data.modalities: unknown modality {m!r}')
+      raise ConfigError(f'config.data.modalities: unknown modality {m!r}')
     if _COUNT_KEY[m] not in entries[0]:
-      raise ValueError(f'{d.dir} was prepared without {m!r}; re-run the prepare command with '
+      raise ConfigError(f'{d.dir} was prepared without {m!r}; re-run the prepare command with '
                        f'--modalities including {m}')
   return PreparedSource(d.dir, entries, mods)
 

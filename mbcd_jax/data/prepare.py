@@ -55,6 +55,7 @@ import wave
 import numpy as np
 
 from mbcd_jax.data import epic, hac, layouts, store
+from mbcd_jax.errors import ConfigError
 
 AUDIO_RATE = 16000
 READERS = {'epic': epic, 'hac': hac}
@@ -362,19 +363,19 @@ def run(dataset: str, root: str, out: str, *, domains=None, splits=('train', 'te
         retry_failed: bool = False, progress: bool = True) -> dict:
   """Prepares ``dataset`` from ``root`` into ``out``; returns the index (with 'failures')."""
   if dataset not in READERS:
-    raise ValueError(f'unknown dataset {dataset!r}; known: {", ".join(READERS)}')
+    raise ConfigError(f'unknown dataset {dataset!r}; known: {", ".join(READERS)}')
   reader = READERS[dataset]
   domains = tuple(domains or reader.DOMAINS)
   unknown = [d for d in domains if d not in reader.DOMAINS]
   if unknown:
-    raise ValueError(f'unknown {dataset} domain(s) {", ".join(unknown)}; known: '
+    raise ConfigError(f'unknown {dataset} domain(s) {", ".join(unknown)}; known: '
                      f'{", ".join(reader.DOMAINS)}')
   existed = os.path.isdir(out)
   check_output(out)   # before any work: an unwritable --out must not cost a decode pass
   try:
     clips, split_failures = reader.read_clips(root, domains, splits, modalities, layout)
     if not clips:
-      raise ValueError(f'no clips found under {root}: ' +
+      raise ConfigError(f'no clips found under {root}: ' +
                        '; '.join(str(f) for f in split_failures))
   except ValueError:
     if not existed:   # leave no empty output folder behind a configuration error
@@ -487,7 +488,7 @@ def main(argv=None) -> int:
   except OutputError as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_OUTPUT
-  except ValueError as e:
+  except ConfigError as e:
     print(f'error: {e}', file=sys.stderr)
     return EXIT_USAGE
   counts = collections.Counter((e['domain'], e['split']) for e in index['entries'])

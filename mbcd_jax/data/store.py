@@ -22,6 +22,7 @@ import json
 import os
 
 import numpy as np
+from mbcd_jax.errors import ConfigError
 
 FORMAT_VERSION = 1
 INDEX = 'index.json'
@@ -77,7 +78,7 @@ def encode_frames(name: str, frames: np.ndarray, codec: str = 'jpeg',
   if codec == 'raw':
     return {name: np.asarray(frames, np.uint8)}
   if codec != 'jpeg':
-    raise ValueError(f"frame codec must be 'jpeg' or 'raw', got {codec!r}")
+    raise ConfigError(f"frame codec must be 'jpeg' or 'raw', got {codec!r}")
   cv2 = _cv2()
   params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)]
   blobs = []
@@ -194,17 +195,17 @@ def load_index(data_dir: str | None, dataset: str = 'hac') -> dict:
   """
   hint = PREPARE_HINT.format(dataset=dataset, dir=data_dir or '/data/prepared')
   if not data_dir:
-    raise ValueError(f'config.data.dir is not set: {hint}')
+    raise ConfigError(f'config.data.dir is not set: {hint}')
   path = os.path.join(data_dir, INDEX)
   if not os.path.isfile(path):
     what = 'does not exist' if not os.path.isdir(data_dir) else f'has no {INDEX}'
-    raise ValueError(f'prepared data folder {data_dir} {what}: {hint}')
+    raise ConfigError(f'prepared data folder {data_dir} {what}: {hint}')
   with open(path) as f:
     index = json.load(f)
   if index.get('format_version') != FORMAT_VERSION:
-    raise ValueError(f'{path}: store format {index.get("format_version")} but this code reads '
+    raise ConfigError(f'{path}: store format {index.get("format_version")} but this code reads '
                      f'{FORMAT_VERSION}; re-run the prepare command into a new folder')
   if index.get('dataset') != dataset:
-    raise ValueError(f'{path} holds dataset {index.get("dataset")!r}, the config asks for '
+    raise ConfigError(f'{path} holds dataset {index.get("dataset")!r}, the config asks for '
                      f'{dataset!r}')
   return index

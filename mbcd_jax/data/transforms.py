@@ -26,6 +26,7 @@ import dataclasses
 import numpy as np
 
 from mbcd_jax.data import spectrogram, store
+from mbcd_jax.errors import ConfigError
 
 RGB_MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 RGB_STD = np.array([58.395, 57.12, 57.375], np.float32)
@@ -85,7 +86,7 @@ class ClipConfig:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = set(d) - names
     if unknown:
-      raise ValueError(f'config.data.clip: unknown field(s) {sorted(unknown)}; known: '
+      raise ConfigError(f'config.data.clip: unknown field(s) {sorted(unknown)}; known: '
                        f'{", ".join(sorted(names))}')
     for k in ('area_range', 'aspect_range'):
       if k in d:
@@ -150,7 +151,7 @@ def random_resized_crop_box(h: int, w: int, rng: np.random.Generator, area_range
 def center_crop_box(h: int, w: int, size: int):
   x, y = (w - size) // 2, (h - size) // 2
   if x < 0 or y < 0:
-    raise ValueError(f'centre crop {size} is larger than the frames ({h}x{w}); lower '
+    raise ConfigError(f'centre crop {size} is larger than the frames ({h}x{w}); lower '
                      f'config.data.clip.crop_size or raise resize_short')
   return x, y, x + size, y + size
 

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mbcd_jax import encoders as encoders_lib
+from mbcd_jax.errors import ConfigError
 
 PyTree = Any
 FORMAT = 'mbcd_jax.encoders.pretrained/1'
@@ -65,13 +66,13 @@ KINDS = {
 }
 
 
-class ConversionError(ValueError):
+class ConversionError(ConfigError):
   """A checkpoint does not match the Flax model; the message lists every mismatch."""
 
 
 def _check_kind(kind: str):
   if kind not in KINDS:
-    raise ValueError(f'unknown kind {kind!r}; known: {", ".join(KINDS)}')
+    raise ConfigError(f'unknown kind {kind!r}; known: {", ".join(KINDS)}')
 
 
 def settings(kind: str, **encoder_kwargs) -> dict[str, Any]:
@@ -89,7 +90,7 @@ def settings(kind: str, **encoder_kwargs) -> dict[str, Any]:
   params = inspect.signature(getattr(paper, kind, None) or getattr(small, kind)).parameters
   unknown = sorted(set(encoder_kwargs) - set(params))
   if unknown:
-    raise ValueError(f'encoder {kind!r} has no setting {", ".join(unknown)}; '
+    raise ConfigError(f'encoder {kind!r} has no setting {", ".join(unknown)}; '
                      f'its settings: {", ".join(params)}')
   out = {k: encoder_kwargs.get(k, p.default) for k, p in params.items()
          if k not in paper.COMPUTE_ONLY}
