@@ -120,11 +120,50 @@ def test_absl_loads_a_config_that_imports_a_sibling():
   assert tuple(config_lib.normalize(c).data.sources) == ('D1', 'D3')
 
 
-def test_resume_modes_are_the_checkpointers():
+def test_resume_modes_are_the_checkpointers(tmp_path):
+  """The three modes main.py documents are the ones validate() accepts, strict by default, and
+  each does what its name says to a checkpoint written under another config."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import train  # pylint: disable=g-import-not-at-top
+  assert checkpoint.RESUME_MODES == ('strict', 'allow_changes', 'restart')
+  assert config_lib.base_config().train.resume_mode == 'strict'
   c = hac.get_config('synthetic')
-  for mode in checkpoint.RESUME_MODES:
-    c.train.resume_mode = mode
-    config_lib.validate(config_lib.normalize(c))
+  for bad in ('Strict', 'allow-changes', 'resume', ''):
+    c.train.resume_mode = bad
+    with pytest.raises(ValueError, match=r"^config.train.resume_mode must be one of \('strict', "
+                                         r"'allow_changes', 'restart'\), got"):
+      config_lib.validate(config_lib.normalize(c))
+
+  state = {'w': jnp.arange(4, dtype=jnp.float32)}
+  old = config_lib.normalize(hac.get_config('synthetic'))
+  for mode in ('strict', 'allow_changes', 'restart'):
+    workdir = str(tmp_path / mode)
+    ck = checkpoint.Checkpointer(workdir)
+    ck.save(1, state, {'config': checkpoint.config_to_dict(old)})
+    ck.close()
+    new = hac.get_config('synthetic')
+    new.seed, new.train.resume_mode = old.seed + 1, mode   # seed: a change that matters
+    new = config_lib.normalize(new)
+    config_lib.validate(new)
+    ck = train.open_checkpointer(new, workdir)
+    try:
+      resume = lambda: train._resume(new, ck, jax.eval_shape(lambda: state))  # pylint: disable=protected-access,cell-var-from-loop
+      if mode == 'strict':   # refused, naming the key and the two ways out
+        with pytest.raises(checkpoint.CheckpointError,
+                           match=rf'\bseed: {old.seed} -> {old.seed + 1}\b.*'
+                                 r'resume_mode=allow_changes.*=restart'):
+          resume()
+      elif mode == 'allow_changes':   # the old checkpoint, under the new config
+        restored, meta = resume()
+        np.testing.assert_array_equal(restored['w'], state['w'])
+        assert meta['step'] == 1
+      else:   # the old run moved aside, nothing to resume
+        assert resume() is None
+        assert os.listdir(os.path.join(workdir, 'previous-0')) == [checkpoint.SUBDIR]
+    finally:
+      ck.close()
 
 
 def test_test_set_rule_is_a_property_of_the_dataset():
@@ -169,9 +208,11 @@ def test_unknown_config_argument():
 
 @pytest.mark.parametrize('name', ['hac.py', 'epic.py'])
 def test_short_is_the_paper_regime_at_400_steps_only(name):
-  full, short = _load(name).get_config('synthetic'), _load(name).get_config('synthetic,short')
+  full, short = (config_lib.normalize(_load(name).get_config(a))
+                 for a in ('synthetic', 'synthetic,short'))
   assert (full.train.epochs, short.train.epochs) == (100, 20)
-  # Everything else is the same benchmark (the 400-step study's tables reproduce with it).
+  # Everything else is the same benchmark (the 400-step study's tables reproduce with it); beta
+  # and CMRF's start step follow the run's length.
   diff = {k for k in full.to_dict()['method'] if full.method[k] != short.method[k]}
   assert diff == {'ema_beta', 'cmrf'}, diff
   assert full.model.to_dict() == short.model.to_dict() and full.data.to_dict() == short.data.to_dict()
@@ -241,7 +282,7 @@ def test_distill_without_teacher_is_refused():
   c = _load('hac.py').get_config('synthetic')
   c.method.name, c.method.distill = 'erm', True
   with pytest.raises(ValueError, match='needs the EMA teacher'):
-    config_lib.validate(c)
+    config_lib.validate(config_lib.normalize(c))
 
 
 def test_comma_separated_overrides_become_tuples():

@@ -16,6 +16,7 @@ from mbcd_jax import models, train, trunk_cache
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
+import _trees  # pylint: disable=g-import-not-at-top
 
 # The embedded benchmark's shapes and encoders (whose trunks the cache is for), fewer examples:
 # 2 epochs of 4 steps.
@@ -67,9 +68,7 @@ def test_given_trunk_outputs_reach_the_step_as_the_trunks_own():
   a, ma = plain_train(jax.tree.map(jnp.copy, state), batch, jax.random.key(1))
   b, mb = given_train(jax.tree.map(jnp.copy, state), cached, jax.random.key(1))
   assert float(ma['loss']) == pytest.approx(float(mb['loss']), rel=1e-5)
-  for x, y in zip(jax.tree.leaves(a.params), jax.tree.leaves(b.params)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=1e-4, atol=1e-6)
-  assert jax.tree.structure(a.params) == jax.tree.structure(b.params)
+  _trees.assert_trees_equal(b.params, a.params, exact=False, rtol=1e-4, atol=1e-6)
   # And the given outputs are used: zeros in their place change the loss.
   zeros = {**cached, **{m: np.zeros_like(cached[m]) for m in run.model.modalities}}
   _, mz = given_train(jax.tree.map(jnp.copy, state), zeros, jax.random.key(1))

@@ -14,6 +14,9 @@ from mbcd_jax import config_lib, input_pipeline, synthetic
 from mbcd_jax.data import pipeline, prepare, transforms
 from tests.data import fixtures
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CLIP = dict(video_frames=4, video_stride=2, flow_frames=2, flow_stride=4, crop_size=16,
             resize_short=24, audio_samples=4000)
@@ -202,9 +205,34 @@ def test_worker_processes_give_the_same_batches_and_no_leak(store_dir, tmp_path)
   assert "no attribute 'mmap'" not in r.stderr, r.stderr[-3000:]
 
 
+def _val_batches(store_dir, modalities, **clip):
+  c = _config(store_dir, modalities=modalities)
+  for k, v in clip.items():
+    c.data.clip[k] = v
+  return list(input_pipeline.make_loader(c, 'val').epoch(0))
+
+
 def test_modality_subset(store_dir):
-  b = next(_loader(store_dir, 'val', modalities=('flow', 'audio')).epoch(0))
-  assert set(b) == {'flow', 'audio', 'label', 'domain', 'mask'}
+  """A subset's batches are the full loader's without video: the same examples, flow clips,
+  labels and mask. Audio too where it can be: without video, HAC's audio window follows the
+  flow clip's frames (ClipTransform, as the peers), so it is the full loader's audio exactly
+  when flow samples the video's frames."""
+  mods = ('flow', 'audio')
+  sub, full = _val_batches(store_dir, mods), _val_batches(store_dir, ('video',) + mods)
+  assert len(sub) == len(full) > 0
+  for i, (b, f) in enumerate(zip(sub, full)):
+    assert set(b) == {'flow', 'audio', 'label', 'domain', 'mask'} and 'video' in f
+    _trees.assert_trees_equal({k: v for k, v in b.items() if k != 'audio'},
+                              {k: f[k] for k in b if k != 'audio'}, where=f'batch {i}')
+    assert (b['audio'].shape, b['audio'].dtype) == (f['audio'].shape, f['audio'].dtype)
+  # CLIP's flow clip spans other frames than its video clip: another audio window.
+  assert any(not np.array_equal(b['audio'], f['audio']) for b, f in zip(sub, full))
+  frames = dict(flow_frames=CLIP['video_frames'], flow_stride=CLIP['video_stride'])
+  sub = _val_batches(store_dir, mods, **frames)
+  full = _val_batches(store_dir, ('video',) + mods, **frames)
+  assert len(sub) == len(full)
+  for i, (b, f) in enumerate(zip(sub, full)):
+    _trees.assert_trees_equal(b, {k: f[k] for k in b}, where=f'batch {i}, flow on video frames')
 
 
 def test_missing_store_is_one_clear_line(tmp_path):
@@ -307,7 +335,7 @@ def test_normalize_on_device_is_a_checked_bool():
   import ml_collections  # pylint: disable=g-import-not-at-top
   from configs import hac  # pylint: disable=g-import-not-at-top
   assert config_lib.base_config().data.normalize_on_device is False
-  c = hac.get_config('synthetic')
+  c = config_lib.normalize(hac.get_config('synthetic'))
   config_lib.validate(c)
   c = ml_collections.ConfigDict(c.to_dict(), type_safe=False)   # as a hand-built config could
   c.data.normalize_on_device = 1
@@ -336,5 +364,4 @@ def test_normalize_on_device_train_and_eval_steps_are_unchanged():
     state, metrics = run.train_step(state, sharding.shard_batch(batch, run.mesh),
                                     jax.random.key(1))
     outs.append(jax.device_get((metrics, ev, state.params)))
-  for a, b in zip(jax.tree.leaves(outs[0]), jax.tree.leaves(outs[1])):
-    np.testing.assert_array_equal(a, b)
+  _trees.assert_trees_equal(outs[1], outs[0])
