@@ -429,7 +429,7 @@ def normalize(config: ml_collections.ConfigDict, *, recipe: bool = True
     for group in (config.model, config.model.get('defaults')):
       if group is not None and group.get('eval_trunks') is not None:
         group.eval_trunks = split(group.eval_trunks)
-  return derive_from_length(recipes.apply(config)) if recipe else config
+  return derive_from_length(recipes.apply(config, methods.EXTENSIONS)) if recipe else config
 
 
 def steps_per_epoch(data_config) -> int | None:

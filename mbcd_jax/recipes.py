@@ -14,7 +14,8 @@ other source domains (single-source) takes the authors' recipe only when it is t
 every target and modality set of its dataset (a per-dataset recipe: CMRF's, RNA-Net's); a
 per-setting recipe (SimMMDG's, MOOSA's) has no command for it and the run is refused.
 
-``apply`` is the one place a recipe is resolved; ``config_lib.normalize`` calls it, so the
+``apply`` is the one place a recipe is resolved; ``config_lib.normalize`` calls it (with the
+method registry: this module imports nothing of the package's above it), so the
 resolved epochs and coefficients are what a run's ``config.json`` records and what the
 runner's ``run_config.json`` and tables see. It is idempotent: under 'authors' an explicit
 ``--config.train.epochs`` or method coefficient named by the recipe is replaced.
@@ -68,19 +69,21 @@ def resolve(extension, dataset: str, modalities: Sequence[str], sources: Sequenc
   return dict(recipe)
 
 
-def apply(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+def apply(config: ml_collections.ConfigDict, extensions: dict) -> ml_collections.ConfigDict:
   """Writes the authors' recipe of ``config.method.name`` into ``config`` (in place).
 
   'shared', and 'authors' for a method without recipes, leave the config as it is.
 
+  Args:
+    extensions: name -> ``Extension`` (``methods.EXTENSIONS``; passed in because the methods'
+      modules import this one).
   Raises:
-    ValueError: an unknown ``config.train.recipe``, or no authors' command for the setting.
+    ConfigError: an unknown ``config.train.recipe``, or no authors' command for the setting.
   """
-  from mbcd_jax import methods  # pylint: disable=g-import-not-at-top  (methods imports baselines)
   recipe = config.train.recipe
   if recipe not in RECIPES:
     raise ConfigError(f'config.train.recipe must be one of {RECIPES}, got {recipe!r}')
-  ext = methods.EXTENSIONS.get(config.method.name)
+  ext = extensions.get(config.method.name)
   if recipe == 'shared' or ext is None or ext.recipes is None:
     return config
   d = config.data

@@ -17,20 +17,20 @@ pool). Common kwargs:
   forward of layer4).
 
 Pretrained weights: convert once with ``python -m mbcd_jax.encoders.convert`` and load with
-:func:`load_pretrained` (re-exported from ``convert``).
+``mbcd_jax.encoders.convert.load_pretrained``.
 
 BatchNorm (``mbcd_jax.batchnorm``) runs on running statistics by default; with
 ``config.model.bn_mode='port'`` the train step runs every BN of both parts on batch statistics
 and updates the running statistics, as the port's ``model.train(True)`` does.
 
 Every keyword argument of a factory is a command-line setting
-(``--config.model.encoders.video.resample_rate=4``; ``configs/hac.py`` declares them all). A
-converted checkpoint records the settings it was converted with, and :func:`load_pretrained`
-refuses it for an encoder built with other settings (``COMPUTE_ONLY`` ones excepted).
+(``--config.model.encoders.video.resample_rate=4``; ``mbcd_jax/configs/hac.py`` declares them
+all). A converted checkpoint records the settings it was converted with, and
+``convert.load_pretrained`` refuses it for an encoder built with other settings
+(``COMPUTE_ONLY`` ones excepted).
 """
 from mbcd_jax.encoders import EncoderDef, register
 from mbcd_jax.encoders import audio_resnet, slowfast
-from mbcd_jax.encoders.convert import load_pretrained  # pylint: disable=unused-import
 from mbcd_jax.encoders.resnet3d import as_dtype
 
 
@@ -111,4 +111,4 @@ def vggsound_r18(width=64, remat=False, dtype='float32'):
                     width * 8)
 
 
-__all__ = ['COMPUTE_ONLY', 'slowfast_r101', 'slowonly_r50_flow', 'vggsound_r18', 'load_pretrained']
+__all__ = ['COMPUTE_ONLY', 'slowfast_r101', 'slowonly_r50_flow', 'vggsound_r18']

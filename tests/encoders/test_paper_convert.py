@@ -61,15 +61,15 @@ def test_msgpack_round_trip_and_kind_check(tmp_path):
   trunk, stage = convert.convert_state_dict('vggsound_r18', _vggsound_state_dict())
   path = str(tmp_path / 'a.msgpack')
   convert.save(path, 'vggsound_r18', trunk, stage)
-  t2, s2 = paper.load_pretrained('vggsound_r18', path)
+  t2, s2 = convert.load_pretrained('vggsound_r18', path)
   for a, b in zip(jax.tree.leaves((trunk, stage)), jax.tree.leaves((t2, s2))):
     np.testing.assert_array_equal(a, np.asarray(b))
   assert jax.tree.structure((trunk, stage)) == jax.tree.structure((t2, s2))
   with pytest.raises(convert.ConversionError, match="holds 'vggsound_r18' weights"):
-    paper.load_pretrained('slowonly_r50_flow', path)
+    convert.load_pretrained('slowonly_r50_flow', path)
   with pytest.raises(convert.ConversionError,
                      match=r'width: file 64, encoder 32.*encoders\.audio\.width=64$'):
-    paper.load_pretrained('vggsound_r18', path, width=32)
+    convert.load_pretrained('vggsound_r18', path, width=32)
 
 
 def test_cli_converts_a_torch_checkpoint(tmp_path):
@@ -80,11 +80,11 @@ def test_cli_converts_a_torch_checkpoint(tmp_path):
   out = tmp_path / 'out' / 'vgg.msgpack'
   convert.main(['--kind=vggsound_r18', f'--torch_checkpoint={src}', f'--out={out}',
                 '--encoder_kwargs=' + json.dumps({})])
-  trunk, stage = paper.load_pretrained('vggsound_r18', str(out))
+  trunk, stage = convert.load_pretrained('vggsound_r18', str(out))
   np.testing.assert_array_equal(np.asarray(trunk['params']['conv1']['kernel']),
                                 sd['audnet.conv1.weight'].numpy().transpose(2, 3, 1, 0))
   # The .pth can also be loaded directly.
-  t2, _ = paper.load_pretrained('vggsound_r18', str(src))
+  t2, _ = convert.load_pretrained('vggsound_r18', str(src))
   np.testing.assert_array_equal(np.asarray(t2['params']['conv1']['kernel']),
                                 np.asarray(trunk['params']['conv1']['kernel']))
 
