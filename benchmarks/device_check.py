@@ -72,8 +72,9 @@ from mbcd_jax import encoders as encoders_lib  # pylint: disable=g-import-not-at
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-NUM_CLASSES = 7
-MODALITIES = ('video', 'flow', 'audio')
+# The paper-shape set-up pipeline_throughput.py shares (kept importable as device_check.X).
+from _paper_setup import (  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+    FULL, HIDDEN, MODALITIES, NUM_CLASSES, SMALL, TINY, Cfg, build, encoder_config)
 
 # Dense peak TFLOP/s by jax device_kind prefix: (bfloat16, float32 as XLA runs it by default).
 # NVIDIA H100/H200 SXM: bf16 989; float32 matmuls/convs run as TF32 under JAX's default
@@ -91,18 +92,6 @@ PEAK_TFLOPS = (
     ('TPU v6e', 918.0, 918.0),
 )
 
-# Encoders (name, kwargs) and per-example input shapes (channels last) of each size.
-FULL = {'video': ('slowfast_r101', {}, (32, 224, 224, 3)),
-        'flow': ('slowonly_r50_flow', {}, (8, 224, 224, 2)),
-        'audio': ('vggsound_r18', {}, (257, 1004, 1))}
-# Parity's: reduced SlowFast (3D convs, both pathways) and the audio ResNet-18 (2D); SlowOnly is
-# SlowFast's pathway code again and would add compile time only.
-SMALL = {'video': ('slowfast_r101', dict(depth=50, slow_base_channels=16), (8, 64, 64, 3)),
-         'audio': ('vggsound_r18', dict(width=16), (64, 128, 1))}
-# The dry run's: two modalities, each the audio ResNet-18 at width 4. The 3D networks' depth-50
-# steps take minutes to compile on a busy 2-core host; every code path of this script is the same
-# for any paper encoder and modality set (the encoders themselves are tested in tests/encoders).
-TINY = {m: ('vggsound_r18', dict(width=4), (64, 32, 1)) for m in ('video', 'audio')}
 # Part 2's rows in priority order: (method, bn_mode, dtype).
 PERF_ROWS = (('mbcd', 'port', 'bfloat16'), ('mbcd', 'port', 'float32'),
              ('erm', 'port', 'bfloat16'), ('mbcd', 'frozen', 'bfloat16'),
@@ -121,22 +110,6 @@ NEXT_PERF_ROWS = (('erm', 'port', 'bfloat16', 16), ('mbcd', 'port', 'bfloat16', 
                   ('mbcd', 'frozen', 'bfloat16', 16), ('mbcd', 'port', 'float32', 16),
                   ('mbcd', 'port', 'bfloat16', 64), ('erm', 'frozen', 'bfloat16', 16))
 DRY_NEXT_PERF_ROWS = (('erm', 'port', 'bfloat16', 4),)
-HIDDEN = 512
-
-
-class Cfg(dict):
-  """A dict read by attribute: stands in for ``ml_collections.ConfigDict`` where the mbcd_jax
-  builders read a config (``models.build_model``, ``step.make_optimizer``)."""
-
-  def __getattr__(self, key):
-    try:
-      v = self[key]
-    except KeyError as e:
-      raise AttributeError(key) from e
-    return Cfg(v) if isinstance(v, dict) and not isinstance(v, Cfg) else v
-
-  def to_dict(self):
-    return dict(self)
 
 
 class Clock:
@@ -208,20 +181,6 @@ def markdown(data):
   return '\n'.join(lines)
 
 
-# ---------------------------------------------------------------------------------- building
-def encoder_config(enc_set, dtype):
-  return {m: dict(name=name, **kw, dtype=dtype) for m, (name, kw, _) in enc_set.items()}
-
-
-def build(enc_set, method, bn_mode, dtype, dropout=0.5):
-  """(model, spec, tx) with plain-dict configs; DSU on in the port BN mode, as the port."""
-  mc = Cfg(encoders=encoder_config(enc_set, dtype), head_hidden=HIDDEN, head_dropout=dropout,
-           freeze_trunk=True, feature_norm='parameter_free', bn_mode=bn_mode,
-           dsu=bn_mode == 'port', dsu_p=0.5)
-  model = models.build_model(mc, tuple(enc_set), NUM_CLASSES)
-  spec = methods.MethodSpec(name=method, **methods.PRESETS[method])
-  tx = step_lib.make_optimizer(Cfg(lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
-  return model, spec, tx
 
 
 def host_batch(enc_set, b, seed=0):

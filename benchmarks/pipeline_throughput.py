@@ -267,15 +267,15 @@ def step_flops(batch):
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import device_check as dc  # pylint: disable=g-import-not-at-top
+  import _paper_setup as paper  # pylint: disable=g-import-not-at-top
   from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-  model, spec, tx = dc.build(dc.FULL, 'mbcd', 'port', 'bfloat16')
-  init_model, _, _ = dc.build(dc.FULL, 'erm', 'frozen', 'float32')
-  example = {m: jax.ShapeDtypeStruct((1, *s), jnp.float32) for m, (_, _, s) in dc.FULL.items()}
+  model, spec, tx = paper.build(paper.FULL, 'mbcd', 'port', 'bfloat16')
+  init_model, _, _ = paper.build(paper.FULL, 'erm', 'frozen', 'float32')
+  example = {m: jax.ShapeDtypeStruct((1, *s), jnp.float32) for m, (_, _, s) in paper.FULL.items()}
   variables = jax.eval_shape(init_model.init, jax.random.key(0), example)
   state = jax.eval_shape(lambda v: step_lib.make_state(model, spec, tx, *v), variables)
   batch_shapes = {m: jax.ShapeDtypeStruct((batch, *s), jnp.float32)
-                  for m, (_, _, s) in dc.FULL.items()}
+                  for m, (_, _, s) in paper.FULL.items()}
   batch_shapes['label'] = jax.ShapeDtypeStruct((batch,), jnp.int32)
   rng = jax.eval_shape(lambda: jax.random.key(1))
 
