@@ -137,6 +137,7 @@ def test_resume_modes_are_the_checkpointers(tmp_path):
       config_lib.validate(config_lib.normalize(c))
 
   state = {'w': jnp.arange(4, dtype=jnp.float32)}
+  abstract = jax.eval_shape(lambda: state)
   old = config_lib.normalize(hac.get_config('synthetic'))
   for mode in ('strict', 'allow_changes', 'restart'):
     workdir = str(tmp_path / mode)
@@ -149,7 +150,8 @@ def test_resume_modes_are_the_checkpointers(tmp_path):
     config_lib.validate(new)
     ck = train.open_checkpointer(new, workdir)
     try:
-      resume = lambda: train._resume(new, ck, jax.eval_shape(lambda: state))  # pylint: disable=protected-access,cell-var-from-loop
+      # pylint: disable-next=protected-access,cell-var-from-loop
+      resume = lambda: train._resume(new, ck, abstract)
       if mode == 'strict':   # refused, naming the key and the two ways out
         with pytest.raises(checkpoint.CheckpointError,
                            match=rf'\bseed: {old.seed} -> {old.seed + 1}\b.*'
