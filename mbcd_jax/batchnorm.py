@@ -27,6 +27,11 @@ from flax.linen import dtypes
 import jax
 import jax.numpy as jnp
 
+# config.model.bn_mode (models.py): every BN on its running statistics, never updated | the
+# port's ``model.train(True)``: batch statistics in training passes, running statistics updated.
+FROZEN, PORT = 'frozen', 'port'
+MODES = (FROZEN, PORT)
+
 PyTree = Any
 MOMENTS = 'bn_moments'
 MOMENTUM = 0.1        # torch.nn.BatchNorm default, which the peers' encoders keep

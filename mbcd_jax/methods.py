@@ -38,6 +38,7 @@ from typing import Any
 
 from mbcd_jax import MODALITIES
 from mbcd_jax import amd as amd_lib
+from mbcd_jax import batchnorm
 from mbcd_jax import consistency as consistency_lib
 from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
 from mbcd_jax.errors import ConfigError
@@ -49,7 +50,7 @@ EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENS
 # keeps a config's own defaults in ``config.model.defaults`` (the real-data ones: 'port' BN and
 # DSU, as the MBCD port); a plug-in's ``model`` replaces entries.
 MODEL_DEFAULTS = dict(feature_norm='parameter_free', feature_dropout=0.0, uni_head='mlp',
-                      audio_tail_init='pretrained', bn_mode='frozen', dsu=False, eval_trunks=(),
+                      audio_tail_init='pretrained', bn_mode=batchnorm.FROZEN, dsu=False, eval_trunks=(),
                       param_init='flax')
 # The values each model-variant key may take (feature_dropout: [0, 1); dsu: a bool;
 # eval_trunks: distinct modality names).
@@ -57,7 +58,7 @@ VARIANT_CHOICES = dict(
     feature_norm=('parameter_free', 'learnable', 'none'),   # models.MultiModalModel
     uni_head=('mlp', 'linear'),
     audio_tail_init=('pretrained', 'random'),                # models.load_pretrained
-    bn_mode=('frozen', 'port'),                              # models.py, batchnorm.py
+    bn_mode=batchnorm.MODES,                                 # models.py, batchnorm.py
     param_init=('flax', 'torch'),                            # baselines/torch_init.py
 )
 

@@ -75,7 +75,6 @@ def layer_norm(x: jax.Array, eps: float = 1e-5) -> jax.Array:
   return (x - mean) * jax.lax.rsqrt(var + eps)
 
 
-BN_MODES = methods.VARIANT_CHOICES['bn_mode']
 AUDIO_TAIL_INITS = methods.VARIANT_CHOICES['audio_tail_init']
 
 
@@ -163,7 +162,7 @@ class MultiModalModel:
   feature_dropout: float = 0.0
   uni_head: str = 'mlp'
   trunk_seed: int = -1
-  bn_mode: str = 'frozen'
+  bn_mode: str = methods.MODEL_DEFAULTS['bn_mode']
   dsu: bool = False
   dsu_p: float = 0.5
   eval_trunks: tuple[str, ...] = ()
@@ -186,11 +185,17 @@ class MultiModalModel:
       return self.head
     return nn.Dense(self.num_classes, **_dense_inits(self.param_init, self.feature_dims[m]))
 
+  @property
+  def trains_bn(self) -> bool:
+    """Whether training passes run BN on batch statistics and update the running statistics
+    (the 'port' BN mode; the state then carries them, ``step.make_state``)."""
+    return self.bn_mode == batchnorm.PORT
+
   def bn_trains(self, m: str, part: str) -> bool:
     """Whether modality ``m``'s ``part`` ('trunk' | 'stage') runs its BN on batch statistics
     in training passes and updates its running statistics (else: running statistics, never
     updated, shared with the teacher)."""
-    return self.bn_mode == 'port' and not (part == 'trunk' and m in self.eval_trunks)
+    return self.trains_bn and not (part == 'trunk' and m in self.eval_trunks)
 
   @property
   def feature_dims(self) -> dict:

@@ -115,14 +115,14 @@ def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
     extra_state: a plug-in method's non-trained state (its parameters are in ``params``).
   """
   batch_stats = None
-  if model.bn_mode == 'port':
+  if model.trains_bn:
     frozen, batch_stats = models.split_batch_stats(frozen, model.eval_trunks)
   state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
                      opt_state=tx.init(params), teacher=None, batch_stats=batch_stats,
                      extra_state=extra_state)
   if spec.has_teacher:
     state = state.replace(teacher=ema.init(params), teacher_extra_state=ema.init(extra_state))
-    if model.bn_mode == 'port':
+    if model.trains_bn:
       state = state.replace(teacher_frozen=ema.init(frozen),
                             teacher_batch_stats=ema.init(batch_stats))
   return state
@@ -278,7 +278,7 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
   for m in model.modalities:
     metrics[f'ce_uni/{m}'] = uni.ces[m]
     metrics[f'p_drop/{m}'] = p_drop[m]
-  return loss, (metrics, passes if model.bn_mode == 'port' else [], new_extra_state)
+  return loss, (metrics, passes if model.trains_bn else [], new_extra_state)
 
 
 def update_batch_stats(model: MultiModalModel, batch_stats: PyTree, trunk_moments: dict,
@@ -316,7 +316,7 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
     (new state, flat dict of scalar metrics).
   """
   rng = jax.random.fold_in(rng, state.step)
-  port = model.bn_mode == 'port'
+  port = model.trains_bn
   # 0. The student's frozen trunks once per step, shared by its theta and theta' passes.
   feats, trunk_moments = model.trunk_features_train(state.frozen, batch, state.batch_stats)
 

@@ -33,7 +33,7 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from mbcd_jax import checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
+from mbcd_jax import batchnorm, checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
 from mbcd_jax import pretrain, provenance, runlock, trunk_cache
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter
@@ -76,7 +76,7 @@ class Run:
 def cautions(config: ml_collections.ConfigDict, spec) -> list[str]:
   """Settings of a valid config known to break its method (logged as warnings by ``build``)."""
   ext = spec.extension
-  if ext is not None and ext.frozen_bn_caution and config.model.bn_mode == 'frozen':
+  if ext is not None and ext.frozen_bn_caution and config.model.bn_mode == batchnorm.FROZEN:
     return [f'{spec.name}: {ext.frozen_bn_caution}']
   return []
 

@@ -6,6 +6,7 @@ plugs it into the shared train step (``mbcd_jax/extensions.py``; registry
 ``methods.EXTENSIONS``; ``--config.method.name=<module>``).
 """
 
+from mbcd_jax import batchnorm
 from mbcd_jax.errors import ConfigError
 
 
@@ -35,7 +36,7 @@ def present(modalities, method: str) -> list[str]:
 #    trains, in train mode, from a random init (its ``strict=False`` load matches no key);
 #  * no DSU (the MBCD port's addition);
 #  * heads from ``nn.Linear``'s default init, the audio tail from VGGSound's (``torch_init``).
-SCRIPTS_NETWORKS = (('bn_mode', 'port'), ('eval_trunks', ('audio',)), ('dsu', False),
+SCRIPTS_NETWORKS = (('bn_mode', batchnorm.PORT), ('eval_trunks', ('audio',)), ('dsu', False),
                     ('audio_tail_init', 'random'), ('param_init', 'torch'))
 
 
