@@ -133,10 +133,10 @@ def with_trunk_outputs(run: Run, state) -> Run:
   modalities = trunk_cache.candidates(run.config, run.model, run.loaders)
   if not modalities:
     return run
-  batch = run.loaders['train'].local_batch
+  batch, devices = run.loaders['train'].local_batch, len(run.mesh.local_devices)
   loaders, cached = trunk_cache.precompute(
       run.loaders, run.model, state.frozen, modalities, batch,
-      device_batch=max(1, batch // len(run.mesh.local_devices)))
+      device_batches=tuple(max(1, run.loaders[s].local_batch // devices) for s in run.loaders))
   if not cached:
     return run
   model = dataclasses.replace(run.model, given_trunks=cached)

@@ -69,22 +69,20 @@ def _stack(loader: input_pipeline.Loader) -> dict:
 
 def position_independent(trunks, arrays: dict, modalities: tuple[str, ...], batch: int,
                          sizes: tuple[int, ...] = (1,)) -> tuple[str, ...]:
-  """The ``modalities`` whose trunk outputs for the first ``batch`` examples of ``arrays`` are
-  the same bits computed as one batch, in reverse order, and in batches of each of ``sizes``
-  (1, and the batch a device runs in the step).
+  """The ``modalities`` whose trunk outputs for the first examples of ``arrays`` are the same
+  bits computed as the cache computes them (batches of ``batch``), in reverse order, and in
+  batches of each of ``sizes`` (1, and the batches a device runs in the train and eval steps).
 
   Args:
     trunks: ``inputs -> modality -> [B, ...] trunk output`` (jitted).
     arrays: key -> ``[N, ...]`` transformed examples.
   """
-  n = min(batch, len(next(iter(arrays.values()))))
-  run = lambda idx: jax.device_get(trunks({m: arrays[m][idx] for m in modalities}))
-  ref = run(np.arange(n))
-  rev = run(np.arange(n)[::-1])
+  n = min(max(batch, *sizes), len(next(iter(arrays.values()))))
+  first = {m: arrays[m][:n] for m in modalities}
+  ref = _outputs(trunks, first, modalities, batch)
+  rev = _outputs(trunks, {m: v[::-1] for m, v in first.items()}, modalities, batch)
   others = [{m: v[::-1] for m, v in rev.items()}]
-  for size in sizes:
-    parts = [run(np.arange(i, min(i + size, n))) for i in range(0, n, size)]
-    others.append({m: np.concatenate([p[m] for p in parts]) for m in modalities})
+  others += [_outputs(trunks, first, modalities, size) for size in sizes]
   return tuple(m for m in modalities
                if all(np.array_equal(ref[m], other[m]) for other in others))
 
@@ -110,7 +108,7 @@ def _trunk_fn(model, frozen, modalities: tuple[str, ...]):
 
 
 def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch: int,
-               device_batch: int = 1) -> tuple[dict, tuple[str, ...]]:
+               device_batches: tuple[int, ...] = ()) -> tuple[dict, tuple[str, ...]]:
   """The loaders reading the trunk outputs of the position-independent ``modalities``.
 
   Args:
@@ -119,7 +117,7 @@ def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch:
     frozen: the frozen variables (``TrainState.frozen``) whose trunks are run.
     modalities: ``candidates``.
     batch: the examples per trunk call (the train batch: the size the step runs).
-    device_batch: the examples one device runs in the step (checked too).
+    device_batches: the examples one device runs in the train and eval steps (checked too).
   Returns:
     (split -> Loader over examples whose cached modalities hold ``[...]`` trunk outputs,
     the cached modalities); ``(loaders, ())`` unchanged when none can be cached.
@@ -130,7 +128,7 @@ def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch:
   stacked = {split: _stack(loader) for split, loader in loaders.items()}
 
   keep = position_independent(_trunk_fn(model, frozen, modalities), stacked['train'],
-                              modalities, batch, tuple(sorted({1, device_batch})))
+                              modalities, batch, tuple(sorted({1, *device_batches})))
   if jax.process_count() > 1:   # one program on every host: the modalities all of them keep
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     mask = np.array([m in keep for m in modalities], np.int32)
