@@ -193,7 +193,8 @@ def base_config() -> ml_collections.ConfigDict:
       # The variant of the methods that declare none (MBCD, its ablations, ERM, EMA): the MBCD
       # port's on real data ('port' BN and DSU, as its script); the embedded benchmark's
       # configs change bn_mode and dsu here (configs/hac.py).
-      defaults=ml_collections.ConfigDict(dict(methods.MODEL_DEFAULTS, bn_mode=batchnorm.PORT, dsu=True)),
+      defaults=ml_collections.ConfigDict(
+          dict(methods.MODEL_DEFAULTS, bn_mode=batchnorm.PORT, dsu=True)),
       head_hidden=512,            # hidden units of every classifier head's MLP
       head_dropout=0.5,           # dropout probability in the heads (train only)
       dsu_p=0.5,                  # probability of DSU per call (trunk / last stage output)

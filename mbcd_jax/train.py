@@ -102,12 +102,12 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
   model_config = pretrain.resolve(config)
   pretrained = pretrained_files(model_config, tuple(config.data.modalities))
   init = _make_init(model_config if pretrained else None, model, spec, tx, mesh, example)
-  train_step, eval_step = _jit_steps(config, model, spec, tx, mesh)
+  train_step, eval_step = jit_steps(config, model, spec, tx, mesh)
   return Run(config=config, model=model, spec=spec, tx=tx, mesh=mesh, loaders=loaders,
              init=init, train_step=train_step, eval_step=eval_step, pretrained=pretrained)
 
 
-def _jit_steps(config, model, spec, tx, mesh) -> tuple[Callable, Callable]:
+def jit_steps(config, model, spec, tx, mesh) -> tuple[Callable, Callable]:
   """The jitted train step (with the ``nan_policy`` guard; donates the state) and eval step."""
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
 
@@ -140,7 +140,7 @@ def with_trunk_outputs(run: Run, state) -> Run:
   if not cached:
     return run
   model = dataclasses.replace(run.model, given_trunks=cached)
-  train_step, eval_step = _jit_steps(run.config, model, run.spec, run.tx, run.mesh)
+  train_step, eval_step = jit_steps(run.config, model, run.spec, run.tx, run.mesh)
   return dataclasses.replace(run, model=model, loaders=loaders, train_step=train_step,
                              eval_step=eval_step)
 

@@ -24,14 +24,15 @@ def env(**extra) -> dict:
   return e
 
 
-def cmd(workdir: str, *flags: str) -> list[str]:
-  return [sys.executable, '-m', 'mbcd_jax.main', '--config=configs/hac.py:smoke',
-          f'--workdir={workdir}', *flags]
+def cmd(workdir: str, *flags: str, config: str = 'configs/hac.py:smoke') -> list[str]:
+  return [sys.executable, '-m', 'mbcd_jax.main', f'--config={config}', f'--workdir={workdir}',
+          *flags]
 
 
-def run(workdir: str, *flags: str, timeout: float = 300, **kw) -> subprocess.CompletedProcess:
-  return subprocess.run(cmd(workdir, *flags), cwd=ROOT, env=env(), capture_output=True,
-                        text=True, timeout=timeout, **kw)
+def run(workdir: str, *flags: str, timeout: float = 300, config: str = 'configs/hac.py:smoke',
+        **kw) -> subprocess.CompletedProcess:
+  return subprocess.run(cmd(workdir, *flags, config=config), cwd=ROOT, env=env(),
+                        capture_output=True, text=True, timeout=timeout, **kw)
 
 
 def start(workdir: str, *flags: str) -> subprocess.Popen:

@@ -4,7 +4,6 @@ other examples is kept in the step; the cache is not used where the trunk's outp
 function of the example alone."""
 import dataclasses
 import os
-import subprocess
 import sys
 
 import jax
@@ -25,10 +24,8 @@ FLAGS = ('--config.train.epochs=2',
          '--config.data.synthetic.test_per_domain=16', '--config.train.checkpoint_every_steps=0')
 
 
-def _main(workdir: str, *flags: str) -> subprocess.CompletedProcess:
-  return subprocess.run([sys.executable, '-m', 'mbcd_jax.main', '--config=configs/hac.py:synthetic',
-                         f'--workdir={workdir}', *FLAGS, *flags], cwd=_runs.ROOT,
-                        env=_runs.env(), capture_output=True, text=True, timeout=600)
+def _main(workdir: str, *flags: str):
+  return _runs.run(workdir, *FLAGS, *flags, config='configs/hac.py:synthetic', timeout=600)
 
 
 def test_a_run_on_precomputed_trunk_outputs_is_the_uncached_run_bit_for_bit(tmp_path):
@@ -57,7 +54,7 @@ def test_given_trunk_outputs_reach_the_step_as_the_trunks_own():
   batch = next(iter(run.loaders['train'].epoch(0)))
   feats = jax.jit(run.model.shared_trunk_features)(state.frozen, batch)
   given = dataclasses.replace(run.model, given_trunks=run.model.modalities)
-  steps = lambda model: train._jit_steps(run.config, model, run.spec, run.tx, run.mesh)  # pylint: disable=protected-access
+  steps = lambda model: train.jit_steps(run.config, model, run.spec, run.tx, run.mesh)
   plain_train, plain_eval = steps(run.model)
   given_train, given_eval = steps(given)
   cached = {**batch, **{m: np.asarray(v) for m, v in feats.items()}}
