@@ -295,7 +295,8 @@ class Checkpointer:
       try:
         self._mgr.close()
       except OSError as e:   # a failed async save surfaces here, e.g. a full disk
-        raise CheckpointError(f'{self.directory}: saving a checkpoint failed: {e}') from e
+        # One line whatever the OS error's text (the user's mistake: a full or lost disk).
+        raise CheckpointError(f'{self.directory}: saving a checkpoint failed: {_short(e)}') from e
 
   def reached_preemption(self, step: int) -> bool:
     """JAX's multi-host preemption sync point (False on one process)."""
