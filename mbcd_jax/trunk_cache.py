@@ -4,8 +4,8 @@ Where the data are read without random transforms (the embedded benchmark: every
 each example the same clip) and a trunk is frozen with its BatchNorm on running statistics
 (``models.MultiModalModel.shares_trunk``), that trunk's output is a function of the example
 alone, yet a run recomputes it in every step and every evaluation: on the embedded benchmark
-the three trunks are ~45% of the CPU train step and ~65% of an evaluation. ``precompute`` runs
-them once per example; the loaders then carry the trunk outputs in place of those modalities'
+caching the video and flow trunks takes 43% off the CPU train step and 81% off an evaluation
+(docs/performance.md, ``benchmarks/trunk_cache.py``). ``precompute`` runs them once per example; the loaders then carry the trunk outputs in place of those modalities'
 inputs and the model takes them as given (``MultiModalModel.given_trunks``). The train and
 eval steps are otherwise the same programs.
 
@@ -28,8 +28,8 @@ import numpy as np
 
 from mbcd_jax import input_pipeline
 
-# Above this many bytes of trunk outputs a split is not cached (host memory). The embedded
-# benchmark needs ~130 MB for its 624 examples.
+# Above this many bytes of trunk outputs the cache is not used (host memory). The embedded
+# benchmark's video and flow outputs are 88 MB for its 624 examples.
 MAX_BYTES = 4 << 30
 
 
