@@ -6,6 +6,8 @@ inference runs on each network's own running statistics. Checked against torch.n
 hand (NumPy) computations and the modules applied on their own.
 """
 import functools
+import os
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -15,6 +17,9 @@ import pytest
 
 from conftest import assert_eight_devices_equal_one, spec, tiny_batch
 from mbcd_jax import batchnorm, dsu, models, step
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
 
@@ -38,14 +43,14 @@ def batch2(batch_size=8, key=0):
 
 
 def leaves_equal(a, b):
+  # Structure is asserted, not returned: `not leaves_equal(...)` must mean the values moved,
+  # never that the trees are different trees.
   assert jax.tree.structure(a) == jax.tree.structure(b)
-  return all(np.array_equal(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+  return _trees.trees_equal(a, b)
 
 
-def assert_tree_close(a, b, **tol):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **tol)
+def assert_tree_close(a, b, *, rtol, atol):
+  _trees.assert_trees_equal(a, b, exact=False, rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------- the BatchNorm layer
@@ -193,8 +198,8 @@ def test_stage_stats_see_theta_then_theta_prime():
   m = 'video'
   a = s1.batch_stats['encoders'][m]['stage']
   b = s1b.batch_stats['encoders'][m]['stage']
-  assert not all(np.allclose(x, y, rtol=1e-6) for x, y in zip(jax.tree.leaves(a),
-                                                                 jax.tree.leaves(b)))
+  assert jax.tree.structure(a) == jax.tree.structure(b)
+  assert not _trees.trees_equal(a, b, exact=False, rtol=1e-6, atol=1e-8)
   # The trunk's statistics do not depend on theta.
   assert_tree_close(s1.batch_stats['encoders'][m]['trunk'],
                     s1b.batch_stats['encoders'][m]['trunk'], rtol=0, atol=0)

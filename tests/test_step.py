@@ -15,6 +15,9 @@ import pytest
 from conftest import ROOT, assert_eight_devices_equal_one, spec, tiny_batch, tiny_model
 from mbcd_jax import methods, step
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
 
 
@@ -121,17 +124,14 @@ def test_teacher_is_ema_of_student_and_frozen_trunk_untouched():
   s1, _ = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))(
       s0, batch, jax.random.key(1))
   expected = jax.tree.map(lambda t, p: 0.9 * t + 0.1 * p, s0.teacher, s1.params)
-  assert jax.tree.structure(s1.teacher) == jax.tree.structure(expected)
-  for x, y in zip(jax.tree.leaves(s1.teacher), jax.tree.leaves(expected)):
-    np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-7)
-  assert jax.tree.structure(s0.frozen) == jax.tree.structure(s1.frozen)
-  for x, y in zip(jax.tree.leaves(s0.frozen), jax.tree.leaves(s1.frozen)):
-    np.testing.assert_array_equal(x, y)
+  _trees.assert_trees_equal(s1.teacher, expected, exact=False, rtol=1e-6, atol=1e-7,
+                            where='teacher')
+  _trees.assert_trees_equal(s1.frozen, s0.frozen, where='frozen')
   # 'frozen' BN mode: no separate statistics, the teacher reads the student's frozen variables.
   assert s1.batch_stats is None and s1.teacher_frozen is None
   # The student moved: the check above is not comparing equal trees.
-  assert any(not np.array_equal(a, b)
-             for a, b in zip(jax.tree.leaves(s0.params), jax.tree.leaves(s1.params)))
+  assert jax.tree.structure(s1.params) == jax.tree.structure(s0.params)
+  assert not _trees.trees_equal(s1.params, s0.params)
 
 
 def test_erm_probe_heads_do_not_change_encoder_gradients():
@@ -150,9 +150,7 @@ def test_erm_probe_heads_do_not_change_encoder_gradients():
     return losses.cross_entropy(model.fused_logits(params['fused_head'], h, train=False),
                                 batch['label'])
   ref = jax.grad(fused_only)(params['encoders'])
-  assert jax.tree.structure(grads['encoders']) == jax.tree.structure(ref)
-  for x, y in zip(jax.tree.leaves(grads['encoders']), jax.tree.leaves(ref)):
-    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-7)
+  _trees.assert_trees_equal(grads['encoders'], ref, exact=False, rtol=1e-5, atol=1e-7)
   # ...while the probe heads do receive gradients.
   assert float(jnp.abs(grads['uni_heads']['video']['Dense_0']['kernel']).sum()) > 0
 

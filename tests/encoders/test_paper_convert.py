@@ -1,11 +1,16 @@
 """Converter: loud errors, file round trip, CLI. The small VGGSound net keeps these fast."""
 import json
+import os
+import sys
 
 import jax
 import numpy as np
 import pytest
 
 from mbcd_jax.encoders import convert, paper
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _vggsound_state_dict(seed=0):
@@ -62,9 +67,7 @@ def test_msgpack_round_trip_and_kind_check(tmp_path):
   path = str(tmp_path / 'a.msgpack')
   convert.save(path, 'vggsound_r18', trunk, stage)
   t2, s2 = convert.load_pretrained('vggsound_r18', path)
-  for a, b in zip(jax.tree.leaves((trunk, stage)), jax.tree.leaves((t2, s2))):
-    np.testing.assert_array_equal(a, np.asarray(b))
-  assert jax.tree.structure((trunk, stage)) == jax.tree.structure((t2, s2))
+  _trees.assert_trees_equal((t2, s2), (trunk, stage))
   with pytest.raises(convert.ConversionError, match="holds 'vggsound_r18' weights"):
     convert.load_pretrained('slowonly_r50_flow', path)
   with pytest.raises(convert.ConversionError,
