@@ -54,6 +54,10 @@ class StepView(NamedTuple):
     step: int32 scalar, 0-based index of this optimizer step.
     modalities: the model's modality order.
     teacher: a :class:`TeacherView` when the method has a teacher, else None.
+    sources: ``[B]`` int32, each example's source domain as its position in
+      ``config.data.sources`` (the order of the command line), for the methods that train
+      against the source domains (JAT's and GMP's discriminators); None where the batch
+      carries no domain.
   """
   params: PyTree
   state: PyTree
@@ -65,6 +69,7 @@ class StepView(NamedTuple):
   step: jax.Array
   modalities: tuple[str, ...]
   teacher: TeacherView | None = None
+  sources: jax.Array | None = None
 
 
 @dataclasses.dataclass(frozen=True)

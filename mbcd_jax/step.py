@@ -47,6 +47,9 @@ _DSU_STREAM = 0x05D5   # fold_in constant: DSU's randomness, apart from dropout'
 _FEATURE_DROPOUT_STREAM = 0xFD   # the embedding dropout of the peers' model variant
 _EXTENSION_STREAM = 0xE7         # a plug-in method's own randomness
 _EXTENSION_INIT_STREAM = 0xE8
+# The batch key of each example's position among the run's source domains (train.jit_steps
+# derives it from the loaders' 'domain', the dataset's own domain index).
+SOURCE_KEY = 'source'
 
 
 @flax.struct.dataclass
@@ -164,6 +167,7 @@ class ExtensionInputs(NamedTuple):
   state: PyTree                               # TrainState.extra_state
   step: jax.Array                             # 0-based index of this optimizer step
   teacher: extensions.TeacherView | None      # for a method with its own teacher
+  sources: jax.Array | None = None            # [B] positions in config.data.sources
 
 
 def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
@@ -259,7 +263,8 @@ def loss_fn(params: PyTree, frozen: PyTree, feats: Mapping[str, jax.Array],
     view = extensions.StepView(
         params=params['extra'], state=ext_in.state, feats=uni.h, uni_logits=uni.z,
         fused_logits=z_mm, labels=labels, rng=jax.random.fold_in(rng, _EXTENSION_STREAM),
-        step=ext_in.step, modalities=model.modalities, teacher=ext_in.teacher)
+        step=ext_in.step, modalities=model.modalities, teacher=ext_in.teacher,
+        sources=ext_in.sources)
     terms, ext_metrics, new_extra_state = ext.terms(view, ext.hparams)
     loss = sum(terms.values()) + (loss if ext.classification == 'fused' else 0.0)
     metrics.update({f'{ext.name}/{k}': v for k, v in terms.items()})
@@ -337,7 +342,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
       teacher_view = extensions.TeacherView(
           jax.lax.stop_gradient(state.teacher['extra']), state.teacher_extra_state,
           jax.lax.stop_gradient(h_teacher))
-    ext_in = ExtensionInputs(state.extra_state, state.step, teacher_view)
+    ext_in = ExtensionInputs(state.extra_state, state.step, teacher_view,
+                             batch.get(SOURCE_KEY))
 
   grad_fn = jax.grad(functools.partial(loss_fn, model=model, spec=spec), has_aux=True)
   grads, (metrics, passes, extra_state) = grad_fn(

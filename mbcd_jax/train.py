@@ -110,9 +110,14 @@ def build(config: ml_collections.ConfigDict, mesh=None) -> Run:
 def jit_steps(config, model, spec, tx, mesh) -> tuple[Callable, Callable]:
   """The jitted train step (with the ``nan_policy`` guard; donates the state) and eval step."""
   repl, data = sharding.replicated(mesh), sharding.batch_sharding(mesh)
+  # The dataset's domain index -> position in config.data.sources (-1: not a source).
+  domains, sources = tuple(config.data.domains), tuple(config.data.sources)
+  position = np.array([sources.index(d) if d in sources else -1 for d in domains], np.int32)
 
   def guarded_step(state, batch, rng):
     batch = input_pipeline.normalize_frames(batch)   # uint8 frames only (data.normalize_on_device)
+    if 'domain' in batch:
+      batch = {**batch, step_lib.SOURCE_KEY: jnp.asarray(position)[batch['domain']]}
     new, metrics = step_lib.train_step(state, batch, rng, model=model, spec=spec, tx=tx)
     return step_lib.guard_nonfinite(state, new, metrics,
                                     skip=config.train.nan_policy == 'skip')

@@ -24,7 +24,7 @@ its uni-modal head) only:
 
 Not a plug-in yet (no ``EXTENSION``): the projection needs per-modality parameter gradients of
 separate terms, which the step does not give a method (it differentiates the sum of the terms
-once), and the domain labels JAT lacks too. The pieces
+once); the domain labels reach a method as ``extensions.StepView.sources``. The pieces
 below are checked against the authors' functions by ``benchmarks/baselines_harness_nel_jat_gmp.py``.
 """
 import dataclasses

@@ -24,10 +24,12 @@ e98e837), for present modalities m in the order (video, audio, flow) with embedd
   0.1, alpha_rev2 0.3, projector width 512. Recipe: Adam lr 1e-4, no weight decay (the
   ``adam`` branch ignores ``--weight_decay``), 15 epochs, batch 16; uni-modal heads trained.
 
-Not a plug-in yet (no ``EXTENSION``): ``extensions.StepView`` carries no domain labels, and the
-labels must be each example's position among the run's source domains (``config.data.sources``),
-which neither the step nor ``Extension.init`` knows. Checked against the authors' functions by
-``benchmarks/baselines_harness_nel_jat_gmp.py``.
+Not a plug-in yet (no ``EXTENSION``). The domain labels it needs, each example's position among
+the run's source domains, reach a method as ``extensions.StepView.sources``
+(``tests/test_sources.py``); what is left is the ``Extension`` itself: its projectors and
+discriminators (``init``, with the domain discriminator's BN as state), ``max(S, 2)`` outputs from
+the number of sources, and its model variant and recipe. Checked against the authors' functions
+by ``benchmarks/baselines_harness_nel_jat_gmp.py``.
 """
 import dataclasses
 import functools
