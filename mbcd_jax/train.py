@@ -33,7 +33,8 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from mbcd_jax import batchnorm, checkpoint as ckpt_lib, config_lib, input_pipeline, models, preemption, sharding
+from mbcd_jax import batchnorm, checkpoint as ckpt_lib, config_lib, input_pipeline, models
+from mbcd_jax import preemption, sharding
 from mbcd_jax import pretrain, provenance, runlock, trunk_cache
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter

@@ -127,8 +127,9 @@ def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch:
   frozen = jax.device_get(frozen)
   stacked = {split: _stack(loader) for split, loader in loaders.items()}
 
-  keep = position_independent(_trunk_fn(model, frozen, modalities), stacked['train'],
-                              modalities, batch, tuple(sorted({1, *device_batches})))
+  checked = _trunk_fn(model, frozen, modalities)
+  keep = position_independent(checked, stacked['train'], modalities, batch,
+                              tuple(sorted({1, *device_batches})))
   if jax.process_count() > 1:   # one program on every host: the modalities all of them keep
     from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
     mask = np.array([m in keep for m in modalities], np.int32)
@@ -140,7 +141,9 @@ def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch:
                  'examples on this machine)', ', '.join(dropped))
   if not keep:
     return loaders, ()
-  trunks_of = _trunk_fn(model, frozen, keep)
+  # The check's program when it kept every modality (no second compile), else one without
+  # the trunks that stay in the step.
+  trunks_of = checked if keep == tuple(modalities) else _trunk_fn(model, frozen, keep)
   size = 0
   new = {}
   for split, arrays in stacked.items():
