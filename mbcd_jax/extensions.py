@@ -93,7 +93,9 @@ class Extension:
     teacher_update: ``(teacher, student, step, hparams) -> teacher`` for ``teacher='sma'``.
     evaluated: which network is the method's model: 'student' | 'teacher'.
     recipes: ``(dataset, modalities, target) -> {'epochs': n, <hparam>: value}`` overrides of
-      the authors' README commands (``config.train.recipe='authors'``), or None.
+      the authors' README commands (``config.train.recipe='authors'``), or None; a
+      ``'weight_decay'`` entry sets ``config.optim.weight_decay`` (a script whose optimizer
+      has none).
     frozen_bn_caution: why ``config.model.bn_mode='frozen'`` (set explicitly: the method's own
       variant may differ) is known to break the method (empty: nothing known); ``train.build``
       logs it as a warning for such a run.
