@@ -29,6 +29,8 @@ group ``config.method.<name>`` (declared by the module's ``Hparams``):
                                                                   baselines/cmrf.py
   jat            JAT: modality and domain discriminators behind gradient reversals,
                  entropy-weighted uni-modal CE                    baselines/jat.py
+  nel            NEL: two views per clip, SupCon, mean-shift contrast, spectrum entropy
+                                                                  baselines/nel.py
 
 They train without AMD, consistency or MBCD's distillation, on the model variant their
 extension names: features without LayerNorm, head dropout on video/flow, and the networks run
@@ -42,11 +44,11 @@ from mbcd_jax import MODALITIES
 from mbcd_jax import amd as amd_lib
 from mbcd_jax import batchnorm
 from mbcd_jax import consistency as consistency_lib
-from mbcd_jax.baselines import cmrf, jat, moosa, rna, simmmdg
+from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
 from mbcd_jax.errors import ConfigError
 
 EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENSION,
-                                  cmrf.EXTENSION, jat.EXTENSION)}
+                                  cmrf.EXTENSION, jat.EXTENSION, nel.EXTENSION)}
 # The model variant of MBCD and its baselines (ERM, EMA, the ablations) where nothing sets it:
 # a bare model config (tests, benchmarks). ``config_lib.base_config`` declares the keys and
 # keeps a config's own defaults in ``config.model.defaults`` (the real-data ones: 'port' BN and
@@ -102,6 +104,13 @@ for _name, _ext in EXTENSIONS.items():
   # Uni-modal heads: trained by the method's own terms ('own') or probes ('fused').
   PRESETS[_name] = dict(amd='off', consistency='off', ema=False, distill=False,
                         unimodal_ce=_ext.classification == 'own')
+
+
+def train_views(name: str) -> int:
+  """Transformed views of each clip in a training batch for method ``name`` (its
+  ``Extension.views``; 1 for every other method): read by ``input_pipeline.make_loader``."""
+  ext = EXTENSIONS.get(name)
+  return ext.views if ext is not None else 1
 
 
 def model_variant(model_config, name: str) -> dict:

@@ -217,3 +217,108 @@ def test_jat_gradients_reach_the_encoders_through_the_step():
     for m_or_k, sub in grads[part].items():
       norm = float(sum(jnp.abs(x).sum() for x in jax.tree.leaves(sub)))
       assert norm > 0, (part, m_or_k)
+
+
+# ------------------------------------------------------------ NEL as a plug-in
+def test_nel_plugin_terms_are_loss_terms_by_hand():
+  from mbcd_jax import extensions  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.baselines import simmmdg  # pylint: disable=g-import-not-at-top
+  hp = nel.Hparams(proj_hidden=16, proj_out=8, k=3)
+  dims = {'video': 8, 'flow': 6, 'audio': 4}
+  params, state = nel.EXTENSION.init(jax.random.key(0), dims, tuple(dims), hp)
+  k = jax.random.split(jax.random.key(1), 3)
+  clips = jax.random.randint(k[0], (5,), 0, 3)
+  feats = {m: jax.random.normal(jax.random.fold_in(k[1], i), (10, d))
+           for i, (m, d) in enumerate(dims.items())}
+  view = extensions.StepView(params=params, state=state, feats=feats, uni_logits={},
+                             fused_logits=jax.random.normal(k[2], (10, 3)),
+                             labels=jnp.concatenate([clips, clips]), rng=k[0],
+                             step=jnp.zeros((), jnp.int32), modalities=tuple(dims))
+  terms, raw, new_state = jax.jit(lambda: nel.EXTENSION.terms(view, hp))()
+  # by hand: each projector on the first half of its embedding, stacked video, audio, flow
+  z, stats = [], {}
+  for m in ('video', 'audio', 'flow'):
+    out, stats[m] = simmmdg.project(nel.projector(hp), params['proj'][m], state['proj'][m],
+                                    feats[m][:, :dims[m] // 2], train=True)
+    z.append(out)
+  want, want_raw = nel.loss_terms(jnp.stack(z, 1), view.fused_logits, feats, view.labels,
+                                  ('video', 'flow', 'audio'), hp)
+  for key in want:
+    np.testing.assert_allclose(float(terms[key]), float(want[key]), rtol=1e-5, err_msg=key)
+    np.testing.assert_allclose(float(raw[key]), float(want_raw[key]), rtol=1e-5, err_msg=key)
+  np.testing.assert_allclose(float(sum(terms.values())),
+                             float(sum(want.values())), rtol=1e-5)
+  for m in dims:   # every projector's statistics updated
+    assert not np.allclose(new_state['proj'][m]['BatchNorm_0']['mean'],
+                           state['proj'][m]['BatchNorm_0']['mean'])
+  with pytest.raises(ValueError, match='two views'):
+    nel.EXTENSION.terms(view._replace(labels=view.labels[:9]), hp)
+
+
+def _toy_loader(views, random_transform=True, process_count=1):
+  from mbcd_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  source = [{'x': np.full((3,), i, np.float32), 'label': np.int32(i % 4),
+             'domain': np.int32(i % 2)} for i in range(12)]
+  def transform(rec, rng=None):
+    noise = 0.01 * rng.normal(size=3).astype(np.float32) if rng is not None else 0.0
+    return {'x': rec['x'] + noise, 'label': rec['label'], 'domain': rec['domain']}
+  return input_pipeline.Loader(source, transform, global_batch=4, train=True, seed=3,
+                               random_transform=random_transform, views=views,
+                               process_count=process_count)
+
+
+def test_two_views_per_clip_in_the_training_batches():
+  from mbcd_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  one, two = list(_toy_loader(1).epoch(1)), list(_toy_loader(2).epoch(1))
+  assert len(one) == len(two) == 3
+  for a, b in zip(one, two):
+    assert b['x'].shape == (8, 3)
+    # rows [view 1 of the 4 clips; view 2 of the same 4], labels and domains repeated
+    np.testing.assert_array_equal(b['label'], np.concatenate([a['label'], a['label']]))
+    np.testing.assert_array_equal(b['domain'], np.concatenate([a['domain'], a['domain']]))
+    np.testing.assert_array_equal(b['x'][:4], a['x'])          # view 1: the one-view draw
+    # the same clips in both halves (a clip's value is its index, the noise ~ 0.01)
+    np.testing.assert_array_equal(np.round(b['x'][4:]), np.round(b['x'][:4]))
+    assert np.abs(b['x'][4:] - b['x'][:4]).min() > 0          # independent randomness
+  # a deterministic transform (the synthetic benchmark's): the two views are the same
+  same = next(iter(_toy_loader(2, random_transform=False).epoch(0)))
+  np.testing.assert_array_equal(same['x'][:4], same['x'][4:])
+  with pytest.raises(ConfigError, match='one process'):
+    _toy_loader(2, process_count=2)
+
+
+def test_nel_loaders_from_the_config():
+  from configs import hac  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import config_lib, input_pipeline  # pylint: disable=g-import-not-at-top
+  c = hac.get_config('smoke')
+  c.method.name = 'nel'
+  c = config_lib.normalize(c)
+  config_lib.validate(c)
+  train = input_pipeline.make_loader(c, 'train')
+  assert (train.views, input_pipeline.make_loader(c, 'val').views) == (2, 1)
+  batch = next(iter(train.epoch(0)))
+  b = c.data.batch_size
+  assert batch['label'].shape == (2 * b,)
+  for key, value in batch.items():   # no random transform on the embedded benchmark
+    np.testing.assert_array_equal(value[:b], value[b:], err_msg=key)
+
+
+@pytest.mark.parametrize('name', ['jat', 'nel'])
+def test_trains_on_the_embedded_benchmark(name):
+  # configs/hac.py:smoke (the synthetic benchmark's tiny shapes), two sources: JAT gets its
+  # domain labels from the loaders, NEL its two views; a few steps of the jitted train step.
+  from configs import hac  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import sharding, train  # pylint: disable=g-import-not-at-top
+  c = hac.get_config('smoke')
+  c.method.name = name
+  run = train.build(c)
+  assert len(run.config.data.sources) == 2
+  state = run.init(jax.random.key(0))
+  for i, batch in enumerate(list(run.loaders['train'].epoch(0))[:3]):
+    assert batch['label'].shape[0] == (2 if name == 'nel' else 1) * c.data.batch_size
+    state, metrics = run.train_step(state, sharding.shard_batch(batch, run.mesh),
+                                    jax.random.key(1))
+    assert np.isfinite(float(metrics['loss'])), (name, i)
+  assert int(state.step) == 3
+  want = {'jat': 'jat/raw/dom_global', 'nel': 'nel/raw/unc'}[name]
+  assert want in metrics

@@ -29,7 +29,7 @@ import pytest
 
 from conftest import spec, tiny_batch
 from mbcd_jax import config_lib, losses, methods, models, step
-from mbcd_jax.baselines import cmrf, jat, moosa, rna, simmmdg
+from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -88,6 +88,10 @@ def _expected_loss(name, model, sp, state, batch, rng):
     terms, _ = jat.loss_terms(z_uni, z_mm, out['modal'], labels, domain_logits=out['domain'],
                               global_logits=out['global'],
                               domains=batch[step.SOURCE_KEY] if multi else None, hp=ext.hparams)
+    return sum(terms.values())
+  if name == 'nel':   # the batch's rows read as [view 1; view 2] (tiny_batch: 2 x 4 clips)
+    z, _ = nel.project_views(extra, state.extra_state, h, mods, ext.hparams)
+    terms, _ = nel.loss_terms(z, z_mm, h, labels, mods, ext.hparams)
     return sum(terms.values())
   if name == 'moosa':
     mods = moosa.authors_order(mods)   # V, A, F: the authors' jigsaw parts

@@ -27,7 +27,7 @@ def _config(dataset, method, modalities, target, sources=None, recipe='authors')
 
 
 def test_shared_changes_nothing():
-  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf', 'jat'):
+  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf', 'jat', 'nel'):
     c = _config('epic', method, ('video', 'flow', 'audio'), 'D1', recipe='shared')
     ref = epic.get_config()
     assert c.train.epochs == 20 and c.optim.weight_decay == ref.optim.weight_decay == 1e-4
@@ -84,6 +84,13 @@ def test_jat_authors_recipe_is_the_scripts_defaults():
   c.method.jat.num_sources = 3
   with pytest.raises(ValueError, match='num_sources=3 disagrees with the run'):
     config_lib.validate(c)
+
+
+def test_nel_authors_recipe_is_the_scripts_epochs():
+  # train_NEL.py: --nepochs 15, Adam with --weight_decay 1e-4 (the shared value)
+  for dataset, target, sources in (('hac', 'cartoon', None), ('epic', 'D1', ('D3',))):
+    c = _config(dataset, 'nel', ('video', 'flow', 'audio'), target, sources)
+    assert (c.train.epochs, c.optim.weight_decay) == (15, 1e-4)
 
 
 def test_cmrf_and_rna_are_per_dataset_and_allow_single_source():
