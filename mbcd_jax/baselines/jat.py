@@ -31,7 +31,10 @@ for a multi-source run, with the domain discriminator's BN statistics as the met
 :func:`loss_terms` is the objective. The domain labels are ``extensions.StepView.sources``
 (each example's position in ``config.data.sources``), and the number of sources S is the
 hyper-parameter ``num_sources``, which ``methods.resolve`` fills in from the run's
-``config.data.sources``. Checked against the authors' functions by
+``config.data.sources``; a multi-source run whose batches carry no domain is refused
+(ConfigError) when the step is first traced, before any update (every dataset's loaders carry
+'domain', from which ``train.jit_steps`` derives the positions). Checked against the authors'
+functions (the heads too, on their modules' weights) by
 ``benchmarks/baselines_harness_nel_jat_gmp.py``; the plug-in against :func:`loss_terms` by
 ``tests/test_baselines_nel_jat_gmp.py`` and ``tests/test_plugins.py``.
 """
