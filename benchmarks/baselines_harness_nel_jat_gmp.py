@@ -20,7 +20,9 @@ domain-label dataloaders). Then:
     uni-modal logits, their ``ProjectHead`` / ``Classifier`` / ``DomainClassifier`` /
     ``Encoder`` (random torch init, dropouts in eval mode, BN in train mode) and a no-op
     optimizer; ours gets their heads' outputs (computed again in torch) and the same labels,
-    and its loss is compared with the loss their step returns; the GRL's gradient separately.
+    and its loss is compared with the loss their step returns; the plug-in's ``jat.heads`` on
+    their modules' weights against their heads' outputs (in the same row's difference); the
+    GRL's gradient separately.
   * GMP: their ``_mean_confidence``, ``_compute_diff_ratios(_domain)``,
     ``_mod_coeff_from_ratio_tanh``, ``_project_conflict`` and the per-modality
     modulate/project/add sequence of their ``train_one_step`` (written with their helpers) on
@@ -28,6 +30,7 @@ domain-label dataloaders). Then:
 Prints one row per check: the value and the max abs difference.
 """
 import argparse
+import dataclasses
 import os
 import sys
 import types
@@ -184,7 +187,35 @@ def _jat_run(mod, mods, rng, multi):
   terms, _ = jat.loss_terms(j(uni), jnp.asarray(fused.numpy()), j(modal),
                             jnp.asarray(labels.numpy()), hp=hp, **kw)
   ours = sum(terms.values())
-  return float(ours), _d(ours, loss.item())
+  # The plug-in's own heads (jat.heads) on their modules' weights, dropouts off as theirs.
+  hp_s = dataclasses.replace(hp, num_sources=S if multi else 1)
+  lin = lambda l: {'Dense_0': {'kernel': jnp.asarray(l.weight.detach().numpy().T),
+                               'bias': jnp.asarray(l.bias.detach().numpy())}}
+  proj = lambda net: {'TorchDense_0': lin(net.proj[0])}
+  params = {'modal_proj': {m: proj(nets[short[m] + '_proj']) for m in mods},
+            'modal_disc': lin(nets['modal_disc'].classifier[0])}
+  state, draws = {}, {'modal': {m: None for m in mods}}
+  if multi:
+    dd, g = nets['domain_disc'].domainclassifier, nets['domain_disc_global'].enc_net
+    params.update(
+        domain_proj={m: proj(nets[short[m] + '_proj2']) for m in mods},
+        domain_disc={'TorchDense_0': lin(dd[0]), 'TorchDense_1': lin(dd[3]), 'BatchNorm_0': {
+            'scale': jnp.asarray(dd[1].weight.detach().numpy()),
+            'bias': jnp.asarray(dd[1].bias.detach().numpy())}},
+        global_disc={'ProjectHead_0': {'TorchDense_0': lin(g[0])}, 'TorchDense_0': lin(g[3])})
+    n_hidden = dd[1].num_features
+    state = {'domain_disc': {'BatchNorm_0': {'mean': jnp.zeros(n_hidden),
+                                             'var': jnp.ones(n_hidden)}}}
+    draws.update(domain={m: None for m in mods}, global_=None)
+    draws['global'] = draws.pop('global_')
+  heads, _ = jat.heads(params, state, {m: jnp.asarray(emb[m].detach().numpy()) for m in mods},
+                       draws, mods, hp_s)
+  theirs = [*j(modal).values()] + ([*kw['domain_logits'].values(), kw['global_logits']]
+                                   if multi else [])
+  mine = [*heads['modal'].values()] + ([*heads['domain'].values(), heads['global']]
+                                       if multi else [])
+  heads_d = max(_d(a, b) for a, b in zip(mine, theirs))
+  return float(ours), max(_d(ours, loss.item()), heads_d)
 
 
 def compare_jat(mod, rng):

@@ -385,8 +385,10 @@ def _validate_method(config) -> methods.MethodSpec:
   _check(config.method.name != 'cmrf' or cmrf.sma_start_step is not None,
          'config.method.cmrf.sma_start_step is not set (config.method.cmrf.sma_start_percent '
          'derives it on the embedded benchmark only, whose size is in the config)')
-  # names, modes, ema_beta, temperature; the run's seed for a plug-in's own (MOOSA's)
-  spec = methods.resolve(config.method, seed=config.seed)
+  # names, modes, ema_beta, temperature; the run's seed and number of sources for a plug-in's
+  # own (MOOSA's permutations, JAT's domain discriminators)
+  spec = methods.resolve(config.method, seed=config.seed,
+                         num_sources=len(_names(config.data.sources)))
   _check_range(config, 'method.alpha', 0.0)
   _check_range(config, 'method.amd_base', 0.0, 1.0)
   _check_range(config, 'method.amd_fixed_p', 0.0, 1.0)

@@ -73,6 +73,9 @@ GRIDS = ('methods', 'table1', 'table2', 'table4', 'table5', 'leave_one_out', 'sw
 # Tables 1-2: the paper's methods (row label = the paper's name, run directory = the method's).
 PAPER_METHODS = [('ERM', 'erm'), ('RNA-Net', 'rna'), ('SimMMDG', 'simmmdg'), ('MOOSA', 'moosa'),
                  ('CMRF', 'cmrf'), ('MBCD', 'mbcd')]
+# The MMDG benchmark's other peers (its train_JAT.py, train_NEL.py; not rows of the paper's tables, so
+# without paper numbers): rows of 'table1' / 'table2' when --methods names them, before MBCD.
+BENCHMARK_PEERS = [('JAT', 'jat'), ('NEL', 'nel')]
 # grid -> (protocol, modality sets in the paper's block order).
 PAPER_GRIDS = {
     'table1': ('multi_source', (('video', 'audio'), ('video', 'flow'), ('flow', 'audio'),
@@ -131,19 +134,20 @@ def variants(grid: str, methods: Sequence[str] | None = ('erm', 'ema', 'mbcd'),
 
   ``methods`` is used by 'methods' (one row each), the sweeps (each method x value; default
   for sweeps: mbcd) and 'imbalance' (each method x dominance); for 'table1' / 'table2' it
-  narrows ``PAPER_METHODS`` (None: all six). ``values`` replaces a sweep's default values. The
-  imbalance grid's dominance=1 row is the balanced control.
+  narrows ``PAPER_METHODS`` (None: all six) or adds ``BENCHMARK_PEERS``. ``values`` replaces a
+  sweep's default values. The imbalance grid's dominance=1 row is the balanced control.
   """
   if grid == 'methods':
     return [Variant(m, (('method.name', m),)) for m in methods]
   if grid in PAPER_GRIDS:
-    known = [m for _, m in PAPER_METHODS]
+    rows = PAPER_METHODS[:-1] + BENCHMARK_PEERS + PAPER_METHODS[-1:]
+    known = [m for _, m in rows]
     unknown = sorted(set(methods or ()) - set(known))
     if unknown:
       raise ValueError(f'--methods: {unknown} are not in --grid={grid}; its methods: '
                        f'{", ".join(known)}')
-    return [Variant(label, (('method.name', m),)) for label, m in PAPER_METHODS
-            if methods is None or m in methods]
+    wanted = [m for _, m in PAPER_METHODS] if methods is None else methods
+    return [Variant(label, (('method.name', m),)) for label, m in rows if m in wanted]
   fixed = {'table4': TABLE4, 'table5': TABLE5, 'leave_one_out': LEAVE_ONE_OUT}
   if grid in fixed:
     return [Variant(label, (('method.name', m),)) for label, m in fixed[grid]]
@@ -585,7 +589,8 @@ def _define_flags():
                     'V+F+A; both set the protocol and modality sets), or an ablation grid.')
   flags.DEFINE_string('methods', None, 'Comma-separated presets (mbcd_jax/methods.py); '
                       'default erm,ema,mbcd (methods, imbalance), mbcd (sweeps), all six of '
-                      'the paper (table1, table2: narrows them).')
+                      'the paper (table1, table2: narrows them; the MMDG benchmark\'s other '
+                      'peers, experiments.BENCHMARK_PEERS, are added by name).')
   flags.DEFINE_string('values', None, 'Comma-separated sweep values (replace the defaults).')
   flags.DEFINE_string('modalities', None, "Modality sets separated by ';' (default: config's; "
                       "table1/table2: the paper's).")

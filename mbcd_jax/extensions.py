@@ -93,7 +93,14 @@ class Extension:
     teacher_update: ``(teacher, student, step, hparams) -> teacher`` for ``teacher='sma'``.
     evaluated: which network is the method's model: 'student' | 'teacher'.
     recipes: ``(dataset, modalities, target) -> {'epochs': n, <hparam>: value}`` overrides of
-      the authors' README commands (``config.train.recipe='authors'``), or None.
+      the authors' README commands (``config.train.recipe='authors'``), or None; a
+      ``'weight_decay'`` entry sets ``config.optim.weight_decay`` (a script whose optimizer
+      has none).
+    views: transformed views of each clip in a training batch (``input_pipeline``): 1, or 2
+      for a method contrasting two augmentations of the same clip (NEL); the step's batch is
+      then ``[view 1 of the B clips; view 2 of the same B clips]``, 2B rows, labels repeated.
+      Where the train transform is not random (the embedded synthetic benchmark) the two
+      views are identical.
     frozen_bn_caution: why ``config.model.bn_mode='frozen'`` (set explicitly: the method's own
       variant may differ) is known to break the method (empty: nothing known); ``train.build``
       logs it as a warning for such a run.
@@ -108,6 +115,7 @@ class Extension:
   teacher_update: Callable | None = None
   evaluated: str = 'student'
   recipes: Callable | None = None
+  views: int = 1
   frozen_bn_caution: str = ''
 
   def __post_init__(self):
@@ -115,6 +123,8 @@ class Extension:
       raise ValueError(f'{self.name}: classification must be one of {CLASSIFICATION}')
     if self.teacher not in TEACHERS:
       raise ValueError(f'{self.name}: teacher must be one of {TEACHERS}')
+    if not (isinstance(self.views, int) and self.views >= 1):
+      raise ValueError(f'{self.name}: views must be an int >= 1, got {self.views!r}')
     if self.teacher != 'none' and self.teacher_update is None:
       raise ValueError(f'{self.name}: teacher={self.teacher!r} needs a teacher_update')
 

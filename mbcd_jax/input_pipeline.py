@@ -15,6 +15,12 @@ this process's share of the global batch ``B``: process p of P gets rows ``[p*b,
 every global batch. The order and every example's randomness depend on (seed, epoch, position
 in the epoch's global order) only, so P processes together see exactly the global batches of
 one process, and worker processes change nothing either.
+
+A method that trains on two views of each clip (``Extension.views``, NEL's) gets training
+batches of ``views * B`` rows, ``[view 1 of the B clips; view 2 of the same B clips; ...]``,
+labels and domains repeated: each view is the train transform with randomness of its own
+(``example_rng``'s ``view``). Where the transform is not random (the embedded synthetic
+benchmark) the views are the same example, bit for bit.
 """
 import atexit
 import dataclasses
@@ -26,7 +32,7 @@ from typing import Any, Callable, Iterator
 import grain
 import numpy as np
 
-from mbcd_jax import config_lib, synthetic
+from mbcd_jax import config_lib, methods, synthetic
 from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
 from mbcd_jax.errors import ConfigError
@@ -73,9 +79,10 @@ def normalize_frames_host(batch: dict) -> dict:
   return out
 
 
-def example_rng(seed: int, epoch: int, position: int) -> np.random.Generator:
-  """The randomness of the example at ``position`` of the epoch's global order."""
-  return np.random.default_rng([seed, epoch, position, 1])
+def example_rng(seed: int, epoch: int, position: int, view: int = 0) -> np.random.Generator:
+  """The randomness of the example at ``position`` of the epoch's global order (its ``view``-th
+  view: 0 for the one view of most methods)."""
+  return np.random.default_rng([seed, epoch, position, 1] + ([view] if view else []))
 
 
 class _EpochExamples:
@@ -86,10 +93,12 @@ class _EpochExamples:
   """
 
   def __init__(self, source, transform: Callable, positions: np.ndarray, order: np.ndarray,
-               valid: np.ndarray | None, seed: int, epoch: int, random_transform: bool):
+               valid: np.ndarray | None, seed: int, epoch: int, random_transform: bool,
+               views: int = 1):
     self._source, self._transform = source, transform
     self._positions, self._order, self._valid = positions, order, valid
     self._seed, self._epoch, self._random = seed, epoch, random_transform
+    self._views = views
 
   def __len__(self) -> int:
     return len(self._order)
@@ -98,9 +107,22 @@ class _EpochExamples:
     rec = dict(self._source[int(self._order[i])])
     if self._valid is not None:
       rec['mask'] = np.float32(self._valid[i])
+    if self._views > 1:   # each key [views, ...]; ``_views_first`` makes the batch's rows
+      out = [self._one(dict(rec), i, v) for v in range(self._views)]
+      return {k: np.stack([o[k] for o in out]) for k in out[0]}
+    return self._one(rec, i)
+
+  def _one(self, rec: dict, i: int, view: int = 0) -> dict:
     if self._random:
-      return self._transform(rec, example_rng(self._seed, self._epoch, int(self._positions[i])))
+      return self._transform(rec, example_rng(self._seed, self._epoch, int(self._positions[i]),
+                                              view))
     return self._transform(rec)
+
+
+def _views_first(batch: dict) -> dict:
+  """``[b, V, ...]`` -> ``[V b, ...]``: view 1 of the b clips, then view 2 of the same b, ..."""
+  return {k: np.ascontiguousarray(np.swapaxes(v, 0, 1)).reshape((-1,) + v.shape[2:])
+          for k, v in batch.items()}
 
 
 @dataclasses.dataclass
@@ -117,6 +139,8 @@ class Loader:
     random_transform: call ``transform(record, example_rng(seed, epoch, position))``.
     read_threads: threads running the per-example transform in each process; the read-ahead
       is as many batches (a paper-sized real batch is ~300 MB).
+    views: transformed views per clip in a training batch (the method's ``Extension.views``):
+      a batch holds ``views * local_batch`` rows, view-major (module docstring).
   """
   source: Any
   transform: Callable
@@ -128,6 +152,7 @@ class Loader:
   num_workers: int = 0
   random_transform: bool = False
   read_threads: int = 2
+  views: int = 1
 
   def __post_init__(self):
     if self.global_batch % self.process_count:
@@ -138,6 +163,11 @@ class Loader:
                        f'batch of {self.global_batch}')
     if self.read_threads < 1:
       raise ConfigError(f'config.data.read_threads must be at least 1, got {self.read_threads}')
+    if self.views > 1 and (not self.train or self.process_count > 1):
+      # Each process stacks its own rows' views: with several processes the global batch
+      # would interleave them, not be [view 1; view 2].
+      raise ConfigError(f'a method with {self.views} views per clip runs its training split in '
+                        f'one process (got {self.process_count}); evaluation has one view')
 
   @property
   def num_examples(self) -> int:
@@ -164,12 +194,13 @@ class Loader:
       order = np.where(positions < n, positions, 0)
       valid = (positions < n).astype(np.float32)
     return _EpochExamples(self.source, self.transform, positions, order, valid, self.seed,
-                          epoch, self.random_transform)
+                          epoch, self.random_transform, self.views)
 
   def dataset(self, epoch: int = 0) -> grain.MapDataset:
     """The epoch's batches as a random-access grain dataset (``ds[k:]`` resumes mid-epoch)."""
-    return grain.MapDataset.source(self._examples(epoch)).batch(self.local_batch,
-                                                                drop_remainder=self.train)
+    ds = grain.MapDataset.source(self._examples(epoch)).batch(self.local_batch,
+                                                              drop_remainder=self.train)
+    return ds.map(_views_first) if self.views > 1 else ds
 
   def epoch(self, epoch: int = 0, start_batch: int = 0) -> Iterator[dict]:
     """Iterates over the epoch's batches, starting at batch ``start_batch``. The iterator has
@@ -273,7 +304,8 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
   ``data.source`` 'synthetic': the embedded benchmark, records normalised deterministically;
   'prepared': the store at ``data.dir`` with the paper's clip transforms (``data.clip``), random
   for 'train'. ``data.normalize_on_device``: video / flow come as uint8, for
-  ``normalize_frames`` in the jitted step.
+  ``normalize_frames`` in the jitted step. 'train' gives ``config.method.name``'s views per
+  clip (``methods.train_views``).
   """
   if split not in ('train', 'val', 'test'):
     raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
@@ -294,4 +326,5 @@ def make_loader(config, split: str, *, process_index: int = 0, process_count: in
   return Loader(source, transform, global_batch=d.batch_size if train else d.eval_batch_size,
                 train=train, seed=config.seed, process_index=process_index,
                 process_count=process_count, num_workers=d.num_workers,
-                random_transform=random_transform, read_threads=d.read_threads)
+                random_transform=random_transform, read_threads=d.read_threads,
+                views=methods.train_views(config.method.name) if train else 1)

@@ -27,6 +27,10 @@ group ``config.method.<name>`` (declared by the module's ``Hparams``):
                                                                   baselines/moosa.py
   cmrf           CMRF: SMA teacher, cross-modal mixup distillation, SupCon
                                                                   baselines/cmrf.py
+  jat            JAT: modality and domain discriminators behind gradient reversals,
+                 entropy-weighted uni-modal CE                    baselines/jat.py
+  nel            NEL: two views per clip, SupCon, mean-shift contrast, spectrum entropy
+                                                                  baselines/nel.py
 
 They train without AMD, consistency or MBCD's distillation, on the model variant their
 extension names: features without LayerNorm, head dropout on video/flow, and the networks run
@@ -40,11 +44,11 @@ from mbcd_jax import MODALITIES
 from mbcd_jax import amd as amd_lib
 from mbcd_jax import batchnorm
 from mbcd_jax import consistency as consistency_lib
-from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
+from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
 from mbcd_jax.errors import ConfigError
 
 EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENSION,
-                                  cmrf.EXTENSION)}
+                                  cmrf.EXTENSION, jat.EXTENSION, nel.EXTENSION)}
 # The model variant of MBCD and its baselines (ERM, EMA, the ablations) where nothing sets it:
 # a bare model config (tests, benchmarks). ``config_lib.base_config`` declares the keys and
 # keeps a config's own defaults in ``config.model.defaults`` (the real-data ones: 'port' BN and
@@ -100,6 +104,13 @@ for _name, _ext in EXTENSIONS.items():
   # Uni-modal heads: trained by the method's own terms ('own') or probes ('fused').
   PRESETS[_name] = dict(amd='off', consistency='off', ema=False, distill=False,
                         unimodal_ce=_ext.classification == 'own')
+
+
+def train_views(name: str) -> int:
+  """Transformed views of each clip in a training batch for method ``name`` (its
+  ``Extension.views``; 1 for every other method): read by ``input_pipeline.make_loader``."""
+  ext = EXTENSIONS.get(name)
+  return ext.views if ext is not None else 1
 
 
 def model_variant(model_config, name: str) -> dict:
@@ -168,11 +179,14 @@ class MethodSpec:
     return 'teacher' if self.ema else 'student'
 
 
-def resolve(method_config, seed: int = 0) -> MethodSpec:
+def resolve(method_config, seed: int = 0, num_sources: int | None = None) -> MethodSpec:
   """``config.method`` -> MethodSpec, applying the preset then the explicit overrides.
 
   ``seed``: the run's ``config.seed``, given to a plug-in hyper-parameter ``seed`` left None
   (MOOSA's permutation classes, drawn with the authors' ``--seed``).
+  ``num_sources``: the run's number of source domains (``len(config.data.sources)``; None: a
+  bare method config, taken as one), given to a plug-in hyper-parameter ``num_sources`` left
+  None (JAT's domain discriminators); an explicit value must agree with the run's.
 
   Raises:
     ValueError: unknown method / mode names, or distillation without a teacher.
@@ -203,6 +217,13 @@ def resolve(method_config, seed: int = 0) -> MethodSpec:
     ext = ext.with_hparams(group.to_dict() if group is not None else {})
     if getattr(ext.hparams, 'seed', 0) is None:
       ext = ext.with_hparams({'seed': int(seed)})
+    if hasattr(ext.hparams, 'num_sources'):
+      given = ext.hparams.num_sources
+      if given is None:
+        ext = ext.with_hparams({'num_sources': int(num_sources or 1)})
+      elif num_sources is not None and given != num_sources:
+        raise ConfigError(f'config.method.{name}.num_sources={given} disagrees with the run\'s '
+                         f'{num_sources} source domains (config.data.sources); leave it unset')
     fields['extension'] = ext
   if fields['distill'] and not fields['ema']:
     raise ConfigError('config.method.distill=True needs the EMA teacher (config.method.ema)')

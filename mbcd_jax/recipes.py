@@ -4,7 +4,8 @@
 
   'shared'   the config's own values (the MMDG benchmark's recipe: 20 epochs for every method,
              setting and modality set; Adam lr 1e-4, batch 16). Nothing is changed.
-  'authors'  the epochs and per-setting hyper-parameters of the commands in the method's
+  'authors'  the epochs (and, where the script's optimizer differs, the weight decay) and
+             per-setting hyper-parameters of the commands in the method's
              authors' README for this dataset, modality set and target domain. The data lives
              with each method (``Extension.recipes`` of ``mbcd_jax/baselines/*.py``); MBCD, its
              ablations and ERM/EMA have none, so for them 'authors' is 'shared'.
@@ -49,7 +50,8 @@ def _modality_sets() -> list[tuple[str, ...]]:
 
 def resolve(extension, dataset: str, modalities: Sequence[str], sources: Sequence[str],
             target: str, domains: Sequence[str]) -> dict:
-  """The authors' overrides ``{'epochs': n, <hparam>: value}`` for one run of ``extension``.
+  """The authors' overrides ``{'epochs': n[, 'weight_decay': w], <hparam>: value}`` for one
+  run of ``extension``.
 
   Raises:
     ValueError: one line naming dataset / modalities / target when there is no command.
@@ -94,9 +96,11 @@ def apply(config: ml_collections.ConfigDict, extensions: dict) -> ml_collections
     for key, value in overrides.items():
       if key == 'epochs':
         config.train.epochs = int(value)
+      elif key == 'weight_decay':   # a script whose optimizer ignores its --weight_decay (JAT)
+        config.optim.weight_decay = float(value)
       elif key in group:
         group[key] = value
       else:
-        raise ConfigError(f"{ext.name}: authors' recipe sets {key!r}, which is neither 'epochs' "
-                         f'nor a key of config.method.{ext.name}')
+        raise ConfigError(f"{ext.name}: authors' recipe sets {key!r}, which is neither 'epochs', "
+                         f"'weight_decay' nor a key of config.method.{ext.name}")
   return config

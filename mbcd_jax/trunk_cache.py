@@ -40,6 +40,8 @@ def candidates(config, model, loaders: dict) -> tuple[str, ...]:
     return ()
   if any(loader.random_transform for loader in loaders.values()):
     return ()
+  if any(loader.views > 1 for loader in loaders.values()):
+    return ()   # its bit checks run the loaders' batch sizes, not the views' doubled ones
   return tuple(m for m in model.modalities if model.shares_trunk(m))
 
 

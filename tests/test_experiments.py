@@ -251,6 +251,9 @@ def test_paper_grids_plan_modality_blocks(base, tmp_path):
   assert [x.label for x in experiments.variants('table2', ['mbcd', 'erm'])] == ['ERM', 'MBCD']
   with pytest.raises(ValueError, match=r"\['ema'\] are not in --grid=table1"):
     experiments.variants('table1', ['ema', 'mbcd'])
+  # the MMDG benchmark's other peers: on request only, before MBCD
+  assert [x.label for x in experiments.variants('table1', ['mbcd', 'nel', 'jat', 'erm'])] == [
+      'ERM', 'JAT', 'NEL', 'MBCD']
   protocol, mods = experiments.PAPER_GRIDS['table1']
   runs = experiments.plan(str(tmp_path), base, protocol=protocol, variant_list=v,
                           modality_sets=mods, seeds=(0, 1), modalities_first=True)

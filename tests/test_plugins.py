@@ -29,7 +29,7 @@ import pytest
 
 from conftest import spec, tiny_batch
 from mbcd_jax import config_lib, losses, methods, models, step
-from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
+from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -81,6 +81,18 @@ def _expected_loss(name, model, sp, state, batch, rng):
                                   hp=ext.hparams)
     return ce_mm + probes + sum(terms.values())
   mods = model.modalities
+  if name == 'jat':
+    out, _ = jat.heads(extra, state.extra_state, h,
+                       jat.draw(r_ext, labels.shape[0], mods, ext.hparams), mods, ext.hparams)
+    multi = jat.multi_source(ext.hparams)
+    terms, _ = jat.loss_terms(z_uni, z_mm, out['modal'], labels, domain_logits=out['domain'],
+                              global_logits=out['global'],
+                              domains=batch[step.SOURCE_KEY] if multi else None, hp=ext.hparams)
+    return sum(terms.values())
+  if name == 'nel':   # the batch's rows read as [view 1; view 2] (tiny_batch: 2 x 4 clips)
+    z, _ = nel.project_views(extra, state.extra_state, h, mods, ext.hparams)
+    terms, _ = nel.loss_terms(z, z_mm, h, labels, mods, ext.hparams)
+    return sum(terms.values())
   if name == 'moosa':
     mods = moosa.authors_order(mods)   # V, A, F: the authors' jigsaw parts
     cols = moosa.jigsaw_setup(model.feature_dims, mods, ext.hparams)
@@ -301,7 +313,9 @@ def _real_batch(batch_size=8):
   return {'video': jax.random.normal(k[0], (batch_size, 2, 16, 16, 3)),
           'flow': jax.random.normal(k[1], (batch_size, 2, 16, 16, 2)),
           'audio': jax.random.normal(k[2], (batch_size, 16, 16, 1)),
-          'label': jax.random.randint(k[3], (batch_size,), 0, 7)}
+          'label': jax.random.randint(k[3], (batch_size,), 0, 7),
+          # positions among the config's two sources (JAT's domain discriminators read them)
+          step.SOURCE_KEY: jnp.arange(batch_size, dtype=jnp.int32) % 2}
 
 
 def _moved(a, b):

@@ -27,10 +27,10 @@ def _config(dataset, method, modalities, target, sources=None, recipe='authors')
 
 
 def test_shared_changes_nothing():
-  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf'):
+  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf', 'jat', 'nel'):
     c = _config('epic', method, ('video', 'flow', 'audio'), 'D1', recipe='shared')
     ref = epic.get_config()
-    assert c.train.epochs == 20
+    assert c.train.epochs == 20 and c.optim.weight_decay == ref.optim.weight_decay == 1e-4
     assert c.method.to_dict() == {**ref.method.to_dict(), 'name': method}
 
 
@@ -67,6 +67,30 @@ def test_moosa_authors_recipes():
       10, 0.7, 1.0, 4)
   c = _config('hac', 'moosa', ('video', 'flow', 'audio'), 'cartoon')
   assert (c.train.epochs, c.method.moosa.alpha_trans) == (20, 0.5)
+
+
+def test_jat_authors_recipe_is_the_scripts_defaults():
+  # train_JAT.py: --nepochs 15, and its default 'adam' branch builds Adam without weight decay
+  # (the docstring of mbcd_jax/baselines/jat.py); the same for every setting.
+  for dataset, target, sources in (('hac', 'human', None), ('hac', 'animal', ('cartoon',)),
+                                   ('epic', 'D2', None)):
+    c = _config(dataset, 'jat', ('video', 'audio'), target, sources)
+    assert (c.train.epochs, c.optim.weight_decay) == (15, 0.0)
+    # the resolved number of sources: the domain terms only for the multi-source run
+    hp = config_lib.validate(c).extension.hparams
+    assert hp.num_sources == len(c.data.sources) == (1 if sources else 2)
+    assert c.method.jat.to_dict() == {**hac.get_config().method.jat.to_dict()}
+  c = _config('hac', 'jat', ('video', 'audio'), 'human')
+  c.method.jat.num_sources = 3
+  with pytest.raises(ValueError, match='num_sources=3 disagrees with the run'):
+    config_lib.validate(c)
+
+
+def test_nel_authors_recipe_is_the_scripts_epochs():
+  # train_NEL.py: --nepochs 15, Adam with --weight_decay 1e-4 (the shared value)
+  for dataset, target, sources in (('hac', 'cartoon', None), ('epic', 'D1', ('D3',))):
+    c = _config(dataset, 'nel', ('video', 'flow', 'audio'), target, sources)
+    assert (c.train.epochs, c.optim.weight_decay) == (15, 1e-4)
 
 
 def test_cmrf_and_rna_are_per_dataset_and_allow_single_source():

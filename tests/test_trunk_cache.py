@@ -109,6 +109,10 @@ def test_the_cache_is_used_only_where_the_trunk_output_is_a_function_of_the_exam
   loaders = {**run.loaders, 'train': dataclasses.replace(run.loaders['train'],
                                                          random_transform=True)}
   assert trunk_cache.candidates(run.config, run.model, loaders) == ()
+  # Two views per clip (NEL): batches of twice the rows the bit checks are run for.
+  model = dataclasses.replace(run.model, bn_mode='port', eval_trunks=('audio',))
+  loaders = {**run.loaders, 'train': dataclasses.replace(run.loaders['train'], views=2)}
+  assert trunk_cache.candidates(run.config, model, loaders) == ()
 
 
 def test_the_model_refuses_a_given_trunk_that_is_not_shared():

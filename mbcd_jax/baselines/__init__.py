@@ -1,8 +1,8 @@
 """The paper's baseline methods, one module each: their extra parameters and loss terms.
 
-``rna`` (RNA-Net), ``simmmdg``, ``moosa``, ``cmrf``: pure loss pieces checked against their
-authors' code (``benchmarks/baselines_harness_*.py``), each ending with the ``EXTENSION`` that
-plugs it into the shared train step (``mbcd_jax/extensions.py``; registry
+``rna`` (RNA-Net), ``simmmdg``, ``moosa``, ``cmrf``, ``jat``, ``nel``: pure loss pieces checked
+against their authors' code (``benchmarks/baselines_harness_*.py``), each ending with the
+``EXTENSION`` that plugs it into the shared train step (``mbcd_jax/extensions.py``; registry
 ``methods.EXTENSIONS``; ``--config.method.name=<module>``).
 """
 
@@ -27,8 +27,9 @@ def present(modalities, method: str) -> list[str]:
 
 
 # How every peer's own script runs the networks (their repositories: SimMMDG fbca1f0, MOOSA
-# 981b0cc, CMRF 39d97f2, the MMDG benchmark's train_RNA.py), a part of each plug-in's model
-# variant (``Extension.model``; docs/method.md, "How each method's networks run"):
+# 981b0cc, CMRF 39d97f2, the MMDG benchmark's train_RNA.py, train_JAT.py, train_NEL.py), a part of each
+# plug-in's model variant (``Extension.model``; docs/method.md, "How each method's networks
+# run"):
 #  * video and flow recognizers ``train(split == 'train')``: every BN, frozen layers included,
 #    on batch statistics with its running statistics updated ('port');
 #  * the VGGSound audio trunk ``audio_model.eval()`` for the whole run (SimMMDG line 316, MOOSA

@@ -24,7 +24,9 @@ its uni-modal head) only:
 
 Not a plug-in yet (no ``EXTENSION``): the projection needs per-modality parameter gradients of
 separate terms, which the step does not give a method (it differentiates the sum of the terms
-once); the domain labels reach a method as ``extensions.StepView.sources``. The pieces
+once). What it would reuse is in place: the domain labels (``extensions.StepView.sources``),
+the number of sources (a ``num_sources`` hyper-parameter, filled in by ``methods.resolve``) and
+JAT's second projectors and domain discriminator (``jat.init`` / ``jat.heads``). The pieces
 below are checked against the authors' functions by ``benchmarks/baselines_harness_nel_jat_gmp.py``.
 """
 import dataclasses

@@ -27,10 +27,20 @@ e98e837), every training batch holds two augmented views of the same B clips, st
   Recipe: Adam lr 1e-4, weight decay 1e-4, cosine annealing to lr/100 over 15 epochs, batch 16
   clips (32 rows), selection on source-validation accuracy.
 
-Not a plug-in yet (no ``EXTENSION``): the step sees one view per clip, and NEL needs two
-independent augmentations of each clip in one batch, stacked [view 1; view 2] (the input
-pipeline's job). The pieces here are checked against the authors' functions by
-``benchmarks/baselines_harness_nel_jat_gmp.py``.
+The plug-in (``EXTENSION``, ``--config.method.name=nel``) declares ``views=2``
+(``extensions.Extension.views``): the input pipeline then builds every training batch as
+``[view 1 of the B clips; view 2 of the same B clips]``, each view the train transform with
+randomness of its own (``mbcd_jax/input_pipeline.py``). On the embedded synthetic benchmark
+the train transform is not random, so there the two views are the same example and ``L_UNC``
+contrasts each clip with an identical copy of itself (nothing is invented to make them
+differ). Its own classification loss is the fused CE (halved with the rest); the uni-modal
+heads get no loss, as in the script, so their reported accuracies are those of heads that
+never train (the fused head is the model). Deviation: the script's cosine annealing of the
+learning rate (to lr / 100 over its 15 epochs) is not reproduced: the step's Adam has a
+constant learning rate. The pieces here
+are checked against the authors' functions by ``benchmarks/baselines_harness_nel_jat_gmp.py``;
+the plug-in against :func:`loss_terms` by ``tests/test_baselines_nel_jat_gmp.py`` and
+``tests/test_plugins.py``.
 """
 import dataclasses
 from typing import Mapping, Sequence
@@ -38,8 +48,11 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import baselines
+from mbcd_jax import extensions
 from mbcd_jax import losses
 from mbcd_jax.baselines import simmmdg
+from mbcd_jax.errors import ConfigError
 
 ORDER = ('video', 'audio', 'flow')   # the script's order of the stacked projector views
 
@@ -148,3 +161,68 @@ def loss_terms(proj_z: jax.Array, fused_logits: jax.Array, feats: Mapping[str, j
 def projector(hp: Hparams = Hparams()) -> simmmdg.ProjectionHead:
   """Each modality's projector (applied to the first half of its embedding)."""
   return simmmdg.ProjectionHead(hp.proj_hidden, hp.proj_out)
+
+
+# ---------------------------------------------------------------- the train step's plug-in
+def present(modalities: Sequence[str]) -> list[str]:
+  """The modalities in ``ORDER`` (the script stacks its projector views so); one or more."""
+  unknown = set(modalities) - set(ORDER)
+  if unknown or not modalities:
+    raise ConfigError(f'nel: modalities must be a non-empty subset of {ORDER}, got '
+                      f'{tuple(modalities)}')
+  return [m for m in ORDER if m in modalities]
+
+
+def init(rng: jax.Array, dims: Mapping[str, int], modalities: Sequence[str],
+         hp: Hparams = Hparams()):
+  """The projectors (one per modality, on the first ``D_m // 2`` channels) and their BN
+  statistics: ``({'proj': {m: params}}, {'proj': {m: batch_stats}})``."""
+  ms = present(modalities)
+
+  def _init(r):
+    params, stats = {}, {}
+    for i, m in enumerate(ms):
+      v = projector(hp).init(jax.random.fold_in(r, i), jnp.zeros((2, dims[m] // 2)))
+      params[m], stats[m] = v['params'], v['batch_stats']
+    return {'proj': params}, {'proj': stats}
+  return jax.jit(_init)(rng)
+
+
+def project_views(params, state, feats: Mapping[str, jax.Array], modalities: Sequence[str],
+                  hp: Hparams = Hparams()) -> tuple[jax.Array, dict]:
+  """``[2B, M, out]`` projector outputs (modalities in ``ORDER``, BN in training mode) and the
+  projectors' new statistics."""
+  z, stats = [], {}
+  for m in present(modalities):
+    x = feats[m][:, :feats[m].shape[1] // 2]
+    out, stats[m] = simmmdg.project(projector(hp), params['proj'][m], state['proj'][m], x,
+                                    train=True)
+    z.append(out)
+  return jnp.stack(z, 1), {'proj': stats}
+
+
+def _terms_ext(view: extensions.StepView, hp: Hparams):
+  rows = view.labels.shape[0]
+  if rows % 2:
+    raise ValueError(f'nel: a training batch holds two views of each clip (2B rows), got '
+                     f'{rows} rows: the loader was not built with the method\'s views')
+  proj_z, new_state = project_views(view.params, view.state, view.feats, view.modalities, hp)
+  terms, raw = loss_terms(proj_z, view.fused_logits, view.feats, view.labels, view.modalities,
+                          hp)
+  return terms, raw, new_state
+
+
+def authors_recipe(dataset: str, modalities, target: str) -> dict | None:
+  """``Extension.recipes``: the script's defaults, the same for every setting: 15 epochs (Adam
+  with weight decay 1e-4, the shared recipe's; its cosine schedule is not reproduced)."""
+  del modalities, target
+  return {'epochs': 15} if dataset in ('epic', 'hac') else None
+
+
+# Two views per clip; its own classification loss (the fused CE within Eq. 14's halving);
+# features without LayerNorm, the heads' dropout on video/flow, as the benchmark's scripts.
+EXTENSION = extensions.Extension(
+    name='nel', hparams=Hparams(), init=init, terms=_terms_ext, classification='own',
+    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
+           *baselines.SCRIPTS_NETWORKS),
+    recipes=authors_recipe, views=2)
