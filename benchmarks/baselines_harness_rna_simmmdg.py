@@ -94,7 +94,8 @@ sys.path.insert(0, _ROOT)
 
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from mbcd_jax import encoders, losses, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import encoders, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.method import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.baselines import rna, simmmdg, torch_init  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 DIMS = {'video': 8, 'flow': 6, 'audio': 4}

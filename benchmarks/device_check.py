@@ -32,7 +32,7 @@ its time box, results written as they come:
 6. ``profile``: the MBCD port bf16 step at batch 16 under ``jax.profiler.trace`` (3 steps; the
    raw trace kept in ``DIR/trace``), its device events (``args.hlo_op``) summed per instruction
    of the compiled module and grouped as ``benchmarks/roofline.py`` groups them
-   (``mbcd_jax.hlo_cost``): measured ms per step per group beside that group's roofline ms.
+   (``mbcd_jax.study.hlo_cost``): measured ms per step per group beside that group's roofline ms.
 7. ``perf`` with the rows the first check cut (ERM, frozen, float32, batch 32 and 64), then
    ``max_batch``, ``torch`` (eager step timing first, then ``torch.compile``), ``pipeline``,
 8. ``whole_run``: ``benchmarks/whole_run.py`` (prepare + training at the paper shapes, bf16,
@@ -777,7 +777,7 @@ def trace_times(trace_dir):
 
 def part_profile(args, clock, report, accel, box, variables, peaks):
   """The MBCD port bf16 step under the profiler: measured time per roofline group."""
-  from mbcd_jax import hlo_cost  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.study import hlo_cost  # pylint: disable=g-import-not-at-top
   part = report.part('profile')
   enc_set = TINY if args.dry_run else FULL
   b, steps = (2, 2) if args.dry_run else (16, 3)

@@ -39,7 +39,7 @@ import torch
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
 import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import conv3d as conv3d_lib  # pylint: disable=g-import-not-at-top,wrong-import-position

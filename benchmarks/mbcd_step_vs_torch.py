@@ -6,7 +6,7 @@
 (~4 min for the check + F+A, ~3.5 min for V+F+A alone on 2 loaded cores.)
 
 Needs torch (requirements-dev.txt). The paper's encoders (mmaction2 SlowFast, SlowOnly flow,
-VGGSound ResNet-18; tests/encoders/torch_reference.py for PyTorch, mbcd_jax/encoders/paper.py for
+VGGSound ResNet-18; mbcd_jax/reference/encoders_torch.py for PyTorch, mbcd_jax/encoders/paper.py for
 Flax) at the paper's structure but reduced width / input size so that it runs in minutes on 2
 CPU cores. Both frameworks get the same weights (PyTorch -> converter -> Flax; heads copied),
 compute in float32, run the BatchNorms on running statistics and use the same threads
@@ -80,7 +80,7 @@ import torch.nn.functional as F
 _ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
 sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
 import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 from encoders_vs_torch import _median_times  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -500,7 +500,7 @@ def paper_to_flax(kind, kw, state_dict):
 
 
 def paper_encoder(kind, kw, net):
-  """ParityEncoder for a paper encoder (``tests/encoders/torch_reference.py`` net)."""
+  """ParityEncoder for a paper encoder (``mbcd_jax/reference/encoders_torch.py`` net)."""
   return ParityEncoder(kind, dict(kw), TorchEncoder(kind, net),
                        functools.partial(paper_to_flax, kind, kw))
 
@@ -567,8 +567,8 @@ def jax_replay(dsu_draws, amd_draws, modalities):
   DSU's coin and noise (``dsu.apply``, called per modality in model order, trunk site then
   layer4 site, while the step is traced) and the AMD masks (``amd.sample_keep``). The DSU
   arithmetic stays ours (``dsu.perturb_map``). Yields the list of DSU sites traced."""
-  from mbcd_jax import amd as amd_lib  # pylint: disable=g-import-not-at-top
-  from mbcd_jax import dsu as dsu_lib  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.method import amd as amd_lib  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.method import dsu as dsu_lib  # pylint: disable=g-import-not-at-top
   sites = [(m, s) for m in modalities for s in ('trunk', 'layer4')]
   calls = []
   perturb = dsu_lib.perturb_map

@@ -186,7 +186,7 @@ def write_torch_checkpoints(folder: str, kw: dict[str, dict]) -> dict[str, str]:
   """Random-weight checkpoints named as the released files, of encoders built with ``kw``
   ({kind: kwargs}; {} = the released sizes). Returns {kind: path}."""
   import torch  # pylint: disable=g-import-not-at-top
-  import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
   sf = kw['slowfast_r101']
   slowfast = ref.randomize_(ref.ResNet3dSlowFast(depth=sf.get('depth', 101),

@@ -23,7 +23,7 @@ How the port's code runs here without its environment (mmcv, mmaction, CUDA, dat
 * ``mbcd/runtime_patches.py`` is imported as it is and ``apply_mbcd_runtime_patches()`` run; the
   classes it patches (mmaction's ``ResNet3d`` / ``ResNet3dSlowFast`` / heads, VGGSound's
   ``ResNet``) are stub modules in ``sys.modules`` naming our stand-in encoders: the PyTorch
-  re-implementations of ``tests/encoders/torch_reference.py`` (same module and state-dict names,
+  re-implementations of ``mbcd_jax/reference/encoders_torch.py`` (same module and state-dict names,
   reduced width), so the port's own DSU / ``avg_pool`` / VGGSound ``get_feature`` attach to them.
   The port's mmaction ``get_feature`` / ``get_predict`` are parsed from its vendored
   ``mmaction/models/backbones/resnet3d{,_slowfast}.py`` and attached the same way.
@@ -104,7 +104,7 @@ _HERE = os.path.dirname(os.path.abspath(__file__))
 _ROOT = os.path.join(_HERE, '..')
 sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), _HERE]
 import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PORT_ORDER = ('video', 'flow', 'audio')    # the port's per-modality order (DSU, AMD draws)
 PORT_PREFIX = {'video': 'v', 'flow': 'f', 'audio': 'a'}

@@ -16,7 +16,9 @@ import numpy as np
 import pytest
 
 from conftest import assert_eight_devices_equal_one, spec, tiny_batch
-from mbcd_jax import batchnorm, dsu, models, step
+from mbcd_jax import models, step
+from mbcd_jax.method import dsu
+from mbcd_jax.encoders import batchnorm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
@@ -293,7 +295,7 @@ def test_dsu_only_in_the_first_pass_and_only_in_training():
 
 def test_amd_masks_same_across_consistency_modes():
   """Same seed -> same AMD masks whatever the consistency mode (model's modality order)."""
-  from mbcd_jax import amd  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.method import amd  # pylint: disable=g-import-not-at-top
   model = bn_model('frozen')
   batch = batch2()
   seen = {}

@@ -28,7 +28,8 @@ import numpy as np
 import pytest
 
 from conftest import spec, tiny_batch
-from mbcd_jax import config_lib, losses, methods, models, step
+from mbcd_jax import config_lib, methods, models, step
+from mbcd_jax.method import losses
 from mbcd_jax.baselines import cmrf, moosa, rna, simmmdg
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

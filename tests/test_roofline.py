@@ -1,4 +1,4 @@
-"""mbcd_jax.hlo_cost against XLA's cost analysis, and benchmarks/roofline.py on the tiny step."""
+"""mbcd_jax.study.hlo_cost against XLA's cost analysis, and benchmarks/roofline.py on the tiny step."""
 import functools
 import json
 import os
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mbcd_jax import hlo_cost
+from mbcd_jax.study import hlo_cost
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -145,7 +145,7 @@ def test_erm_probe_heads_do_not_change_encoder_gradients():
                                           jax.random.key(0), model=model, spec=sp)[0])(params)
 
   def fused_only(enc):
-    from mbcd_jax import losses  # pylint: disable=g-import-not-at-top
+    from mbcd_jax.method import losses  # pylint: disable=g-import-not-at-top
     h = model.encode_all(enc, params['norms'], frozen, feats)
     return losses.cross_entropy(model.fused_logits(params['fused_head'], h, train=False),
                                 batch['label'])

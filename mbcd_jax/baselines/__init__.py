@@ -6,7 +6,7 @@ plugs it into the shared train step (``mbcd_jax/extensions.py``; registry
 ``methods.EXTENSIONS``; ``--config.method.name=<module>``).
 """
 
-from mbcd_jax import batchnorm
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax.errors import ConfigError
 
 

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 
 ORDER = ('video', 'audio', 'flow')   # the script's modality labels and concatenation order
 

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 from mbcd_jax.baselines import simmmdg
 
 ORDER = ('video', 'audio', 'flow')   # the script's order of the stacked projector views

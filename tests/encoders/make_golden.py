@@ -94,7 +94,7 @@ def state_dict_from(names_shapes: dict) -> dict:
 # ------------------------------------------------------------------ real networks
 def _mmaction(case):
   sys.path.insert(0, HERE)
-  import torch_reference  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch as torch_reference  # pylint: disable=g-import-not-at-top
   mm = torch_reference.import_mmaction_backbones()
   if mm is None:
     raise SystemExit('mmaction2 backbones not importable; see this file\'s docstring')
