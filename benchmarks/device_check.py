@@ -1,7 +1,7 @@
 r"""One time-boxed accelerator check of the MBCD train step: parity, speed, memory, PyTorch.
 
-  python benchmarks/device_check.py --out=DIR [--budget_s=420]   # on a GPU / TPU machine
-  JAX_PLATFORMS=cpu python benchmarks/device_check.py --out=DIR --dry_run   # every path, tiny
+  python -m benchmarks.device_check --out=DIR [--budget_s=420]   # on a GPU / TPU machine
+  JAX_PLATFORMS=cpu python -m benchmarks.device_check --out=DIR --dry_run   # every path, tiny
 
 Writes ``DIR/device_check.json`` and ``DIR/device_check.md`` after every finished piece, so a run
 stopped from outside keeps what finished. Parts, in the order they run:
@@ -66,14 +66,12 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
 from mbcd_jax import encoders as encoders_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The paper-shape set-up pipeline_throughput.py shares (kept importable as device_check.X).
-from _paper_setup import (  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from benchmarks._paper_setup import (  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
     FULL, HIDDEN, MODALITIES, NUM_CLASSES, SMALL, TINY, Cfg, build, encoder_config)
 
 # Dense peak TFLOP/s by jax device_kind prefix: (bfloat16, float32 as XLA runs it by default).
@@ -496,8 +494,7 @@ def _import_port_bench():
   except ImportError:
     sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=Cfg)
     shim = True
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top
+  from benchmarks import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top
   return bench, shim
 
 
@@ -726,8 +723,7 @@ def part_pipeline(args, clock, report, box):
   part = report.part('pipeline')
   if _skip_without(part, PIPELINE_MODULES):
     return
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import pipeline_throughput as pt  # pylint: disable=g-import-not-at-top
+  from benchmarks import pipeline_throughput as pt  # pylint: disable=g-import-not-at-top
   from mbcd_jax.data import prepare  # pylint: disable=g-import-not-at-top
   clips, frames, batch = (1, 40, 2) if args.dry_run else (8, 96, 16)
   workers = 0 if args.dry_run else os.cpu_count()
@@ -848,8 +844,7 @@ def part_whole_run(args, clock, report, box):
   if _skip_without(part, PIPELINE_MODULES):
     return
   out = os.path.join(args.out, 'whole_run')
-  cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                      'whole_run.py'), f'--out={out}', '--targets=human',
+  cmd = [sys.executable, '-m', 'benchmarks.whole_run', f'--out={out}', '--targets=human',
          f'--cache_dir={os.path.join(args.out, "xla_cache")}']
   if args.dry_run:
     cmd.append('--dry_run')
@@ -859,7 +854,8 @@ def part_whole_run(args, clock, report, box):
             f'--epochs={args.whole_run_epochs}']
   part['notes'].append('command: ' + ' '.join(cmd[1:]))
   try:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, box))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, box),
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     part['notes'].append(f'exit {res.returncode}')
     if res.returncode:
       part['notes'].append('stderr: ' + res.stderr[-500:].replace('\n', ' | '))

@@ -1,7 +1,7 @@
 """The whole MBCD training step: our JAX step (jit) vs a PyTorch eager re-implementation.
 
-    JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py [--reps 3] [--setups ...]
-    JAX_PLATFORMS=cpu python -u benchmarks/mbcd_step_vs_torch.py --no_check --no_timing  # port
+    JAX_PLATFORMS=cpu python -u -m benchmarks.mbcd_step_vs_torch [--reps 3] [--setups ...]
+    JAX_PLATFORMS=cpu python -u -m benchmarks.mbcd_step_vs_torch --no_check --no_timing  # port
 
 (~4 min for the check + F+A, ~3.5 min for V+F+A alone on 2 loaded cores.)
 
@@ -65,7 +65,6 @@ import copy
 import dataclasses
 import functools
 import os
-import sys
 import time
 from typing import Callable
 from unittest import mock
@@ -77,11 +76,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
-import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
-from encoders_vs_torch import _median_times  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks.encoders_vs_torch import _median_times  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -4,7 +4,7 @@ Get the port (it is never copied into this repository) and run:
 
     git clone https://github.com/lihongzhao99/MMDG_Benchmark /tmp/port_clone
     pip download learn2learn==0.2.0 --no-deps -d /tmp/l2l && tar xzf /tmp/l2l/*.tar.gz -C /tmp/l2l
-    JAX_PLATFORMS=cpu python benchmarks/port_harness.py --port_dir=/tmp/port_clone \\
+    JAX_PLATFORMS=cpu python -m benchmarks.port_harness --port_dir=/tmp/port_clone \\
         --l2l_dir=/tmp/l2l/learn2learn-0.2.0
 
 (``--l2l_dir`` only when learn2learn is not installed.) Prints, for two steps in float64 and in
@@ -100,10 +100,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.join(_HERE, '..')
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), _HERE]
-import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PORT_ORDER = ('video', 'flow', 'audio')    # the port's per-modality order (DSU, AMD draws)

@@ -20,7 +20,6 @@ from mbcd_jax import models, step
 from mbcd_jax.method import dsu
 from mbcd_jax.encoders import batchnorm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))

@@ -22,8 +22,7 @@ from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-positio
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(_ROOT, 'benchmarks'), os.path.join(_ROOT, 'tests', 'encoders')]
-import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _same_pad(x, stride, k=3):

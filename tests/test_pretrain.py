@@ -20,8 +20,8 @@ from mbcd_jax.study import experiments
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import python_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = synthetic.SyntheticSpec()
@@ -108,12 +108,12 @@ def test_killed_write_leaves_no_file_under_the_cache_name(tmp_path):
   # A process killed (SIGKILL) after writing the data, before the rename.
   script = textwrap.dedent(f'''
       import os, signal, sys
-      sys.path.insert(0, {ROOT!r})
       from mbcd_jax.synthetic import pretrain
       os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
       pretrain.write_atomic({str(path)!r}, b'x' * 100000)
   ''')
-  r = subprocess.run([sys.executable, '-c', script], capture_output=True, check=False)
+  r = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=python_env(), capture_output=True,
+                     check=False)
   assert r.returncode == -9, r.stderr.decode()[-2000:]
   assert not path.exists()
   left = os.listdir(tmp_path)

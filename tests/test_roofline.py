@@ -74,9 +74,8 @@ def test_tiny_step_groups_and_totals():
   """The dry-run MBCD step (two ResNet-18 modalities at width 4, port BN mode, batch 2):
   convolution/dot flops are most of XLA's total, the rest within 5%; the groups the roofline
   names are all there; the teacher's own trunk pass costs what the student's does."""
-  sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
-  import roofline  # pylint: disable=g-import-not-at-top
-  import device_check as dc  # pylint: disable=g-import-not-at-top
+  from benchmarks import roofline  # pylint: disable=g-import-not-at-top
+  from benchmarks import device_check as dc  # pylint: disable=g-import-not-at-top
   lowered = roofline.lower_step(dc.TINY, 'mbcd', 'port', 'bfloat16', 2)
   ops = hlo_cost.module_ops(lowered.as_text(dialect='hlo', debug_info=True))
   xla = _xla_flops(lowered)

@@ -15,7 +15,6 @@ import pytest
 from mbcd_jax import runlock
 from mbcd_jax.checkpoint import CheckpointError
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
 
 # As test_resume.py: 6 epochs x 4 steps, a checkpoint every 2 steps (the compile is cached).

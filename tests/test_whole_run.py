@@ -8,8 +8,7 @@ import sys
 import pytest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
-import whole_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import whole_run  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_tree_has_the_counts_the_reader_sees(tmp_path):

@@ -87,7 +87,7 @@ def test_flax_encoder_matches_the_original(case):
 
 @pytest.mark.parametrize('case', sorted(golden.CASES))
 def test_torch_reference_matches_the_original(case):
-  """Pins ``torch_reference`` (used by the Flax-vs-PyTorch tests and benchmarks) to the
+  """Pins ``encoders_torch`` (used by the Flax-vs-PyTorch tests and benchmarks) to the
   originals, with the originals' own state_dict keys, in CI without mmaction2."""
   torch = pytest.importorskip('torch', reason='torch (requirements-dev.txt) not installed')
   from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top

@@ -2,7 +2,7 @@
 the results load into the paper config's encoders; other settings are refused with the fix.
 
 The README commands name full-size checkpoints and take no size arguments, so the fake
-checkpoints here are full size (random weights of ``torch_reference``'s full-size networks,
+checkpoints here are full size (random weights of ``encoders_torch``'s full-size networks,
 whose state_dict keys and shapes ``test_torch_reference.py`` / ``test_golden.py`` pin to the
 originals): about 10 s per command, most of it writing and reading the files.
 """
