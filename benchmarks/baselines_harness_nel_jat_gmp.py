@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-from benchmarks import baselines_harness_rna_simmmdg as rna_harness  # noqa: E402  (load_script, fakes)
+from benchmarks import baselines_harness_rna_simmmdg as rna_harness
 
 from mbcd_jax.baselines import gmp, jat, nel  # noqa: E402
 

@@ -94,7 +94,7 @@ import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 from mbcd_jax import encoders, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.method import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.baselines import rna, simmmdg, torch_init  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.baselines import rna, simmmdg, torch_init
 
 DIMS = {'video': 8, 'flow': 6, 'audio': 4}
 NUM_CLASSES = 5

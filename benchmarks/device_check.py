@@ -18,7 +18,7 @@ stopped from outside keeps what finished. Parts, in the order they run:
    analysis and the device's peak memory so far. Rows run in priority order (MBCD port bf16
    first) until the part's time box ends.
 3. ``torch``: the port's step in eager PyTorch (``TorchPortMBCD`` of
-   ``benchmarks/mbcd_step_vs_torch.py``, CUDA) and our port-mode step on the same weights (the
+   ``mbcd_jax/reference/mbcd_torch.py``, CUDA) and our port-mode step on the same weights (the
    converter) and the same random draws: loss terms of two steps side by side, step times; then
    ``torch.compile`` of the encoders if the time box allows. Skipped without torch + CUDA.
 4. ``max_batch``: the largest batch that fits, doubling from 32 until out of memory, for MBCD
@@ -47,6 +47,7 @@ minimal ``ml_collections.ConfigDict`` stand-in when the package is absent, for t
 benchmark module).
 """
 import argparse
+import dataclasses
 import functools
 import gc
 import json
@@ -66,12 +67,12 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from mbcd_jax import encoders as encoders_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import encoders as encoders_lib
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The paper-shape set-up pipeline_throughput.py shares (kept importable as device_check.X).
-from benchmarks._paper_setup import (  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from benchmarks._paper_setup import (
     FULL, HIDDEN, MODALITIES, NUM_CLASSES, SMALL, TINY, Cfg, build, encoder_config)
 
 # Dense peak TFLOP/s by jax device_kind prefix: (bfloat16, float32 as XLA runs it by default).
@@ -486,16 +487,18 @@ def _torch_draws(draws, device):
   return types.SimpleNamespace(dsu=dsu, amd={m: t(v) for m, v in draws.amd.items()})
 
 
-def _import_port_bench():
-  """benchmarks/mbcd_step_vs_torch.py, with a ConfigDict stand-in if ml_collections is absent."""
+def _import_port_reference():
+  """mbcd_jax/reference/ (the PyTorch twins: encoders, the port's step, the parity harness),
+  with a ConfigDict stand-in if ml_collections is absent."""
   try:
     import ml_collections  # pylint: disable=g-import-not-at-top,unused-import
     shim = False
   except ImportError:
     sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=Cfg)
     shim = True
-  from benchmarks import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top
-  return bench, shim
+  # pylint: disable-next=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch, mbcd_torch, port_parity
+  return encoders_torch, mbcd_torch, port_parity, shim
 
 
 def torch_net(ref, kind, kw):
@@ -521,8 +524,7 @@ def part_torch(args, clock, report, accel, box):
     part['skipped'] = f'torch {torch.__version__} without CUDA'
     return
   dev = torch.device('cuda' if cuda else 'cpu')
-  bench, shim = _import_port_bench()
-  ref = bench.ref
+  ref, mbcd_torch, port_parity, shim = _import_port_reference()
   end = clock.elapsed() + box
   b = 2 if args.dry_run else 16
   enc_set = TINY if args.dry_run else FULL
@@ -535,7 +537,7 @@ def part_torch(args, clock, report, accel, box):
       f'cudnn.benchmark, TF32 convs {torch.backends.cudnn.allow_tf32}, TF32 matmul '
       f'{torch.backends.cuda.matmul.allow_tf32}; JAX float32 at its default precision'
       + ('; ml_collections absent: a dict stand-in served the reused benchmark' if shim else ''))
-  encoders = {m: bench.paper_encoder(kind, kw, ref.randomize_(mk(), seed=i))
+  encoders = {m: port_parity.paper_encoder(kind, kw, ref.randomize_(mk(), seed=i))
               for i, (m, (kind, kw, mk)) in enumerate(nets.items())}
   g = torch.Generator().manual_seed(100)
   shapes = {m: (s[-1],) + tuple(s[:-1]) for m, (_, _, s) in enc_set.items()}  # torch layout
@@ -544,14 +546,14 @@ def part_torch(args, clock, report, accel, box):
   # On the host: the port's step, its heads and our variables from the same weights (the
   # converter reads host copies), before any step changes them.
   dims = {m: encoders_lib.build(e.name, e.kwargs).feature_dim for m, e in encoders.items()}
-  impl = bench.TorchPortMBCD({m: e.torch for m, e in encoders.items()}, dims, hidden=HIDDEN,
-                             dtype=torch.float32)
-  heads = ({m: bench.torch_head_np(impl.uni[m]) for m in impl.encs},
-           bench.torch_head_np(impl.fused))
-  jax_encoders = {m: bench.dataclasses.replace(e, kwargs=dict(e.kwargs, dtype='float32'))
+  impl = mbcd_torch.TorchPortMBCD({m: e.torch for m, e in encoders.items()}, dims,
+                                  hidden=HIDDEN, dtype=torch.float32)
+  heads = ({m: mbcd_torch.torch_head_np(impl.uni[m]) for m in impl.encs},
+           mbcd_torch.torch_head_np(impl.fused))
+  jax_encoders = {m: dataclasses.replace(e, kwargs=dict(e.kwargs, dtype='float32'))
                   for m, e in encoders.items()}
-  model, spec, tx, state = bench.build_jax_port(jax_encoders, heads[0], heads[1], hidden=HIDDEN,
-                                                dsu=True, amd=True, dtype='float32')
+  model, spec, tx, state = port_parity.build_jax_port(
+      jax_encoders, heads[0], heads[1], hidden=HIDDEN, dsu=True, amd=True, dtype='float32')
   state = jax.device_put(state, accel)
   # Module.to keeps the Parameter objects: the optimizer (no state yet) still holds them.
   for mod in (*impl.encs.values(), *impl.t_encs.values(), *impl.uni.values(), impl.fused,
@@ -560,10 +562,11 @@ def part_torch(args, clock, report, accel, box):
   encs = impl.encs
   tb = {m: x.to(dev) for m, x in batch.items()}
   tl = labels.to(dev)
-  channels = bench.dsu_channels(encs, tb)
+  channels = mbcd_torch.dsu_channels(encs, tb)
   jb = {m: jax.device_put(np.moveaxis(x.numpy(), 1, -1), accel) for m, x in batch.items()}
   jb['label'] = jax.device_put(labels.numpy().astype(np.int32), accel)
-  draws = [bench.make_draws(1000 + i, channels, b, gates=bench.PORT_GATES[i]) for i in range(2)]
+  draws = [mbcd_torch.make_draws(1000 + i, channels, b, gates=port_parity.PORT_GATES[i])
+           for i in range(2)]
   sync = torch.cuda.synchronize if cuda else (lambda: None)
 
   # Two steps of each from the same start: loss terms side by side (the first check did
@@ -581,7 +584,7 @@ def part_torch(args, clock, report, accel, box):
   t = clock.elapsed()
   t_losses = [impl.step(tb, tl, _torch_draws(d, dev)) for d in draws]
   log(clock, f'torch: 2 port steps in {clock.elapsed() - t:.1f}s')
-  jstep = bench.jax_port_step_fn(model, spec, tx)
+  jstep = port_parity.jax_port_step_fn(model, spec, tx)
   t = clock.elapsed()
   j_losses = []
   for d in draws:

@@ -36,10 +36,10 @@ import numpy as np
 import torch
 
 from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.encoders import conv3d as conv3d_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.encoders import conv3d as conv3d_lib
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

@@ -18,7 +18,7 @@ import jax
 
 from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.analysis.common import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.analysis.common import load_config
 
 
 def _epoch(run, state, epoch):

@@ -22,7 +22,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 

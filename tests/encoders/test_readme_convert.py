@@ -23,7 +23,7 @@ from mbcd_jax import models
 from mbcd_jax.encoders import convert
 
 torch = pytest.importorskip('torch')
-from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 MODALITY = {'slowfast_r101': 'video', 'slowonly_r50_flow': 'flow', 'vggsound_r18': 'audio'}
 

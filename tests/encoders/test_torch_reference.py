@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 torch = pytest.importorskip('torch')
-from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 MM = ref.import_mmaction_backbones()
 SKIP_REASON = ('test_torch_reference.py skipped: mmaction2 backbones not importable (optional: '
