@@ -89,7 +89,7 @@ def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
 
 
 def synthetic_config() -> ml_collections.ConfigDict:
-  """``config.data.synthetic``: the embedded benchmark's knobs (mbcd_jax/synthetic/__init__.py), read
+  """``config.data.synthetic``: the embedded benchmark's knobs (mbcd_jax/data/synthetic.py), read
   only when ``data.source='synthetic'``."""
   return ml_collections.ConfigDict(dict(
       train_per_domain=160,    # examples in each domain's train split

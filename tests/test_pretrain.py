@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from configs import hac
-from mbcd_jax import input_pipeline, models, synthetic, train
+from mbcd_jax import input_pipeline, models, train
+from mbcd_jax.data import synthetic
 from mbcd_jax.synthetic import pretrain
 from mbcd_jax.study import experiments
 from mbcd_jax import encoders as encoders_lib
@@ -58,7 +59,7 @@ def test_cache_key_changes_with_what_determines_the_file():
 
 def test_cache_key_changes_with_the_code_that_computes_the_file(monkeypatch):
   names = [n for n, _ in pretrain.code_sources()]
-  for must in ('mbcd_jax.synthetic.pretrain', 'mbcd_jax.synthetic', 'mbcd_jax.encoders.batchnorm',
+  for must in ('mbcd_jax.synthetic.pretrain', 'mbcd_jax.data.synthetic', 'mbcd_jax.encoders.batchnorm',
                'mbcd_jax.encoders', 'mbcd_jax.encoders.small', 'mbcd_jax.encoders.convert',
                'mbcd_jax.data.transforms', 'mbcd_jax.models.layer_norm',
                'mbcd_jax.input_pipeline.normalize_record', 'jax', 'flax', 'optax'):

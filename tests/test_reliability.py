@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from mbcd_jax import synthetic
+from mbcd_jax.data import synthetic
 from mbcd_jax.analysis import corruption, ood, reliability
 from mbcd_jax.data import hac, transforms
 

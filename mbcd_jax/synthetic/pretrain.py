@@ -2,7 +2,7 @@ r"""Synthetic upstream pretraining: the embedded benchmark's stand-in for Kineti
 
 The paper fine-tunes the last stage of encoders pretrained on a large upstream task. The
 embedded benchmark gets the same regime from a synthetic upstream task built with the
-generator family of ``mbcd_jax/synthetic/__init__.py``, but with its own classes (``classes`` of them,
+generator family of ``mbcd_jax/data/synthetic.py``, but with its own classes (``classes`` of them,
 drawn from a seed namespace the downstream worlds never use), no domains, and broad styles:
 every example's style interpolates between two of ``styles`` random styles drawn like the
 downstream domains' (gain, background, colour cast / motion bias / spectral tilt), so the
@@ -57,7 +57,8 @@ import ml_collections
 import numpy as np
 import optax
 
-from mbcd_jax import MODALITIES, input_pipeline, models, provenance, synthetic
+from mbcd_jax import MODALITIES, input_pipeline, models, provenance
+from mbcd_jax.data import synthetic
 from mbcd_jax.encoders import batchnorm
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
@@ -174,10 +175,9 @@ _NOT_KEYED = ('cache_dir', 'log_every', 'source')
 # and single functions from the larger modules it borrows from (so that editing the train loop
 # in models.py does not retrain the encoders). A new borrowed function goes in the second list
 # (tests/test_pretrain.py checks that every ``models.`` / ``input_pipeline.`` name used here is).
-_CODE_MODULES = ('mbcd_jax.synthetic.pretrain', 'mbcd_jax.synthetic', 'mbcd_jax.data.transforms',
-                 'mbcd_jax.encoders')
-# Of those, the packages whose every module counts (encoders/: batchnorm.py among them); the
-# benchmark's package counts by its own module only (its world check computes nothing here).
+_CODE_MODULES = ('mbcd_jax.synthetic.pretrain', 'mbcd_jax.data.synthetic',
+                 'mbcd_jax.data.transforms', 'mbcd_jax.encoders')
+# Of those, the packages whose every module counts (encoders/: batchnorm.py among them).
 _CODE_PACKAGES = ('mbcd_jax.encoders',)
 _CODE_FUNCTIONS = (('mbcd_jax.models', 'layer_norm'),
                    ('mbcd_jax.input_pipeline', 'normalize_record'))

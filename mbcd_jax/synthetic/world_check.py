@@ -34,7 +34,8 @@ import sys
 import ml_collections
 import numpy as np
 
-from mbcd_jax import MODALITIES, input_pipeline, synthetic
+from mbcd_jax import MODALITIES, input_pipeline
+from mbcd_jax.data import synthetic
 
 
 def _to_units(m: str, x: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from mbcd_jax import config_lib, input_pipeline, synthetic
+from mbcd_jax import config_lib, input_pipeline
+from mbcd_jax.data import synthetic
 from mbcd_jax.data import pipeline, prepare, transforms
 from tests.data import fixtures
 
