@@ -88,8 +88,8 @@ _SEEDED_RUN = textwrap.dedent('''
   for _ in range(3):
     state, m = f(state, batch, jax.random.key(seed + 100))
     metrics.append(m)
-  flat = {{jax.tree_util.keystr(k): np.asarray(v) for k, v in
-          jax.tree_util.tree_leaves_with_path(jax.device_get((state, metrics)))}}
+  flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+          jax.tree_util.tree_leaves_with_path(jax.device_get((state, metrics)))}
   np.savez(sys.argv[2], **flat)
 ''')
 
