@@ -101,7 +101,7 @@ def test_tiny_step_groups_and_totals():
 
 def test_script_writes_tables(tmp_path):
   res = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'roofline.py'), f'--out={tmp_path}',
+      [sys.executable, '-m', 'benchmarks.roofline', f'--out={tmp_path}',
        '--tiny', '--rows=erm:frozen:float32'],
       cwd=_ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
       timeout=600)
