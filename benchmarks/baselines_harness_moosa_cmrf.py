@@ -5,7 +5,7 @@ The authors' repositories are not part of this project; clone them locally first
     git clone https://github.com/donghao51/MOOSA /tmp/moosa
     git clone https://github.com/fanyunfeng-bit/Cross-modal-Representation-Flattening-for-MMDG \
         /tmp/cmrf
-    JAX_PLATFORMS=cpu python benchmarks/baselines_harness_moosa_cmrf.py \
+    JAX_PLATFORMS=cpu python -m benchmarks.baselines_harness_moosa_cmrf \
         --moosa_dir=/tmp/moosa --cmrf_dir=/tmp/cmrf
 
 How their code is run without their environment (mmaction2, mmcv, VGGSound, CUDA, data):
@@ -76,7 +76,6 @@ import itertools
 import math
 import os
 import random
-import sys
 import types
 
 import jax
@@ -90,7 +89,6 @@ from torch import nn
 from torch.distributions import Categorical
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from mbcd_jax.baselines import cmrf, moosa  # pylint: disable=g-import-not-at-top
 
 B, C = 8, 5

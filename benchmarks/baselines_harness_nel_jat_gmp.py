@@ -1,6 +1,6 @@
 """Our NEL, JAT and GMP loss pieces vs the AUTHORS' OWN code (MMDG benchmark), same tensors, float64.
 
-    JAX_PLATFORMS=cpu python benchmarks/baselines_harness_nel_jat_gmp.py \\
+    JAX_PLATFORMS=cpu python -m benchmarks.baselines_harness_nel_jat_gmp \\
         --mmdg_benchmark_dir=/tmp/mmdg_benchmark
 
 Getting the clone (its code is never copied here)::
@@ -41,8 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import baselines_harness_rna_simmmdg as rna_harness  # noqa: E402  (load_script, fakes)
+from benchmarks import baselines_harness_rna_simmmdg as rna_harness
 
 from mbcd_jax.baselines import gmp, jat, nel  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Our RNA-Net and SimMMDG losses vs the AUTHORS' OWN training-step code, same tensors, float64.
 
-    JAX_PLATFORMS=cpu python benchmarks/baselines_harness_rna_simmmdg.py \\
+    JAX_PLATFORMS=cpu python -m benchmarks.baselines_harness_rna_simmmdg \\
         --simmmdg_dir=/tmp/simmmdg --mmdg_benchmark_dir=/tmp/mmdg_benchmark
 
 Getting the clones (their code is never copied into this repository): clone
@@ -89,13 +89,12 @@ import numpy as np
 
 jax.config.update('jax_enable_x64', True)
 
-_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path.insert(0, _ROOT)
 
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-from mbcd_jax import encoders, losses, models  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.baselines import rna, simmmdg, torch_init  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import encoders, models  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.method import losses  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.baselines import rna, simmmdg, torch_init
 
 DIMS = {'video': 8, 'flow': 6, 'audio': 4}
 NUM_CLASSES = 5
@@ -126,7 +125,9 @@ def load_script(path: str, name: str):
   if not os.path.isfile(path):
     raise SystemExit(f'not found: {path} (see this file\'s docstring for how to clone it)')
   _stub_modules()
-  sys.path.insert(0, os.path.dirname(path))      # their `from losses import SupConLoss`
+  # Loading the user's clone of their code: its folder goes on the path for the script's own
+  # `from losses import SupConLoss` (the one sys.path edit in benchmarks/, undone below).
+  sys.path.insert(0, os.path.dirname(path))
   sys.modules.pop('losses', None)
   try:
     spec = importlib.util.spec_from_file_location(name, path)

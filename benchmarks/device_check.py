@@ -1,7 +1,7 @@
 r"""One time-boxed accelerator check of the MBCD train step: parity, speed, memory, PyTorch.
 
-  python benchmarks/device_check.py --out=DIR [--budget_s=420]   # on a GPU / TPU machine
-  JAX_PLATFORMS=cpu python benchmarks/device_check.py --out=DIR --dry_run   # every path, tiny
+  python -m benchmarks.device_check --out=DIR [--budget_s=420]   # on a GPU / TPU machine
+  JAX_PLATFORMS=cpu python -m benchmarks.device_check --out=DIR --dry_run   # every path, tiny
 
 Writes ``DIR/device_check.json`` and ``DIR/device_check.md`` after every finished piece, so a run
 stopped from outside keeps what finished. Parts, in the order they run:
@@ -18,7 +18,7 @@ stopped from outside keeps what finished. Parts, in the order they run:
    analysis and the device's peak memory so far. Rows run in priority order (MBCD port bf16
    first) until the part's time box ends.
 3. ``torch``: the port's step in eager PyTorch (``TorchPortMBCD`` of
-   ``benchmarks/mbcd_step_vs_torch.py``, CUDA) and our port-mode step on the same weights (the
+   ``mbcd_jax/reference/mbcd_torch.py``, CUDA) and our port-mode step on the same weights (the
    converter) and the same random draws: loss terms of two steps side by side, step times; then
    ``torch.compile`` of the encoders if the time box allows. Skipped without torch + CUDA.
 4. ``max_batch``: the largest batch that fits, doubling from 32 until out of memory, for MBCD
@@ -32,7 +32,7 @@ its time box, results written as they come:
 6. ``profile``: the MBCD port bf16 step at batch 16 under ``jax.profiler.trace`` (3 steps; the
    raw trace kept in ``DIR/trace``), its device events (``args.hlo_op``) summed per instruction
    of the compiled module and grouped as ``benchmarks/roofline.py`` groups them
-   (``mbcd_jax.hlo_cost``): measured ms per step per group beside that group's roofline ms.
+   (``mbcd_jax.study.hlo_cost``): measured ms per step per group beside that group's roofline ms.
 7. ``perf`` with the rows the first check cut (ERM, frozen, float32, batch 32 and 64), then
    ``max_batch``, ``torch`` (eager step timing first, then ``torch.compile``), ``pipeline``,
 8. ``whole_run``: ``benchmarks/whole_run.py`` (prepare + training at the paper shapes, bf16,
@@ -47,6 +47,7 @@ minimal ``ml_collections.ConfigDict`` stand-in when the package is absent, for t
 benchmark module).
 """
 import argparse
+import dataclasses
 import functools
 import gc
 import json
@@ -66,14 +67,12 @@ import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
 import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, _ROOT)
-from mbcd_jax import encoders as encoders_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax import encoders as encoders_lib
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # The paper-shape set-up pipeline_throughput.py shares (kept importable as device_check.X).
-from _paper_setup import (  # pylint: disable=g-import-not-at-top,wrong-import-position,unused-import
+from benchmarks._paper_setup import (
     FULL, HIDDEN, MODALITIES, NUM_CLASSES, SMALL, TINY, Cfg, build, encoder_config)
 
 # Dense peak TFLOP/s by jax device_kind prefix: (bfloat16, float32 as XLA runs it by default).
@@ -488,17 +487,18 @@ def _torch_draws(draws, device):
   return types.SimpleNamespace(dsu=dsu, amd={m: t(v) for m, v in draws.amd.items()})
 
 
-def _import_port_bench():
-  """benchmarks/mbcd_step_vs_torch.py, with a ConfigDict stand-in if ml_collections is absent."""
+def _import_port_reference():
+  """mbcd_jax/reference/ (the PyTorch twins: encoders, the port's step, the parity harness),
+  with a ConfigDict stand-in if ml_collections is absent."""
   try:
     import ml_collections  # pylint: disable=g-import-not-at-top,unused-import
     shim = False
   except ImportError:
     sys.modules['ml_collections'] = types.SimpleNamespace(ConfigDict=Cfg)
     shim = True
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top
-  return bench, shim
+  # pylint: disable-next=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch, mbcd_torch, port_parity
+  return encoders_torch, mbcd_torch, port_parity, shim
 
 
 def torch_net(ref, kind, kw):
@@ -524,8 +524,7 @@ def part_torch(args, clock, report, accel, box):
     part['skipped'] = f'torch {torch.__version__} without CUDA'
     return
   dev = torch.device('cuda' if cuda else 'cpu')
-  bench, shim = _import_port_bench()
-  ref = bench.ref
+  ref, mbcd_torch, port_parity, shim = _import_port_reference()
   end = clock.elapsed() + box
   b = 2 if args.dry_run else 16
   enc_set = TINY if args.dry_run else FULL
@@ -538,7 +537,7 @@ def part_torch(args, clock, report, accel, box):
       f'cudnn.benchmark, TF32 convs {torch.backends.cudnn.allow_tf32}, TF32 matmul '
       f'{torch.backends.cuda.matmul.allow_tf32}; JAX float32 at its default precision'
       + ('; ml_collections absent: a dict stand-in served the reused benchmark' if shim else ''))
-  encoders = {m: bench.paper_encoder(kind, kw, ref.randomize_(mk(), seed=i))
+  encoders = {m: port_parity.paper_encoder(kind, kw, ref.randomize_(mk(), seed=i))
               for i, (m, (kind, kw, mk)) in enumerate(nets.items())}
   g = torch.Generator().manual_seed(100)
   shapes = {m: (s[-1],) + tuple(s[:-1]) for m, (_, _, s) in enc_set.items()}  # torch layout
@@ -547,14 +546,14 @@ def part_torch(args, clock, report, accel, box):
   # On the host: the port's step, its heads and our variables from the same weights (the
   # converter reads host copies), before any step changes them.
   dims = {m: encoders_lib.build(e.name, e.kwargs).feature_dim for m, e in encoders.items()}
-  impl = bench.TorchPortMBCD({m: e.torch for m, e in encoders.items()}, dims, hidden=HIDDEN,
-                             dtype=torch.float32)
-  heads = ({m: bench.torch_head_np(impl.uni[m]) for m in impl.encs},
-           bench.torch_head_np(impl.fused))
-  jax_encoders = {m: bench.dataclasses.replace(e, kwargs=dict(e.kwargs, dtype='float32'))
+  impl = mbcd_torch.TorchPortMBCD({m: e.torch for m, e in encoders.items()}, dims,
+                                  hidden=HIDDEN, dtype=torch.float32)
+  heads = ({m: mbcd_torch.torch_head_np(impl.uni[m]) for m in impl.encs},
+           mbcd_torch.torch_head_np(impl.fused))
+  jax_encoders = {m: dataclasses.replace(e, kwargs=dict(e.kwargs, dtype='float32'))
                   for m, e in encoders.items()}
-  model, spec, tx, state = bench.build_jax_port(jax_encoders, heads[0], heads[1], hidden=HIDDEN,
-                                                dsu=True, amd=True, dtype='float32')
+  model, spec, tx, state = port_parity.build_jax_port(
+      jax_encoders, heads[0], heads[1], hidden=HIDDEN, dsu=True, amd=True, dtype='float32')
   state = jax.device_put(state, accel)
   # Module.to keeps the Parameter objects: the optimizer (no state yet) still holds them.
   for mod in (*impl.encs.values(), *impl.t_encs.values(), *impl.uni.values(), impl.fused,
@@ -563,10 +562,11 @@ def part_torch(args, clock, report, accel, box):
   encs = impl.encs
   tb = {m: x.to(dev) for m, x in batch.items()}
   tl = labels.to(dev)
-  channels = bench.dsu_channels(encs, tb)
+  channels = mbcd_torch.dsu_channels(encs, tb)
   jb = {m: jax.device_put(np.moveaxis(x.numpy(), 1, -1), accel) for m, x in batch.items()}
   jb['label'] = jax.device_put(labels.numpy().astype(np.int32), accel)
-  draws = [bench.make_draws(1000 + i, channels, b, gates=bench.PORT_GATES[i]) for i in range(2)]
+  draws = [mbcd_torch.make_draws(1000 + i, channels, b, gates=port_parity.PORT_GATES[i])
+           for i in range(2)]
   sync = torch.cuda.synchronize if cuda else (lambda: None)
 
   # Two steps of each from the same start: loss terms side by side (the first check did
@@ -584,7 +584,7 @@ def part_torch(args, clock, report, accel, box):
   t = clock.elapsed()
   t_losses = [impl.step(tb, tl, _torch_draws(d, dev)) for d in draws]
   log(clock, f'torch: 2 port steps in {clock.elapsed() - t:.1f}s')
-  jstep = bench.jax_port_step_fn(model, spec, tx)
+  jstep = port_parity.jax_port_step_fn(model, spec, tx)
   t = clock.elapsed()
   j_losses = []
   for d in draws:
@@ -726,8 +726,7 @@ def part_pipeline(args, clock, report, box):
   part = report.part('pipeline')
   if _skip_without(part, PIPELINE_MODULES):
     return
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import pipeline_throughput as pt  # pylint: disable=g-import-not-at-top
+  from benchmarks import pipeline_throughput as pt  # pylint: disable=g-import-not-at-top
   from mbcd_jax.data import prepare  # pylint: disable=g-import-not-at-top
   clips, frames, batch = (1, 40, 2) if args.dry_run else (8, 96, 16)
   workers = 0 if args.dry_run else os.cpu_count()
@@ -777,7 +776,7 @@ def trace_times(trace_dir):
 
 def part_profile(args, clock, report, accel, box, variables, peaks):
   """The MBCD port bf16 step under the profiler: measured time per roofline group."""
-  from mbcd_jax import hlo_cost  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.study import hlo_cost  # pylint: disable=g-import-not-at-top
   part = report.part('profile')
   enc_set = TINY if args.dry_run else FULL
   b, steps = (2, 2) if args.dry_run else (16, 3)
@@ -848,8 +847,7 @@ def part_whole_run(args, clock, report, box):
   if _skip_without(part, PIPELINE_MODULES):
     return
   out = os.path.join(args.out, 'whole_run')
-  cmd = [sys.executable, os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                                      'whole_run.py'), f'--out={out}', '--targets=human',
+  cmd = [sys.executable, '-m', 'benchmarks.whole_run', f'--out={out}', '--targets=human',
          f'--cache_dir={os.path.join(args.out, "xla_cache")}']
   if args.dry_run:
     cmd.append('--dry_run')
@@ -859,7 +857,8 @@ def part_whole_run(args, clock, report, box):
             f'--epochs={args.whole_run_epochs}']
   part['notes'].append('command: ' + ' '.join(cmd[1:]))
   try:
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, box))
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=max(1.0, box),
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     part['notes'].append(f'exit {res.returncode}')
     if res.returncode:
       part['notes'].append('stderr: ' + res.stderr[-500:].replace('\n', ' | '))

@@ -1,6 +1,6 @@
 """Accelerator memory of one training pass of each paper encoder, and the largest batch that fits.
 
-    JAX_PLATFORMS=cpu python benchmarks/encoder_memory.py [--quick]
+    JAX_PLATFORMS=cpu python -m benchmarks.encoder_memory [--quick]
 
 For each encoder at the paper's input shape (docs/method.md §6) and each (dtype, remat)
 option, compiles -- without running -- the function
@@ -21,15 +21,12 @@ whole MBCD step (which runs each stage three times -- two student passes and the
 and holds all three modalities); that budget is the lead's.
 """
 import argparse
-import os
-import sys
 import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..'))
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 

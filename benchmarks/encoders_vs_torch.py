@@ -1,6 +1,6 @@
 """Paper encoders, Flax (jit) vs the PyTorch originals (eager), on the same CPU.
 
-    JAX_PLATFORMS=cpu python benchmarks/encoders_vs_torch.py [--reps 5]
+    JAX_PLATFORMS=cpu python -m benchmarks.encoders_vs_torch [--reps 5]
 
 Needs torch (requirements-dev.txt). For each encoder -- full width and depth, reduced input
 shapes so that it runs in a few minutes on 2 cores -- both frameworks get the same random
@@ -27,7 +27,6 @@ ratio shows the noise).
 import argparse
 import os
 import statistics
-import sys
 import time
 from unittest import mock
 
@@ -36,13 +35,11 @@ import jax.numpy as jnp
 import numpy as np
 import torch
 
-_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), '..')
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.dirname(__file__)]
-import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.encoders import conv3d as conv3d_lib  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.encoders import conv3d as conv3d_lib
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

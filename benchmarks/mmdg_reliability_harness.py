@@ -1,6 +1,6 @@
 """Our reliability metrics and corruptions vs the AUTHORS' OWN functions, on fixed arrays.
 
-    python benchmarks/mmdg_reliability_harness.py --mmdg_dir=/tmp/mmdg_benchmark \\
+    python -m benchmarks.mmdg_reliability_harness --mmdg_dir=/tmp/mmdg_benchmark \\
         [--read_dir=/tmp/read]
 
 Getting the clones (their code is never copied into this repository; only these files are read):

@@ -1,8 +1,8 @@
 r"""The real-data path end to end at the paper's shapes, as a user walks it, in one script.
 
-  python benchmarks/paper_path.py --out=/tmp/pp            # full-size encoders (slow on CPU)
-  python benchmarks/paper_path.py --out=/tmp/pp --tiny     # same path, narrow encoders
-  python benchmarks/paper_path.py --out=/tmp/pp --ci       # narrow encoders, small inputs (CI)
+  python -m benchmarks.paper_path --out=/tmp/pp            # full-size encoders (slow on CPU)
+  python -m benchmarks.paper_path --out=/tmp/pp --tiny     # same path, narrow encoders
+  python -m benchmarks.paper_path --out=/tmp/pp --ci       # narrow encoders, small inputs (CI)
 
 Phases, each timed, with its peak resident memory:
 
@@ -49,7 +49,6 @@ import threading
 import time
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), os.path.join(_ROOT, 'tests')]
 
 # The narrow encoders of --tiny: same code, same input shapes, 1/8 of the widths.
 TINY_KWARGS = {'slowfast_r101': {'depth': 50, 'slow_base_channels': 8},
@@ -186,7 +185,7 @@ def write_torch_checkpoints(folder: str, kw: dict[str, dict]) -> dict[str, str]:
   """Random-weight checkpoints named as the released files, of encoders built with ``kw``
   ({kind: kwargs}; {} = the released sizes). Returns {kind: path}."""
   import torch  # pylint: disable=g-import-not-at-top
-  import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top
   os.makedirs(folder, exist_ok=True)
   sf = kw['slowfast_r101']
   slowfast = ref.randomize_(ref.ResNet3dSlowFast(depth=sf.get('depth', 101),

@@ -1,9 +1,9 @@
 r"""Train-pipeline cost and throughput from prepared shards vs the peers' decode-the-mp4 way.
 
-  python benchmarks/pipeline_throughput.py            # ~8 min on 2 busy CPU cores
-  python benchmarks/pipeline_throughput.py --clips_per_domain=2 --seconds=6 --rounds=1  # quick
-  python benchmarks/pipeline_throughput.py --step_flops   # + the cores-needed estimate (+1 min)
-  python benchmarks/pipeline_throughput.py --seconds=0    # the cost tables only (~2 min)
+  python -m benchmarks.pipeline_throughput            # ~8 min on 2 busy CPU cores
+  python -m benchmarks.pipeline_throughput --clips_per_domain=2 --seconds=6 --rounds=1  # quick
+  python -m benchmarks.pipeline_throughput --step_flops   # + the cores-needed estimate (+1 min)
+  python -m benchmarks.pipeline_throughput --seconds=0    # the cost tables only (~2 min)
 
 Writes a HAC-layout tree of textured, H.264-compressed clips (340 x 256, 24 fps; RGB, flow x/y,
 16 kHz wav), prepares it once per frame format (``prepare --codec``: 'jpeg', the default, every
@@ -41,13 +41,11 @@ mp4 decode 236.3 ms, 101 cores).
 import argparse
 import dataclasses
 import os
-import sys
 import tempfile
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mbcd_jax import config_lib, input_pipeline  # noqa: E402
 from mbcd_jax.data import pipeline, prepare, store, transforms  # noqa: E402
@@ -266,8 +264,7 @@ def step_flops(batch):
   import functools  # pylint: disable=g-import-not-at-top
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-  import _paper_setup as paper  # pylint: disable=g-import-not-at-top
+  from benchmarks import _paper_setup as paper  # pylint: disable=g-import-not-at-top
   from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
   model, spec, tx = paper.build(paper.FULL, 'mbcd', 'port', 'bfloat16')
   init_model, _, _ = paper.build(paper.FULL, 'erm', 'frozen', 'float32')

@@ -4,13 +4,13 @@ Get the port (it is never copied into this repository) and run:
 
     git clone https://github.com/lihongzhao99/MMDG_Benchmark /tmp/port_clone
     pip download learn2learn==0.2.0 --no-deps -d /tmp/l2l && tar xzf /tmp/l2l/*.tar.gz -C /tmp/l2l
-    JAX_PLATFORMS=cpu python benchmarks/port_harness.py --port_dir=/tmp/port_clone \\
+    JAX_PLATFORMS=cpu python -m benchmarks.port_harness --port_dir=/tmp/port_clone \\
         --l2l_dir=/tmp/l2l/learn2learn-0.2.0
 
 (``--l2l_dir`` only when learn2learn is not installed.) Prints, for two steps in float64 and in
 float32, the largest absolute difference per quantity between the port and each of our
-implementations (``torch-ref``: the PyTorch port-semantics step of ``mbcd_step_vs_torch.py``;
-``jax``: ``mbcd_jax.step.train_step`` with the port's network semantics, when available).
+implementations (``torch-ref``: the PyTorch port-semantics step of
+``mbcd_jax/reference/mbcd_torch.py``; ``jax``: ``mbcd_jax.step.train_step`` with the port's network semantics, when available).
 
 How the port's code runs here without its environment (mmcv, mmaction, CUDA, data):
 
@@ -23,7 +23,7 @@ How the port's code runs here without its environment (mmcv, mmaction, CUDA, dat
 * ``mbcd/runtime_patches.py`` is imported as it is and ``apply_mbcd_runtime_patches()`` run; the
   classes it patches (mmaction's ``ResNet3d`` / ``ResNet3dSlowFast`` / heads, VGGSound's
   ``ResNet``) are stub modules in ``sys.modules`` naming our stand-in encoders: the PyTorch
-  re-implementations of ``tests/encoders/torch_reference.py`` (same module and state-dict names,
+  re-implementations of ``mbcd_jax/reference/encoders_torch.py`` (same module and state-dict names,
   reduced width), so the port's own DSU / ``avg_pool`` / VGGSound ``get_feature`` attach to them.
   The port's mmaction ``get_feature`` / ``get_predict`` are parsed from its vendored
   ``mmaction/models/backbones/resnet3d{,_slowfast}.py`` and attached the same way.
@@ -100,11 +100,11 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-_HERE = os.path.dirname(os.path.abspath(__file__))
-_ROOT = os.path.join(_HERE, '..')
-sys.path[:0] = [_ROOT, os.path.join(_ROOT, 'tests', 'encoders'), _HERE]
-import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+
+from mbcd_jax.reference import encoders_torch as ref
+from mbcd_jax.reference import mbcd_torch, port_parity
 
 PORT_ORDER = ('video', 'flow', 'audio')    # the port's per-modality order (DSU, AMD draws)
 PORT_PREFIX = {'video': 'v', 'flow': 'f', 'audio': 'a'}
@@ -269,7 +269,7 @@ class _Replay:
     self.order = [m for m in PORT_ORDER if m in mods]
     self.gates = [draws.dsu[m][s][0] for m in self.order for s in ('trunk', 'layer4')]
     self.noise = [e for m in self.order for s in ('trunk', 'layer4')
-                  if draws.dsu[m][s][0] <= bench.DSU_P
+                  if draws.dsu[m][s][0] <= mbcd_torch.DSU_P
                   for pair in draws.dsu[m][s][1] for e in pair]
     self.draws, self.logits_of, self.amd_queue = draws, logits_of, None
 
@@ -319,9 +319,9 @@ class PortRun:
       dim = feature_dim(m, net)
       ns[f'model_{m}'] = model
       ns[f'{p}_norm'] = ns['LayerNorm'](dim).to(dtype)
-      ns[f'{p}_cls'] = ns['PredHead'](input_dim=dim, out_dim=bench.NUM_CLASSES).to(dtype)
+      ns[f'{p}_cls'] = ns['PredHead'](input_dim=dim, out_dim=mbcd_torch.NUM_CLASSES).to(dtype)
       input_dim += dim
-    ns['mm_cls'] = ns['PredHead'](input_dim=input_dim, out_dim=bench.NUM_CLASSES).to(dtype)
+    ns['mm_cls'] = ns['PredHead'](input_dim=input_dim, out_dim=mbcd_torch.NUM_CLASSES).to(dtype)
     for head in [ns['mm_cls']] + [ns[f'{PORT_PREFIX[m]}_cls'] for m in mods]:
       head.enc_net[2].p = 0.0
     exec(port.opt_code, ns)  # pylint: disable=exec-used
@@ -387,10 +387,10 @@ class PortRun:
 def feature_dim(m, net):
   """Width of the pooled feature of a stand-in net."""
   kind = {'video': 'slowfast_r101', 'flow': 'slowonly_r50_flow', 'audio': 'vggsound_r18'}[m]
-  enc = bench.TorchEncoder(kind, copy.deepcopy(net).eval())
+  enc = mbcd_torch.TorchEncoder(kind, copy.deepcopy(net).eval())
   p = next(net.parameters())
   with torch.no_grad():
-    x = torch.zeros((1,) + bench.INPUT_SHAPES[m], dtype=p.dtype)
+    x = torch.zeros((1,) + mbcd_torch.INPUT_SHAPES[m], dtype=p.dtype)
     return enc(enc.trunk(x)).shape[-1]
 
 
@@ -403,7 +403,7 @@ def port_fused_order(mods):
 
 # ------------------------------------------------------------------ comparison
 def _port_head(head):
-  return bench.head_np(head.enc_net[0].weight, head.enc_net[0].bias, head.enc_net[3].weight,
+  return mbcd_torch.head_np(head.enc_net[0].weight, head.enc_net[0].bias, head.enc_net[3].weight,
                        head.enc_net[3].bias)
 
 
@@ -420,17 +420,17 @@ def compare(port, args, dtype, with_jax=True):
   nets = stand_in_nets(order, args.video_depth, args.width_div, args.audio_width)
   tdt = getattr(torch, dtype)
   g = torch.Generator().manual_seed(100)
-  batch = {m: torch.randn((args.batch,) + bench.INPUT_SHAPES[m], generator=g).to(tdt)
+  batch = {m: torch.randn((args.batch,) + mbcd_torch.INPUT_SHAPES[m], generator=g).to(tdt)
            for m in order}
-  labels = torch.randint(0, bench.NUM_CLASSES, (args.batch,), generator=g)
+  labels = torch.randint(0, mbcd_torch.NUM_CLASSES, (args.batch,), generator=g)
   torch.manual_seed(0)
   run = PortRun(port, {m: n for m, (_, _, n) in nets.items()}, mods, hidden=512, dtype=tdt)
-  encoders = {m: bench.paper_encoder(kind, dict(kw, dtype=dtype), copy.deepcopy(n).to(tdt))
+  encoders = {m: port_parity.paper_encoder(kind, dict(kw, dtype=dtype), copy.deepcopy(n).to(tdt))
               for m, (kind, kw, n) in nets.items()}
   encs = {m: e.torch for m, e in encoders.items()}
-  channels = bench.dsu_channels(encs, batch)
+  channels = mbcd_torch.dsu_channels(encs, batch)
   dims = {m: run.ns[f'{PORT_PREFIX[m]}_norm'].layernorm.normalized_shape[0] for m in order}
-  impl = bench.TorchPortMBCD(encs, dims, hidden=512, dtype=tdt)
+  impl = mbcd_torch.TorchPortMBCD(encs, dims, hidden=512, dtype=tdt)
   port_heads = lambda: ({m: _port_head(run.ns[f'{PORT_PREFIX[m]}_cls']) for m in order},
                         _port_head(run.ns['mm_cls']), _port_head(run.ns['mm_cls_ema']))
   uni0, fused0, _ = port_heads()
@@ -442,40 +442,40 @@ def compare(port, args, dtype, with_jax=True):
       ours.fc2.weight.copy_(theirs.enc_net[3].weight)
       ours.fc2.bias.copy_(theirs.enc_net[3].bias)
   if with_jax:
-    model, spec, tx, state = bench.build_jax_port(encoders, uni0, fused0, hidden=512, dsu=True,
+    model, spec, tx, state = port_parity.build_jax_port(encoders, uni0, fused0, hidden=512, dsu=True,
                                                   amd=True, dtype=dtype)
-    jstep = bench.jax_port_step_fn(model, spec, tx)
-    jb = {m: bench.jnp.asarray(np.moveaxis(x.numpy(), 1, -1), dtype) for m, x in batch.items()}
-    jb['label'] = bench.jnp.asarray(labels.numpy(), bench.jnp.int32)
+    jstep = port_parity.jax_port_step_fn(model, spec, tx)
+    jb = {m: jnp.asarray(np.moveaxis(x.numpy(), 1, -1), dtype) for m, x in batch.items()}
+    jb['label'] = jnp.asarray(labels.numpy(), jnp.int32)
 
   def port_view():
-    sds = {m: bench.state_dict_np(run.backbone(m)) for m in order} 
-    t_sds = {m: bench.state_dict_np(run.backbone(m, teacher=True)) for m in order}
-    return bench.torch_view(encoders, sds, t_sds, *port_heads())
+    sds = {m: mbcd_torch.state_dict_np(run.backbone(m)) for m in order} 
+    t_sds = {m: mbcd_torch.state_dict_np(run.backbone(m, teacher=True)) for m in order}
+    return port_parity.torch_view(encoders, sds, t_sds, *port_heads())
 
   start = port_view()
   rows, losses = {}, {}
   for i in range(2):
-    draws = bench.make_draws(1000 + i, channels, args.batch, gates=bench.PORT_GATES[i])
+    draws = mbcd_torch.make_draws(1000 + i, channels, args.batch, gates=port_parity.PORT_GATES[i])
     lp = run.step(batch, labels, draws)
     lr = impl.step(batch, labels, draws)
     pv = port_view()
-    rv = bench.torch_view(
-        encoders, {m: bench.state_dict_np(e) for m, e in impl.encs.items()},
-        {m: bench.state_dict_np(e) for m, e in impl.t_encs.items()},
-        {m: bench.torch_head_np(impl.uni[m]) for m in order}, bench.torch_head_np(impl.fused),
-        bench.torch_head_np(impl.t_fused))
-    d_ref = bench.view_diffs(pv, rv)
+    rv = port_parity.torch_view(
+        encoders, {m: mbcd_torch.state_dict_np(e) for m, e in impl.encs.items()},
+        {m: mbcd_torch.state_dict_np(e) for m, e in impl.t_encs.items()},
+        {m: mbcd_torch.torch_head_np(impl.uni[m]) for m in order}, mbcd_torch.torch_head_np(impl.fused),
+        mbcd_torch.torch_head_np(impl.t_fused))
+    d_ref = port_parity.view_diffs(pv, rv)
     d_jax, lj = {}, {}
     if with_jax:
       state, metrics = jstep(state, jb, draws.dsu, draws.amd)
       lj = {k: float(v) for k, v in metrics.items()}
-      d_jax = bench.view_diffs(pv, bench.jax_view(state, model.modalities))
+      d_jax = port_parity.view_diffs(pv, port_parity.jax_view(state, model.modalities))
     col = {f'loss: {k}': (abs(v - lr[k]), abs(v - lj[k]) if lj else None) for k, v in lp.items()}
     col.update({k: (d, d_jax.get(k)) for k, d in d_ref.items()})
     rows[f'step {i + 1}'] = col
     losses[f'step {i + 1}'] = lp['loss']
-  rows['port moved'] = {k: (d, None) for k, d in bench.view_diffs(port_view(), start).items()}
+  rows['port moved'] = {k: (d, None) for k, d in port_parity.view_diffs(port_view(), start).items()}
   return rows, losses
 
 
@@ -498,7 +498,7 @@ def main():
         f'{64 // args.width_div}, ResNet-18 width {args.audio_width}, heads 512 (dropout 0), '
         'DSU and AMD on; max |port - ours|', flush=True)
   for dt in args.dtypes.split(','):
-    with bench.jax.enable_x64(dt == 'float64'):
+    with jax.enable_x64(dt == 'float64'):
       rows, losses = compare(port, args, dt, with_jax=not args.no_jax)
     steps = [s for s in rows if s.startswith('step')]
     print(f'\n{dt}: port loss ' + ', '.join(f'{s} {losses[s]:.6f}' for s in steps))

@@ -1,13 +1,13 @@
 r"""A roofline of the train step, computed on the CPU: every convolution, dot and fusion of the
 step's HLO with its flops and bytes, grouped, each group placed on a GPU's roofline.
 
-  JAX_PLATFORMS=cpu python benchmarks/roofline.py --out=/tmp/rl            # paper shapes, ~8 min
-  JAX_PLATFORMS=cpu python benchmarks/roofline.py --out=/tmp/rl --hlo_dir=/tmp/rl   # reuse HLO
-  JAX_PLATFORMS=cpu python benchmarks/roofline.py --out=/tmp/rl --tiny     # seconds (tests)
+  JAX_PLATFORMS=cpu python -m benchmarks.roofline --out=/tmp/rl            # paper shapes, ~8 min
+  JAX_PLATFORMS=cpu python -m benchmarks.roofline --out=/tmp/rl --hlo_dir=/tmp/rl   # reuse HLO
+  JAX_PLATFORMS=cpu python -m benchmarks.roofline --out=/tmp/rl --tiny     # seconds (tests)
 
 For each row (default: MBCD and ERM, ``bn_mode='port'``, bfloat16, batch 16; the paper's encoders
 and input shapes of ``benchmarks/device_check.py``) the step is traced and lowered on abstract
-shapes (nothing runs), its HLO text read by ``mbcd_jax.hlo_cost`` and every instruction put in a
+shapes (nothing runs), its HLO text read by ``mbcd_jax.study.hlo_cost`` and every instruction put in a
 group: trunk convolutions (student, teacher), layer4 convolutions forward / backward, BatchNorm
 (normalisation and batch statistics; the running-statistics update), the EMA, the optimizer,
 AMD / consistency / distillation / losses, DSU, RNG, transposes / copies.
@@ -40,8 +40,8 @@ from unittest import mock
 import jax
 import jax.numpy as jnp
 
-import device_check as dc   # benchmarks/: the paper's encoder set and builders
-from mbcd_jax import hlo_cost
+from benchmarks import device_check as dc   # benchmarks/: the paper's encoder set and builders
+from mbcd_jax.study import hlo_cost
 from mbcd_jax.encoders import conv3d as conv3d_lib
 from mbcd_jax import step as step_lib
 

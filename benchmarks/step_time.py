@@ -1,7 +1,7 @@
 r"""Compiled train-step time of every method, relative to ERM: EMA, MBCD (each consistency
 mode) and the peers' plug-ins (RNA-Net, SimMMDG, MOOSA, CMRF, each on its own model variant).
 
-  JAX_PLATFORMS=cpu python benchmarks/step_time.py [--reps 20] [--batch 16] [--setups a,b,c,d]
+  JAX_PLATFORMS=cpu python -m benchmarks.step_time [--reps 20] [--batch 16] [--setups a,b,c,d]
 
 Encoder set-ups on the embedded benchmark's encoders and shapes (configs/hac.py:synthetic):
   (a) everything trainable: every pass runs the whole encoder;
@@ -21,15 +21,12 @@ import functools
 import importlib.util
 import os
 import statistics
-import sys
 import time
 
 import jax
 import numpy as np
 
-sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                os.path.dirname(os.path.abspath(__file__))]
-import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import config_lib, models, step  # pylint: disable=g-import-not-at-top
 
 VARIANTS = [('erm', {}), ('ema', {}),

@@ -1,6 +1,6 @@
 r"""What computing the frozen trunks once per example saves (mbcd_jax/trunk_cache.py).
 
-  JAX_PLATFORMS=cpu python benchmarks/trunk_cache.py [--config=configs/hac.py:synthetic]
+  JAX_PLATFORMS=cpu python -m benchmarks.trunk_cache [--config=configs/hac.py:synthetic]
       [--rounds 3] [--refuse_under_load]
 
 Builds the config's run as ``train.train_and_evaluate`` does, once as it is and once with
@@ -11,18 +11,14 @@ cost of the cache (running the trunks over every example). The machine's load is
 every round and the table flagged LOADED when others used the CPUs (``benchmarks/_load.py``).
 """
 import argparse
-import os
 import statistics
-import sys
 import time
 
 import jax
 
-sys.path[:0] = [os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                os.path.dirname(os.path.abspath(__file__))]
-import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax import sharding, train  # pylint: disable=g-import-not-at-top,wrong-import-position
-from mbcd_jax.analysis.common import load_config  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.analysis.common import load_config
 
 
 def _epoch(run, state, epoch):

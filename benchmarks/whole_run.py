@@ -1,9 +1,9 @@
 r"""A whole HAC multi-source run, timed end to end: data -> prepared store -> three trainings
 (each target with the other two as sources) -> the table, every phase split out.
 
-  python benchmarks/whole_run.py --out=/tmp/wr                  # paper shapes, HAC's clip counts
-  python benchmarks/whole_run.py --out=/tmp/wr --dtype=bfloat16 --workers=16   # on a GPU host
-  python benchmarks/whole_run.py --out=/tmp/wr --dry_run        # tiny shapes and counts (CI)
+  python -m benchmarks.whole_run --out=/tmp/wr                  # paper shapes, HAC's clip counts
+  python -m benchmarks.whole_run --out=/tmp/wr --dtype=bfloat16 --workers=16   # on a GPU host
+  python -m benchmarks.whole_run --out=/tmp/wr --dry_run        # tiny shapes and counts (CI)
 
 Clip counts per domain (train / test), as ``mbcd_jax.data.hac.read_split`` reads the release's
 ``HAC_Splits/HAC_{train,test}_only_<domain>.csv`` (one row per clip): human 1111 / 276, animal
@@ -33,8 +33,8 @@ import shutil
 import sys
 import time
 
-import paper_path as pp            # benchmarks/: Recorder, run_logged, split_train_run, CI_*
-import pipeline_throughput as pt   # benchmarks/: make_tree (HAC layout, lossy H.264)
+from benchmarks import paper_path as pp            # benchmarks/: Recorder, run_logged, split_train_run, CI_*
+from benchmarks import pipeline_throughput as pt   # benchmarks/: make_tree (HAC layout, lossy H.264)
 
 HAC_COUNTS = {'human': (1111, 276), 'animal': (730, 176), 'cartoon': (870, 218)}
 DRY_COUNTS = {'human': (6, 2), 'animal': (6, 2), 'cartoon': (6, 2)}

@@ -14,7 +14,7 @@ import ml_collections
 from ml_collections import config_dict
 
 from mbcd_jax import MODALITIES
-from mbcd_jax import batchnorm
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax import methods
 from mbcd_jax import recipes
 # The split readers own each dataset's domain and class names; they import nothing heavy.
@@ -89,7 +89,7 @@ def method_config(name: str = 'mbcd') -> ml_collections.ConfigDict:
 
 
 def synthetic_config() -> ml_collections.ConfigDict:
-  """``config.data.synthetic``: the embedded benchmark's knobs (mbcd_jax/synthetic.py), read
+  """``config.data.synthetic``: the embedded benchmark's knobs (mbcd_jax/data/synthetic.py), read
   only when ``data.source='synthetic'``."""
   return ml_collections.ConfigDict(dict(
       train_per_domain=160,    # examples in each domain's train split
@@ -182,7 +182,7 @@ def base_config() -> ml_collections.ConfigDict:
       # Modalities whose trunk stays in eval mode in every pass whatever bn_mode (running
       # statistics, never updated, shared with the teacher): the peers' ``audio_model.eval()``.
       eval_trunks=config_dict.placeholder(tuple),
-      dsu=config_dict.placeholder(bool),   # DSU feature-statistics noise (mbcd_jax/dsu.py)
+      dsu=config_dict.placeholder(bool),   # DSU feature-statistics noise (mbcd_jax/method/dsu.py)
       # 'pretrained': the audio encoder's last stage (layer4) starts from the checkpoint (MBCD
       # reference); 'random': from random init while the trunk is loaded (SimMMDG-style
       # baselines, whose audio tail never receives the checkpoint).

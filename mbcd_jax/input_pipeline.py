@@ -1,8 +1,8 @@
 """The input pipeline: a random-access source per split -> grain -> this process's batches.
 
-One path for every data source: the embedded synthetic benchmark (``synthetic.py``) and clips of
-a prepared store (``data/pipeline.py``) are both a random-access source of records plus a
-per-example transform, and the same ``Loader`` orders, slices, transforms and batches them.
+One path for every data source: the embedded synthetic benchmark (``data/synthetic.py``) and
+clips of a prepared store (``data/pipeline.py``) are both a random-access source of records plus
+a per-example transform, and the same ``Loader`` orders, slices, transforms and batches them.
 
 Splits follow the protocol: 'train' = the source domains' train splits, 'val' = the source
 domains' test splits (in-domain model selection), 'test' = the unseen target domain (HAC: the
@@ -32,7 +32,8 @@ from typing import Any, Callable, Iterator
 import grain
 import numpy as np
 
-from mbcd_jax import config_lib, methods, synthetic
+from mbcd_jax import config_lib, methods
+from mbcd_jax.data import synthetic
 from mbcd_jax.data import pipeline as prepared
 from mbcd_jax.data import transforms
 from mbcd_jax.errors import ConfigError

@@ -41,9 +41,9 @@ import dataclasses
 from typing import Any
 
 from mbcd_jax import MODALITIES
-from mbcd_jax import amd as amd_lib
-from mbcd_jax import batchnorm
-from mbcd_jax import consistency as consistency_lib
+from mbcd_jax.encoders import batchnorm
+from mbcd_jax.method import amd as amd_lib
+from mbcd_jax.method import consistency as consistency_lib
 from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
 from mbcd_jax.errors import ConfigError
 

@@ -12,7 +12,7 @@ train step can take gradients, inner-loop updates and EMA averages of any subset
 With ``freeze_trunk`` (the paper's set-up), the trunk lives in ``frozen`` and its output is
 computed once per step and shared by the student's passes.
 
-BatchNorm modes (``bn_mode``, see ``mbcd_jax/batchnorm.py``):
+BatchNorm modes (``bn_mode``, see ``mbcd_jax/encoders/batchnorm.py``):
   'frozen'  every BN runs on its running statistics, which never change; they stay inside
             ``frozen`` (``batch_stats`` is None) and student and teacher share the trunk.
   'port'    as the reference's ``model.train(True)``: in training passes every BN (frozen
@@ -37,8 +37,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mbcd_jax import batchnorm
-from mbcd_jax import dsu as dsu_lib
+from mbcd_jax.encoders import batchnorm
+from mbcd_jax.method import dsu as dsu_lib
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax import methods
 from mbcd_jax.baselines import torch_init
@@ -142,7 +142,7 @@ class MultiModalModel:
       the uni-modal classifiers of MOOSA and CMRF).
     trunk_seed: >= 0: trunks drawn from this seed, not from the init rng.
     bn_mode: 'frozen' | 'port' (module docstring).
-    dsu: DSU (``mbcd_jax/dsu.py``) on the trunk output and the last stage's output in
+    dsu: DSU (``mbcd_jax/method/dsu.py``) on the trunk output and the last stage's output in
       training passes that ask for it (the step's first pass), with probability ``dsu_p``.
     eval_trunks: modalities whose trunk runs in inference mode in every pass (module
       docstring).

@@ -38,7 +38,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mbcd_jax import amd, batchnorm, consistency, distill, ema, extensions, losses, models
+from mbcd_jax import extensions, models
+from mbcd_jax.method import amd, consistency, distill, ema, losses
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax.methods import MethodSpec
 from mbcd_jax.models import MultiModalModel
 

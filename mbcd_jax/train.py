@@ -33,9 +33,11 @@ import ml_collections
 import numpy as np
 import tqdm
 
-from mbcd_jax import batchnorm, checkpoint as ckpt_lib, config_lib, input_pipeline, models
+from mbcd_jax import checkpoint as ckpt_lib, config_lib, input_pipeline, models
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax import preemption, sharding
-from mbcd_jax import pretrain, provenance, runlock, trunk_cache
+from mbcd_jax import provenance, runlock, trunk_cache
+from mbcd_jax.synthetic import pretrain
 from mbcd_jax import step as step_lib
 from mbcd_jax.metric_writer import MetricWriter
 

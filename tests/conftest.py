@@ -8,9 +8,16 @@ import ml_collections
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from mbcd_jax import methods, models  # pylint: disable=g-import-not-at-top
+
+
+def python_env(**extra) -> dict:
+  """The environment of a Python subprocess a test starts: the clone and tests/ importable, as
+  pytest's ``pythonpath`` (pyproject.toml) makes them for the tests themselves."""
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, 'tests')]))
+  env.update(extra)
+  return env
 
 MODS = ('video', 'flow', 'audio')
 
@@ -76,7 +83,6 @@ def assert_eight_devices_equal_one(tmp_path, setup: str, compared: str, timeout:
     import os, sys, functools
     os.environ['XLA_FLAGS'] = '--xla_force_host_platform_device_count=8'
     os.environ['JAX_PLATFORMS'] = 'cpu'
-    sys.path.insert(0, {ROOT!r}); sys.path.insert(0, {os.path.join(ROOT, 'tests')!r})
     import jax, numpy as np
     from mbcd_jax import sharding, step
     assert jax.device_count() == 8
@@ -102,7 +108,7 @@ def assert_eight_devices_equal_one(tmp_path, setup: str, compared: str, timeout:
   ''')
   path = tmp_path / 'eight_devices.py'
   path.write_text(script)
-  env = {k: v for k, v in os.environ.items() if k != 'XLA_FLAGS'}
+  env = {k: v for k, v in python_env().items() if k != 'XLA_FLAGS'}
   res = subprocess.run([sys.executable, str(path)], capture_output=True, text=True, env=env,
                        timeout=timeout)
   assert res.returncode == 0, res.stderr[-3000:]

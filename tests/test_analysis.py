@@ -12,7 +12,6 @@ import pytest
 from mbcd_jax import train as train_lib
 from mbcd_jax.analysis import common, curves, flatness, missing, modality, robustness
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

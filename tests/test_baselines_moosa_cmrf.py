@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbcd_jax import batchnorm
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax.baselines import cmrf, moosa, simmmdg
 
 DIMS = {'video': 8, 'audio': 4, 'flow': 6}

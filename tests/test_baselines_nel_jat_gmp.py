@@ -74,9 +74,8 @@ def test_gmp_ratios_modulation_and_projection():
                            'to run the harness against the authors\' code')
 def test_harness_against_authors():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-  out = subprocess.run([sys.executable, os.path.join(root, 'benchmarks',
-                                                     'baselines_harness_nel_jat_gmp.py'),
-                        f'--mmdg_benchmark_dir={os.environ["MMDG_BENCHMARK_DIR"]}'],
+  out = subprocess.run([sys.executable, '-m', 'benchmarks.baselines_harness_nel_jat_gmp',
+                        f'--mmdg_benchmark_dir={os.environ["MMDG_BENCHMARK_DIR"]}'], cwd=root,
                        capture_output=True, text=True, env={**os.environ, 'JAX_PLATFORMS': 'cpu'})
   assert out.returncode == 0, out.stdout + out.stderr
 

@@ -5,9 +5,7 @@ import time
 
 import pytest
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                                'benchmarks'))
-import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import _load  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 class FakeMachine:

@@ -16,9 +16,10 @@ import numpy as np
 import pytest
 
 from conftest import assert_eight_devices_equal_one, spec, tiny_batch
-from mbcd_jax import batchnorm, dsu, models, step
+from mbcd_jax import models, step
+from mbcd_jax.method import dsu
+from mbcd_jax.encoders import batchnorm
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
@@ -293,7 +294,7 @@ def test_dsu_only_in_the_first_pass_and_only_in_training():
 
 def test_amd_masks_same_across_consistency_modes():
   """Same seed -> same AMD masks whatever the consistency mode (model's modality order)."""
-  from mbcd_jax import amd  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.method import amd  # pylint: disable=g-import-not-at-top
   model = bn_model('frozen')
   batch = batch2()
   seen = {}

@@ -15,14 +15,13 @@ import optax
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
 
 from mbcd_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 from mbcd_jax import metric_writer  # pylint: disable=g-import-not-at-top
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import python_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def _state(width=4, teacher=True, seed=0):
@@ -197,7 +196,6 @@ def test_truncate_jsonl(tmp_path):
 
 _SAVE_THEN_DIE = textwrap.dedent('''
   import os, sys
-  sys.path.insert(0, {root!r})
   import jax.numpy as jnp
   import numpy as np
   from mbcd_jax import checkpoint as ckpt_lib
@@ -213,8 +211,8 @@ _SAVE_THEN_DIE = textwrap.dedent('''
 
 def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
   workdir = str(tmp_path)
-  r = subprocess.run([sys.executable, '-c', _SAVE_THEN_DIE.format(root=ROOT, workdir=workdir)],
-                     capture_output=True, text=True, timeout=120)
+  r = subprocess.run([sys.executable, '-c', _SAVE_THEN_DIE.format(workdir=workdir)], cwd=ROOT,
+                     env=python_env(), capture_output=True, text=True, timeout=120)
   assert r.returncode == 9, r.stderr[-2000:]
   names = os.listdir(tmp_path / 'checkpoints')
   assert '1' in names and '2' not in names, names
@@ -229,7 +227,6 @@ def test_kill_during_save_keeps_previous_checkpoint(tmp_path):
 
 _DELETE_THEN_DIE = textwrap.dedent('''
   import os, sys
-  sys.path.insert(0, {root!r})
   import jax.numpy as jnp
   from mbcd_jax import checkpoint as ckpt_lib
   ck = ckpt_lib.Checkpointer({workdir!r}, keep=2, async_save=False)
@@ -260,8 +257,8 @@ def test_kill_during_deletion_leaves_a_resumable_workdir(tmp_path):
   """orbax removes an old checkpoint file by file; killed midway, the half-removed numbered
   folder used to make the workdir look foreign (no meta/). Deletion is now one rename."""
   workdir = str(tmp_path)
-  r = subprocess.run([sys.executable, '-c', _DELETE_THEN_DIE.format(root=ROOT, workdir=workdir)],
-                     capture_output=True, text=True, timeout=120)
+  r = subprocess.run([sys.executable, '-c', _DELETE_THEN_DIE.format(workdir=workdir)], cwd=ROOT,
+                     env=python_env(), capture_output=True, text=True, timeout=120)
   assert r.returncode == 9, r.stderr[-2000:]   # died removing a meta/ folder
   ckpt_lib.check_workdir(workdir)   # no half-deleted numbered folder
   ck = ckpt_lib.Checkpointer(workdir)

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 from conftest import spec, tiny_batch, tiny_model
-from mbcd_jax import losses, step
+from mbcd_jax import step
+from mbcd_jax.method import losses
 
 MODES = ('inner_first_order', 'inner_second_order', 'grad_dot', 'off')
 

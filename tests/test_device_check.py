@@ -8,8 +8,7 @@ import sys
 import pytest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
-import device_check  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import device_check  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 PARTS = ('parity', 'perf', 'torch', 'max_batch', 'pipeline')
 
@@ -42,7 +41,7 @@ def _numbers(row):
 def test_dry_run_reports_every_part(tmp_path):
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   res = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'device_check.py'),
+      [sys.executable, '-m', 'benchmarks.device_check',
        f'--out={tmp_path}', '--dry_run'],
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=900)
   assert res.returncode == 0, res.stderr[-3000:]
@@ -74,8 +73,7 @@ def test_imports_without_the_pipeline_packages():
   script (and the model, step and method modules it imports) must load without them."""
   blocked = ('ml_collections', 'grain', 'array_record', 'av', 'tensorboardX')
   code = (f'import sys\nfor m in {blocked!r}: sys.modules[m] = None\n'
-          f'sys.path.insert(0, {os.path.join(_ROOT, "benchmarks")!r})\n'
-          'import device_check\nprint("imported")')
+          'from benchmarks import device_check\nprint("imported")')
   res = subprocess.run([sys.executable, '-c', code], cwd=_ROOT, capture_output=True, text=True,
                        env=dict(os.environ, JAX_PLATFORMS='cpu'), timeout=300)
   assert res.returncode == 0 and 'imported' in res.stdout, res.stderr[-2000:]
@@ -86,7 +84,7 @@ def test_flops_only_counts_the_lowered_step(tmp_path):
   stage passes, the inner backward) costs more than ERM's, both more than zero."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   res = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'device_check.py'),
+      [sys.executable, '-m', 'benchmarks.device_check',
        f'--out={tmp_path}', '--dry_run', '--flops_only'],
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert res.returncode == 0, res.stderr[-3000:]
@@ -125,7 +123,7 @@ def test_next_plan_dry_run(tmp_path):
   runs the first check's cut rows (here ERM at batch 4); compilation cache in DIR/xla_cache."""
   env = dict(os.environ, JAX_PLATFORMS='cpu')
   res = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'device_check.py'),
+      [sys.executable, '-m', 'benchmarks.device_check',
        f'--out={tmp_path}', '--dry_run', '--plan=next', '--parts=profile,perf',
        '--budget_s=3000'],
       cwd=_ROOT, env=env, capture_output=True, text=True, timeout=1800)

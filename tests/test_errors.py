@@ -11,7 +11,6 @@ from mbcd_jax import checkpoint, config_lib, methods
 from mbcd_jax.encoders import convert
 from mbcd_jax.errors import ConfigError
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

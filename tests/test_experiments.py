@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from mbcd_jax import experiments, preemption, tables
+from mbcd_jax import preemption
+from mbcd_jax.study import experiments, tables
 from mbcd_jax.analysis import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -233,7 +234,7 @@ def test_sweep_and_table5_variants():
 def test_cli_parallel_subprocesses_with_injected_train_fn(tmp_path):
   """--parallel=2 runs --run_one subprocesses; the stub comes in as 'module:function'."""
   env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.path.join(ROOT, 'tests'))
-  cmd = [sys.executable, '-m', 'mbcd_jax.experiments', '--config=configs/hac.py:smoke',
+  cmd = [sys.executable, '-m', 'mbcd_jax.study.experiments', '--config=configs/hac.py:smoke',
          f'--workdir={tmp_path}', '--methods=erm', '--seeds=0', '--targets=human,animal',
          '--parallel=2', '--devices=0,1', '--train_fn=test_experiments:fake_train']
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
@@ -277,7 +278,7 @@ def test_paper_grids_plan_modality_blocks(base, tmp_path):
 
 def _cli(tmp_path, *flags):
   env = dict(os.environ, PYTHONPATH=ROOT, JAX_PLATFORMS='cpu')
-  return subprocess.run([sys.executable, '-m', 'mbcd_jax.experiments',
+  return subprocess.run([sys.executable, '-m', 'mbcd_jax.study.experiments',
                          f'--workdir={tmp_path}', '--dry_run', '--seeds=0', *flags],
                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
 

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
 
 LAUNCH = os.path.join(_runs.ROOT, 'launch')

@@ -11,7 +11,6 @@ import pytest
 from configs import hac
 from mbcd_jax import models
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

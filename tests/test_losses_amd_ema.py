@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mbcd_jax import amd, distill, ema, losses
+from mbcd_jax.method import amd, distill, ema, losses
 
 
 def test_cross_entropy_hand_value():

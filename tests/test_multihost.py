@@ -13,7 +13,6 @@ import time
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
 
 FLAGS = ('--config.train.epochs=6', '--config.train.checkpoint_every_steps=2',

@@ -29,7 +29,7 @@ e2e = pytest.mark.skipif(os.environ.get('MBCD_E2E') != '1',
 
 
 def _walk(out, mode: str, timeout: float) -> dict:
-  p = subprocess.run([sys.executable, os.path.join(_runs.ROOT, 'benchmarks', 'paper_path.py'),
+  p = subprocess.run([sys.executable, '-m', 'benchmarks.paper_path',
                       f'--out={out}', f'--{mode}', '--workers=1'], cwd=_runs.ROOT,
                      env=_runs.env(), capture_output=True, text=True, timeout=timeout)
   assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

@@ -28,10 +28,10 @@ import numpy as np
 import pytest
 
 from conftest import spec, tiny_batch
-from mbcd_jax import config_lib, losses, methods, models, step
+from mbcd_jax import config_lib, methods, models, step
+from mbcd_jax.method import losses
 from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))

@@ -2,7 +2,7 @@
 
 ``config.model.bn_mode='port'`` + ``dsu=True``: train-mode BatchNorm everywhere (running
 statistics updated per student pass, PyTorch's rule), DSU on the first pass, AMD, EMA over the
-encoders' whole state. The PyTorch side (``TorchPortMBCD`` in benchmarks/mbcd_step_vs_torch.py,
+encoders' whole state. The PyTorch side (``TorchPortMBCD`` in mbcd_jax/reference/mbcd_torch.py,
 itself checked against the port's own code by benchmarks/port_harness.py) and ours start from
 the same weights and replay the same DSU / AMD draws; two steps must agree in the loss terms,
 parameters, BN running statistics and the teacher's whole state.
@@ -10,9 +10,6 @@ parameters, BN running statistics and the teacher's whole state.
 Tiny encoders (``spec_cnn`` with BN, and a PyTorch twin written here) keep it to ~35 s of CPU
 (mostly XLA compiling the step, once per dtype); the paper's encoders run in the benchmark.
 """
-import os
-import sys
-
 import jax
 import numpy as np
 import pytest
@@ -21,9 +18,7 @@ torch = pytest.importorskip('torch')
 from torch import nn  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch.nn.functional as F  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path[:0] = [os.path.join(_ROOT, 'benchmarks'), os.path.join(_ROOT, 'tests', 'encoders')]
-import mbcd_step_vs_torch as bench  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import mbcd_torch, port_parity
 
 
 def _same_pad(x, stride, k=3):
@@ -102,12 +97,12 @@ def _setup(mods, batch_size=4, seed=0):
   for m in mods:
     tw, w = WIDTHS[m]
     net = TorchSpecCNN(tw, (1, 2), w)
-    encoders[m] = bench.ParityEncoder(
+    encoders[m] = port_parity.ParityEncoder(
         'spec_cnn', dict(trunk_widths=tw, trunk_strides=(1, 2), width=w, bn=True), net,
         _spec_to_flax)
   g = torch.Generator().manual_seed(seed + 1)
   batch = {m: torch.randn((batch_size, 1, 16, 16), generator=g) for m in mods}
-  labels = torch.randint(0, bench.NUM_CLASSES, (batch_size,), generator=g)
+  labels = torch.randint(0, mbcd_torch.NUM_CLASSES, (batch_size,), generator=g)
   return encoders, batch, labels
 
 
@@ -129,19 +124,19 @@ def test_torch_twin_matches_spec_cnn():
 def vfa_float64():
   """V+F+A, DSU (every site in step 1, a mix in step 2) and AMD, float64: both sides' rows."""
   encoders, batch, labels = _setup(('video', 'flow', 'audio'))
-  heads, t_rows, channels = bench.torch_port_run(encoders, batch, labels, hidden=16)
+  heads, t_rows, channels = port_parity.torch_port_run(encoders, batch, labels, hidden=16)
   with jax.enable_x64(True):
-    j_rows = bench.jax_port_run(encoders, heads, channels, batch, labels, hidden=16)
+    j_rows = port_parity.jax_port_run(encoders, heads, channels, batch, labels, hidden=16)
   return (encoders, batch, labels), t_rows, j_rows
 
 
 def _rows(t_rows, j_rows):
-  return [(lt, lj, bench.view_diffs(tv, jv)) for (lt, tv), (lj, jv) in zip(t_rows, j_rows)]
+  return [(lt, lj, port_parity.view_diffs(tv, jv)) for (lt, tv), (lj, jv) in zip(t_rows, j_rows)]
 
 
 def test_two_steps_match_float64(vfa_float64):
   _, t_rows, j_rows = vfa_float64
-  bench.assert_port_parity(_rows(t_rows, j_rows), 'float64')
+  port_parity.assert_port_parity(_rows(t_rows, j_rows), 'float64')
 
 
 def test_the_compared_state_moves(vfa_float64):
@@ -151,7 +146,7 @@ def test_the_compared_state_moves(vfa_float64):
   _, t_rows, _ = vfa_float64
   (l1, v1), (l2, v2) = t_rows
   assert abs(l1['loss'] - l2['loss']) > 1e-4
-  moved = bench.view_diffs(v1, v2)
+  moved = port_parity.view_diffs(v1, v2)
   for g, d in moved.items():
     if 'trunk params' in g:
       assert d == 0.0, (g, d)     # frozen weights stay (their EMA is the identity)
@@ -181,7 +176,7 @@ def test_detects_one_bn_update_per_step(vfa_float64):
   """Negative control: one running-statistics update per step instead of two fails the
   comparison on the BN statistics (and only there, in step 1)."""
   (encoders, batch, labels), _, j_rows = vfa_float64
-  _, t_rows, _ = bench.torch_port_run(encoders, batch, labels, hidden=16,
+  _, t_rows, _ = port_parity.torch_port_run(encoders, batch, labels, hidden=16,
                                       variant=_one_bn_update_per_step)
   diffs = _rows(t_rows, j_rows)[0][2]
   for g, d in diffs.items():
@@ -190,10 +185,10 @@ def test_detects_one_bn_update_per_step(vfa_float64):
     else:
       assert d < 1e-9, (g, d)
   with pytest.raises(AssertionError, match='BN stats'):
-    bench.assert_port_parity(_rows(t_rows, j_rows)[:1], 'float64')
+    port_parity.assert_port_parity(_rows(t_rows, j_rows)[:1], 'float64')
 
 
 def test_two_steps_match_float32():
   encoders, batch, labels = _setup(('flow', 'audio'), seed=3)
-  rows = bench.port_parity(encoders, batch, labels, dtype='float32', hidden=16)
-  bench.assert_port_parity(rows, 'float32')
+  rows = port_parity.port_parity(encoders, batch, labels, dtype='float32', hidden=16)
+  port_parity.assert_port_parity(rows, 'float32')

@@ -14,12 +14,15 @@ import numpy as np
 import pytest
 
 from configs import hac
-from mbcd_jax import experiments, input_pipeline, models, pretrain, synthetic, train
+from mbcd_jax import input_pipeline, models, train
+from mbcd_jax.data import synthetic
+from mbcd_jax.synthetic import pretrain
+from mbcd_jax.study import experiments
 from mbcd_jax import encoders as encoders_lib
 from mbcd_jax.encoders import convert
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import python_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SPEC = synthetic.SyntheticSpec()
@@ -56,7 +59,7 @@ def test_cache_key_changes_with_what_determines_the_file():
 
 def test_cache_key_changes_with_the_code_that_computes_the_file(monkeypatch):
   names = [n for n, _ in pretrain.code_sources()]
-  for must in ('mbcd_jax.pretrain', 'mbcd_jax.synthetic', 'mbcd_jax.batchnorm',
+  for must in ('mbcd_jax.synthetic.pretrain', 'mbcd_jax.data.synthetic', 'mbcd_jax.encoders.batchnorm',
                'mbcd_jax.encoders', 'mbcd_jax.encoders.small', 'mbcd_jax.encoders.convert',
                'mbcd_jax.data.transforms', 'mbcd_jax.models.layer_norm',
                'mbcd_jax.input_pipeline.normalize_record', 'jax', 'flax', 'optax'):
@@ -106,12 +109,12 @@ def test_killed_write_leaves_no_file_under_the_cache_name(tmp_path):
   # A process killed (SIGKILL) after writing the data, before the rename.
   script = textwrap.dedent(f'''
       import os, signal, sys
-      sys.path.insert(0, {ROOT!r})
-      from mbcd_jax import pretrain
+      from mbcd_jax.synthetic import pretrain
       os.fsync = lambda fd: os.kill(os.getpid(), signal.SIGKILL)
       pretrain.write_atomic({str(path)!r}, b'x' * 100000)
   ''')
-  r = subprocess.run([sys.executable, '-c', script], capture_output=True, check=False)
+  r = subprocess.run([sys.executable, '-c', script], cwd=ROOT, env=python_env(), capture_output=True,
+                     check=False)
   assert r.returncode == -9, r.stderr.decode()[-2000:]
   assert not path.exists()
   left = os.listdir(tmp_path)

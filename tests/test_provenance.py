@@ -2,7 +2,8 @@
 import jax
 import optax
 
-from mbcd_jax import provenance, tables
+from mbcd_jax import provenance
+from mbcd_jax.study import tables
 
 
 def test_cpu_reads_the_model_and_the_widest_vector_isa(tmp_path):

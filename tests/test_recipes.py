@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from configs import epic, hac
-from mbcd_jax import config_lib, experiments, paper_numbers, recipes
+from mbcd_jax import config_lib, recipes
+from mbcd_jax.study import experiments, paper_numbers
 from mbcd_jax.baselines import moosa, simmmdg
 
 MULTI = {'hac': {'human': ('animal', 'cartoon'), 'animal': ('human', 'cartoon'),

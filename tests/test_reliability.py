@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 
-from mbcd_jax import synthetic
+from mbcd_jax.data import synthetic
 from mbcd_jax.analysis import corruption, ood, reliability
 from mbcd_jax.data import hac, transforms
 
@@ -166,7 +166,7 @@ def test_synthetic_ood_classes_are_new_and_seeded():
                            "the harness against the authors' own functions")
 def test_harness_agrees_with_the_benchmarks_functions():
   pytest.importorskip('sklearn')
-  cmd = [sys.executable, os.path.join(ROOT, 'benchmarks', 'mmdg_reliability_harness.py'),
+  cmd = [sys.executable, '-m', 'benchmarks.mmdg_reliability_harness',
          f'--mmdg_dir={os.environ["MMDG_BENCHMARK_DIR"]}']
   if os.environ.get('READ_DIR'):
     cmd.append(f'--read_dir={os.environ["READ_DIR"]}')

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mbcd_jax import results_page
+from mbcd_jax.study import results_page
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_the_committed_page_is_what_the_csvs_give():
-  # Out of date: SystemExit(1) ('python -m mbcd_jax.results_page' rewrites it).
+  # Out of date: SystemExit(1) ('python -m mbcd_jax.study.results_page' rewrites it).
   results_page.main(['--check', f'--root={ROOT}'])
   assert os.path.exists(os.path.join(ROOT, results_page.FIGURE))
 

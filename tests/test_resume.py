@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
 import _trees  # pylint: disable=g-import-not-at-top
 
@@ -184,8 +183,7 @@ _POISON = textwrap.dedent('''
   import sys
   import numpy as np
   from mbcd_jax import sharding, train
-  sys.path.insert(0, 'configs')
-  import hac
+  from configs import hac
   calls = [0]
   real = sharding.shard_batch
   def poisoned(batch, mesh):

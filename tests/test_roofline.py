@@ -1,4 +1,4 @@
-"""mbcd_jax.hlo_cost against XLA's cost analysis, and benchmarks/roofline.py on the tiny step."""
+"""mbcd_jax.study.hlo_cost against XLA's cost analysis, and benchmarks/roofline.py on the tiny step."""
 import functools
 import json
 import os
@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from mbcd_jax import hlo_cost
+from mbcd_jax.study import hlo_cost
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -74,9 +74,8 @@ def test_tiny_step_groups_and_totals():
   """The dry-run MBCD step (two ResNet-18 modalities at width 4, port BN mode, batch 2):
   convolution/dot flops are most of XLA's total, the rest within 5%; the groups the roofline
   names are all there; the teacher's own trunk pass costs what the student's does."""
-  sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
-  import roofline  # pylint: disable=g-import-not-at-top
-  import device_check as dc  # pylint: disable=g-import-not-at-top
+  from benchmarks import roofline  # pylint: disable=g-import-not-at-top
+  from benchmarks import device_check as dc  # pylint: disable=g-import-not-at-top
   lowered = roofline.lower_step(dc.TINY, 'mbcd', 'port', 'bfloat16', 2)
   ops = hlo_cost.module_ops(lowered.as_text(dialect='hlo', debug_info=True))
   xla = _xla_flops(lowered)
@@ -102,7 +101,7 @@ def test_tiny_step_groups_and_totals():
 
 def test_script_writes_tables(tmp_path):
   res = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'roofline.py'), f'--out={tmp_path}',
+      [sys.executable, '-m', 'benchmarks.roofline', f'--out={tmp_path}',
        '--tiny', '--rows=erm:frozen:float32'],
       cwd=_ROOT, env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True, text=True,
       timeout=600)

@@ -15,7 +15,6 @@ import pytest
 from mbcd_jax import runlock
 from mbcd_jax.checkpoint import CheckpointError
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
 
 # As test_resume.py: 6 epochs x 4 steps, a checkpoint every 2 steps (the compile is cached).
@@ -141,7 +140,7 @@ def test_cli_second_run_refused_then_holder_sigkilled_then_resumes(tmp_path):
 
 def test_sigterm_stops_the_in_process_runner_with_a_checkpoint_then_it_resumes(tmp_path):
   study = str(tmp_path / 'study')
-  cmd = [sys.executable, '-m', 'mbcd_jax.experiments', '--config=configs/hac.py:smoke',
+  cmd = [sys.executable, '-m', 'mbcd_jax.study.experiments', '--config=configs/hac.py:smoke',
          f'--workdir={study}', '--methods=erm', '--seeds=0,1', '--targets=human', *FLAGS]
   log = open(f'{study}.log', 'w+')
   p = subprocess.Popen(cmd, cwd=_runs.ROOT, env=_runs.env(), stdout=log,
@@ -159,7 +158,7 @@ def test_sigterm_stops_the_in_process_runner_with_a_checkpoint_then_it_resumes(t
   out = _runs.output(p)
   assert p.returncode == 75, out[-3000:]
   line = _runs.last_line(out)
-  assert line.startswith('mbcd_jax.experiments: preempted: checkpoint at step '), line
+  assert line.startswith('mbcd_jax.study.experiments: preempted: checkpoint at step '), line
   step = int(line.split('checkpoint at step ')[1].split()[0])
   assert line.endswith(f' saved in {first()}/checkpoints/{step}; re-run the same command to '
                        'resume'), line

@@ -12,10 +12,9 @@ import ml_collections
 import numpy as np
 import pytest
 
-from conftest import ROOT, assert_eight_devices_equal_one, spec, tiny_batch, tiny_model
+from conftest import ROOT, assert_eight_devices_equal_one, python_env, spec, tiny_batch, tiny_model
 from mbcd_jax import methods, step
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OPTIM = ml_collections.ConfigDict(dict(lr=1e-2, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
@@ -76,7 +75,6 @@ def test_all_trainable_encoders_learn_and_update_trunk():
 
 _SEEDED_RUN = textwrap.dedent('''
   import functools, sys
-  sys.path.insert(0, {root!r}); sys.path.insert(0, {tests!r})
   import jax, numpy as np, ml_collections
   from conftest import spec, tiny_batch, tiny_model
   from mbcd_jax import step
@@ -90,8 +88,8 @@ _SEEDED_RUN = textwrap.dedent('''
   for _ in range(3):
     state, m = f(state, batch, jax.random.key(seed + 100))
     metrics.append(m)
-  flat = {{jax.tree_util.keystr(k): np.asarray(v) for k, v in
-          jax.tree_util.tree_leaves_with_path(jax.device_get((state, metrics)))}}
+  flat = {jax.tree_util.keystr(k): np.asarray(v) for k, v in
+          jax.tree_util.tree_leaves_with_path(jax.device_get((state, metrics)))}
   np.savez(sys.argv[2], **flat)
 ''')
 
@@ -99,12 +97,12 @@ _SEEDED_RUN = textwrap.dedent('''
 def test_same_seed_same_metrics_and_params(tmp_path):
   """Two separate processes with the same seed end bit for bit equal; another seed differs."""
   script = tmp_path / 'seeded.py'
-  script.write_text(_SEEDED_RUN.format(root=ROOT, tests=os.path.join(ROOT, 'tests')))
+  script.write_text(_SEEDED_RUN)
   outs = {}
   for name, seed in (('a', 0), ('b', 0), ('c', 1)):
     out = tmp_path / f'{name}.npz'
-    res = subprocess.run([sys.executable, str(script), str(seed), str(out)],
-                         capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, str(script), str(seed), str(out)], cwd=ROOT,
+                         env=python_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-3000:]
     outs[name] = dict(np.load(out))
   a, b, c = outs['a'], outs['b'], outs['c']
@@ -145,7 +143,7 @@ def test_erm_probe_heads_do_not_change_encoder_gradients():
                                           jax.random.key(0), model=model, spec=sp)[0])(params)
 
   def fused_only(enc):
-    from mbcd_jax import losses  # pylint: disable=g-import-not-at-top
+    from mbcd_jax.method import losses  # pylint: disable=g-import-not-at-top
     h = model.encode_all(enc, params['norms'], frozen, feats)
     return losses.cross_entropy(model.fused_logits(params['fused_head'], h, train=False),
                                 batch['label'])

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from mbcd_jax import input_pipeline, synthetic
+from mbcd_jax import input_pipeline
+from mbcd_jax.data import synthetic
 
 SPEC = synthetic.SyntheticSpec(train_per_domain=40, test_per_domain=10,
                                video_shape=(4, 16, 16), flow_shape=(2, 16, 16),

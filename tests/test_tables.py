@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from mbcd_jax import tables
+from mbcd_jax.study import tables
 
 
 def _summary(target, sources, fused_best, fused_last, who='teacher', video=50.0):

@@ -7,7 +7,6 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

@@ -13,7 +13,6 @@ import pytest
 
 from mbcd_jax import models, train, trunk_cache
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _runs  # pylint: disable=g-import-not-at-top
 import _trees  # pylint: disable=g-import-not-at-top
 

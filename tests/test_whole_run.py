@@ -8,8 +8,8 @@ import sys
 import pytest
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(_ROOT, 'benchmarks'))
-import whole_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from benchmarks import whole_run  # pylint: disable=g-import-not-at-top,wrong-import-position
+from conftest import python_env  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def test_tree_has_the_counts_the_reader_sees(tmp_path):
@@ -50,9 +50,9 @@ def test_compilation_cache_setting():
                     reason='several minutes of XLA compile on small hosts; MBCD_E2E=1 runs it')
 def test_dry_run_times_every_phase(tmp_path):
   res = subprocess.run(
-      [sys.executable, os.path.join(_ROOT, 'benchmarks', 'whole_run.py'), f'--out={tmp_path}',
+      [sys.executable, '-m', 'benchmarks.whole_run', f'--out={tmp_path}',
        '--dry_run', '--targets=human,animal'],
-      cwd=str(tmp_path), env=dict(os.environ, JAX_PLATFORMS='cpu'), capture_output=True,
+      cwd=str(tmp_path), env=python_env(JAX_PLATFORMS='cpu'), capture_output=True,
       text=True, timeout=1800)
   assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
   doc = json.loads((tmp_path / 'whole_run.json').read_text())

@@ -2,7 +2,8 @@
 import dataclasses
 
 from configs import hac
-from mbcd_jax import input_pipeline, world_check
+from mbcd_jax import input_pipeline
+from mbcd_jax.synthetic import world_check
 
 
 def _spec(arg):

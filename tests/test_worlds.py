@@ -3,7 +3,7 @@ import csv
 import json
 import os
 
-from mbcd_jax import worlds
+from mbcd_jax.study import worlds
 from mbcd_jax.analysis import common
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -5,7 +5,7 @@
 Until ``train.select_best`` (the later epoch on ties, the ``>=`` of every author's script), runs
 kept the *first* epoch among equal validation accuracies. The run directories are gone; each
 table's ``<name>_runs.csv`` keeps, per run, its best-validation and its last epoch
-(``mbcd_jax.tables.reselect_ties`` says what that can and cannot decide). For every
+(``mbcd_jax.study.tables.reselect_ties`` says what that can and cannot decide). For every
 ``*_runs.csv`` under docs/study/ this:
   1. re-renders the table from the file as it is and compares it with the committed
      ``<name>.md`` / ``<name>.csv`` (so the re-rendering itself is shown to change nothing),
@@ -25,7 +25,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-from mbcd_jax import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.study import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 OLD_TITLE = 'model selected by best source-domain validation accuracy'
 FIRST_TABLE = '**Fused accuracy, '

@@ -8,7 +8,7 @@ set -u
 mkdir -p "${OUT:-runs}"
 BN="--config.model.encoders.video.bn=True --config.model.encoders.flow.bn=True --config.model.encoders.audio.bn=True --config.model.dsu=False"
 for mode in frozen port; do
-  JAX_PLATFORMS=cpu python -m mbcd_jax.experiments --config=configs/hac.py:synthetic,scratch $BN \
+  JAX_PLATFORMS=cpu python -m mbcd_jax.study.experiments --config=configs/hac.py:synthetic,scratch $BN \
     --config.model.bn_mode=$mode --methods=mbcd --seeds=0,1,2 --parallel=1 \
     --workdir=${OUT:-runs}/bn_$mode --title="MBCD, bn_mode=$mode, BN encoders, default world" > ${OUT:-runs}/bn_$mode.log 2>&1 &
 done

@@ -22,9 +22,9 @@ PHASE=${PHASE:-all}
 P=${PARALLEL:-2}
 COMMON="--config=configs/hac.py:synthetic,scratch --config.train.epochs=10 --config.method.ema_beta=0.98"
 BASE="$COMMON --config.data.synthetic.shift_flow=0.0"
-X="python -m mbcd_jax.experiments $BASE --workdir=$W --parallel=$P"
-X1="python -m mbcd_jax.experiments $COMMON --workdir=$W1 --parallel=$P"
-XL="python -m mbcd_jax.experiments --config=configs/hac.py:synthetic,scratch \
+X="python -m mbcd_jax.study.experiments $BASE --workdir=$W --parallel=$P"
+X1="python -m mbcd_jax.study.experiments $COMMON --workdir=$W1 --parallel=$P"
+XL="python -m mbcd_jax.study.experiments --config=configs/hac.py:synthetic,scratch \
     --config.data.synthetic.shift_flow=0.0 --workdir=$WL --parallel=$P"
 TL="Multi-source, V+F+A, 20 epochs, beta 0.99, shift_flow=0"
 on() { [[ $PHASE == "$1" || $PHASE == all ]]; }

@@ -12,7 +12,7 @@ and the MMDG benchmark's reliability suites over every finished run of a study
   python -m mbcd_jax.analysis misd|ood|missing|corruption --workdir=runs/study \
       [--methods=erm,mbcd] [--who=student] [--ood_dir=...] [--noise_wav=...] [--hac_c=...]
 
-``--workdir`` is a study directory of ``mbcd_jax.experiments`` (its layout
+``--workdir`` is a study directory of ``mbcd_jax.study.experiments`` (its layout
 ``<variant>/<modalities>/<sources>_to_<target>/seed<k>/``): the model-based analyses load each
 method's run for the config's modalities, domains and seed from its checkpoint (``--checkpoint``:
 the end-of-training one, or the best-validation one) and compare the methods on the same target

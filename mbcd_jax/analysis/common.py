@@ -28,7 +28,9 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from mbcd_jax import checkpoint as ckpt_lib, config_lib, experiments, losses, models, step as step_lib
+from mbcd_jax import checkpoint as ckpt_lib, config_lib, models, step as step_lib
+from mbcd_jax.method import losses
+from mbcd_jax.study import experiments
 from mbcd_jax import train as train_lib
 
 PyTree = Any
@@ -133,7 +135,7 @@ def train_or_load(config: ml_collections.ConfigDict | None, run_dir: str,
 
 def load_study(config: ml_collections.ConfigDict, workdir: str, methods, which: str = 'last',
                log: Callable[[str], None] = print) -> dict:
-  """{method: Trained} from the study directory ``workdir`` (``mbcd_jax.experiments``' layout):
+  """{method: Trained} from the study directory ``workdir`` (``mbcd_jax.study.experiments``' layout):
   each method's run of ``config``'s modalities, domains and seed.
 
   A run that is not finished is first trained there as the runner does

@@ -17,7 +17,7 @@ OOD is:
 """
 import numpy as np
 
-from mbcd_jax import synthetic
+from mbcd_jax.data import synthetic
 from mbcd_jax.analysis import common
 from mbcd_jax.data import epic, hac, pipeline, store
 

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Mapping, Sequence
 import jax
 import numpy as np
 
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 from mbcd_jax.analysis import common
 
 DEFAULT_SIGMAS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0)

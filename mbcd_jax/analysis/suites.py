@@ -30,7 +30,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from mbcd_jax import tables
+from mbcd_jax.study import tables
 from mbcd_jax.analysis import common, corruption, missing, ood, reliability
 
 SUITES = ('misd', 'ood', 'missing', 'corruption')

@@ -6,7 +6,7 @@ against their authors' code (``benchmarks/baselines_harness_*.py``), each ending
 ``methods.EXTENSIONS``; ``--config.method.name=<module>``).
 """
 
-from mbcd_jax import batchnorm
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax.errors import ConfigError
 
 

@@ -35,7 +35,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 
 PyTree = object
 

@@ -47,12 +47,12 @@ import jax
 import jax.numpy as jnp
 
 from mbcd_jax import baselines
-from mbcd_jax import batchnorm
 from mbcd_jax import extensions
-from mbcd_jax import losses
 from mbcd_jax.baselines import moosa
 from mbcd_jax.baselines import simmmdg
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax.errors import ConfigError
+from mbcd_jax.method import losses
 
 PyTree = Any
 

@@ -59,7 +59,7 @@ import numpy as np
 
 from mbcd_jax import baselines
 from mbcd_jax import extensions
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 from mbcd_jax import recipes
 from mbcd_jax.errors import ConfigError
 from mbcd_jax.baselines import simmmdg

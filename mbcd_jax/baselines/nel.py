@@ -50,7 +50,7 @@ import jax.numpy as jnp
 
 from mbcd_jax import baselines
 from mbcd_jax import extensions
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 from mbcd_jax.baselines import simmmdg
 from mbcd_jax.errors import ConfigError
 

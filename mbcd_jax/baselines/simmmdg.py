@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 
 from mbcd_jax import baselines
-from mbcd_jax import batchnorm
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax import extensions
 from mbcd_jax import recipes
 from mbcd_jax.errors import ConfigError

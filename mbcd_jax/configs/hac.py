@@ -14,7 +14,8 @@ regime), ``smoke`` (tiny shapes, 1 epoch: for tests). Method switches: ``--confi
 import ml_collections
 from ml_collections import config_dict
 
-from mbcd_jax import config_lib, pretrain
+from mbcd_jax import config_lib
+from mbcd_jax.synthetic import pretrain
 
 # The paper-regime embedded benchmark's length and EMA decay: the paper's ~2000 steps with
 # beta = 0.999 (a run of two EMA horizons), 100 epochs of 20 steps (2 sources x 160 examples /
@@ -86,7 +87,7 @@ def apply_synthetic(c: ml_collections.ConfigDict, smoke: bool = False, scratch: 
   """Switches a paper config to the embedded benchmark (shared by hac.py and epic.py).
 
   Default: the paper's regime (docs/benchmark.md). Encoders with BatchNorm, pretrained on a
-  synthetic upstream task (``mbcd_jax/pretrain.py``, cached on disk), trunk frozen, last stage
+  synthetic upstream task (``mbcd_jax/synthetic/pretrain.py``, cached on disk), trunk frozen, last stage
   and heads fine-tuned with the paper's recipe; a world whose target styles lie between the
   sources' (``data.synthetic.styles='interpolated'``).
   ``short``: the same at 400 steps, beta 0.995 (the default before the paper-regime study's
@@ -117,7 +118,7 @@ def apply_synthetic(c: ml_collections.ConfigDict, smoke: bool = False, scratch: 
   if not (smoke or scratch):
     for m in ('video', 'flow', 'audio'):
       c.model.encoders[m].bn = True
-      c.model.encoders[m].pretrained = 'synthetic'   # mbcd_jax/pretrain.py, cached
+      c.model.encoders[m].pretrained = 'synthetic'   # mbcd_jax/synthetic/pretrain.py, cached
     c.model.pretrain = pretrain.pretrain_config()
     # MBCD and its baselines: BN on the upstream running statistics, never updated (one trunk
     # pass for student and teacher): 1.5-1.8x faster on CPU than 'port', whose own comparison

@@ -1,4 +1,8 @@
-"""Real data: EPIC-Kitchens and HAC as users download them -> pre-decoded clip stores -> grain.
+"""The data sources: the embedded synthetic benchmark, and EPIC-Kitchens and HAC as users
+download them -> pre-decoded clip stores -> grain.
+
+- ``synthetic`` : the embedded benchmark's generator (seeded clips in the record format the real
+                  data uses; docs/benchmark.md).
 
 - ``layouts``   : where the files of each release layout are (every candidate place, tried in
                   order; a miss lists them all).
@@ -12,7 +16,8 @@
                   (``mbcd_jax.input_pipeline.Loader`` batches it, as it does synthetic data).
 
 Nothing here imports from the package above it except the modality names
-(``mbcd_jax.MODALITIES``, a constant of the import-free package root). The other way round,
+(``mbcd_jax.MODALITIES``, a constant of the import-free package root) and
+``mbcd_jax.errors.ConfigError``. The other way round,
 ``mbcd_jax.config_lib`` takes each dataset's domains and class count from ``epic`` / ``hac``
 (their one definition), and ``mbcd_jax.input_pipeline`` imports
 ``pipeline`` and ``transforms``, which need only numpy and grain at import time: the decoding

@@ -10,7 +10,7 @@ Every encoder is an :class:`EncoderDef`, built by a factory registered under a n
 Why the split: the paper (and its port) train only each encoder's last stage (`layer4`); the
 trunk's output is identical for the student's two passes (and, with frozen BN statistics, for
 the EMA teacher), so the train step computes it once (see `mbcd_jax/step.py`). Both parts are
-pure Flax linen modules. Their BatchNorms (`mbcd_jax/batchnorm.py`) use the running statistics
+pure Flax linen modules. Their BatchNorms (`mbcd_jax/encoders/batchnorm.py`) use the running statistics
 in `batch_stats`, or batch statistics when applied with ``mutable=['bn_moments']``.
 
 Inputs are channels-last: video ``[B, T, H, W, 3]``, flow ``[B, T, H, W, 2]``,

@@ -58,7 +58,7 @@ KINDS = {
     'vggsound_r18': dict(input_shape=(1, 64, 64, 1), strip=('module.', 'audnet.'),
                          drop=('fc.', 'fc_.', 'avgpool.'), modality='audio'),
     # The embedded benchmark's small encoders (mbcd_jax/encoders/small.py), pretrained upstream
-    # by mbcd_jax/pretrain.py, never converted from PyTorch. frame_cnn serves video (3 channels)
+    # by mbcd_jax/synthetic/pretrain.py, never converted from PyTorch. frame_cnn serves video (3 channels)
     # and flow (2), so its input shape, which fixes the first kernel, is per modality.
     'frame_cnn': dict(input_shape={'video': (1, 2, 16, 16, 3), 'flow': (1, 2, 16, 16, 2)},
                       strip=(), drop=(), modality='video'),

@@ -19,7 +19,7 @@ pool). Common kwargs:
 Pretrained weights: convert once with ``python -m mbcd_jax.encoders.convert`` and load with
 ``mbcd_jax.encoders.convert.load_pretrained``.
 
-BatchNorm (``mbcd_jax.batchnorm``) runs on running statistics by default; with
+BatchNorm (``mbcd_jax.encoders.batchnorm``) runs on running statistics by default; with
 ``config.model.bn_mode='port'`` the train step runs every BN of both parts on batch statistics
 and updates the running statistics, as the port's ``model.train(True)`` does.
 

@@ -2,7 +2,7 @@
 
 Module and parameter names mirror the PyTorch ``state_dict`` keys so that the converter
 (``convert.py``) is a rename plus a kernel transpose: ``layer4.0.conv2.bn.running_var`` is
-``batch_stats/layer4/0/conv2/bn/var`` here. Every BatchNorm is ``mbcd_jax.batchnorm.BatchNorm``:
+``batch_stats/layer4/0/conv2/bn/var`` here. Every BatchNorm is ``mbcd_jax.encoders.batchnorm.BatchNorm``:
 running statistics by default, PyTorch's training mode when applied with ``mutable=['bn_moments']``
 (``config.model.bn_mode='port'``); its scale and bias are ordinary parameters.
 
@@ -28,7 +28,7 @@ from typing import Any, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mbcd_jax import batchnorm
+from mbcd_jax.encoders import batchnorm
 from mbcd_jax.encoders.conv3d import Conv3d
 
 Dtype = Any
@@ -46,7 +46,7 @@ def as_dtype(dtype) -> Dtype:
 
 def batch_norm(dtype: Dtype, name: str) -> batchnorm.BatchNorm:
   # PyTorch BatchNorm eps. Running statistics unless applied in training mode (see
-  # mbcd_jax/batchnorm.py: mutable 'bn_moments').
+  # mbcd_jax/encoders/batchnorm.py: mutable 'bn_moments').
   return batchnorm.BatchNorm(epsilon=1e-5, dtype=dtype, name=name)
 
 

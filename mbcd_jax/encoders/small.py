@@ -6,7 +6,7 @@ neighbouring frames, i.e. a (3,1,1) convolution written as a matmul) in the trai
 The default widths put ~80% of the forward FLOPs in the frozen trunk, like layer1-3 vs layer4
 of the paper's ResNets.
 
-``bn=True`` puts a BatchNorm (``mbcd_jax.batchnorm``) after every conv, trunk and stage, so the
+``bn=True`` puts a BatchNorm (``mbcd_jax.encoders.batchnorm``) after every conv, trunk and stage, so the
 two BN modes of ``config.model.bn_mode`` can be compared on the embedded benchmark. Off by
 default: the embedded benchmark's encoders carry no BN.
 
@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import flax.linen as nn
 import jax.numpy as jnp
 
-from mbcd_jax.batchnorm import BatchNorm
+from mbcd_jax.encoders.batchnorm import BatchNorm
 from mbcd_jax.encoders import EncoderDef, register
 
 

@@ -10,11 +10,11 @@ import pytest
 from absl import flags
 from ml_collections import config_flags
 
-from mbcd_jax import config_lib, input_pipeline, synthetic
+from mbcd_jax import config_lib, input_pipeline
+from mbcd_jax.data import synthetic
 from mbcd_jax.data import pipeline, prepare, transforms
 from tests.data import fixtures
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

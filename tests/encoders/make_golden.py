@@ -4,14 +4,14 @@ mmaction2 cannot be a test dependency: the ``mmaction2==1.2.0`` wheel depends on
 ``opencv-contrib-python`` and ``decord``, ``mmengine`` / ``mmcv-lite`` on ``opencv-python``
 (three OpenCV distributions writing the same ``cv2`` package next to the project's
 ``opencv-python-headless``), ``mmaction`` refuses ``mmcv>=2.2`` at import, and the wheel lacks
-``mmaction/models/localizers/drn`` (``torch_reference.import_mmaction_backbones`` stubs the
+``mmaction/models/localizers/drn`` (``encoders_torch.import_mmaction_backbones`` stubs the
 package modules to import the backbone files alone). VGGSound is not a package at all. So the
 real networks run once, here, and their outputs are committed (``golden/*.npz``, ~0.2 MB):
 
     python -m venv --system-site-packages /tmp/mm && /tmp/mm/bin/pip install \
         mmengine==0.10.7 mmcv-lite==2.1.0 && /tmp/mm/bin/pip install --no-deps mmaction2==1.2.0
     git clone https://github.com/hche11/VGGSound /tmp/VGGSound
-    cd tests/encoders && /tmp/mm/bin/python make_golden.py --vggsound_dir=/tmp/VGGSound
+    /tmp/mm/bin/python -m tests.encoders.make_golden --vggsound_dir=/tmp/VGGSound   # clone root
 
 Each case: the real network built as the released checkpoint's config builds it (at a reduced
 depth / width where the original allows it; VGGSound hard-codes its widths), every state_dict
@@ -93,8 +93,7 @@ def state_dict_from(names_shapes: dict) -> dict:
 
 # ------------------------------------------------------------------ real networks
 def _mmaction(case):
-  sys.path.insert(0, HERE)
-  import torch_reference  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch as torch_reference  # pylint: disable=g-import-not-at-top
   mm = torch_reference.import_mmaction_backbones()
   if mm is None:
     raise SystemExit('mmaction2 backbones not importable; see this file\'s docstring')
@@ -129,6 +128,7 @@ def _mmaction(case):
 
 
 def _vggsound(vggsound_dir):
+  # Loading the user's clone of VGGSound (not a package): its folder goes on the path.
   sys.path.insert(0, vggsound_dir)
   from model import AVENet  # pylint: disable=g-import-not-at-top,import-error
   # VGGSound test.py: AVENet(args) with model_depth=18, n_classes=309, pool='avgpool'.

@@ -1,9 +1,9 @@
 """Float32 / float64 agreement of the Flax paper encoders with PyTorch at FULL depth and width.
 
-    cd tests/encoders && JAX_PLATFORMS=cpu python measure_full_depth.py [--kinds=...]
+    JAX_PLATFORMS=cpu python -m tests.encoders.measure_full_depth [--kinds=...]   # clone root
 
 The real structures (SlowFast-R101 8x8, SlowOnly-R50 flow, VGGSound R18) with random weights
-and non-trivial BN statistics (``torch_reference.randomize_``), small inputs so that it runs in
+and non-trivial BN statistics (``encoders_torch.randomize_``), small inputs so that it runs in
 minutes on a CPU. The float64 PyTorch output is the reference; errors are max |a - b| and that
 divided by max |reference|, for the pooled feature and the layer4 output. Not a test (slow);
 the README quotes its output.
@@ -15,7 +15,6 @@ import time
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 
 jax.config.update('jax_enable_x64', True)
 
@@ -23,7 +22,7 @@ import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-posi
 import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
 import torch  # pylint: disable=g-import-not-at-top,wrong-import-position
 
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position
 

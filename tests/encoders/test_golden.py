@@ -87,10 +87,10 @@ def test_flax_encoder_matches_the_original(case):
 
 @pytest.mark.parametrize('case', sorted(golden.CASES))
 def test_torch_reference_matches_the_original(case):
-  """Pins ``torch_reference`` (used by the Flax-vs-PyTorch tests and benchmarks) to the
+  """Pins ``encoders_torch`` (used by the Flax-vs-PyTorch tests and benchmarks) to the
   originals, with the originals' own state_dict keys, in CI without mmaction2."""
   torch = pytest.importorskip('torch', reason='torch (requirements-dev.txt) not installed')
-  import torch_reference as ref  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.reference import encoders_torch as ref  # pylint: disable=g-import-not-at-top
   kind, kw, in_shape = golden.CASES[case]
   names_shapes, outs, _ = _load(case)
   if kind == 'slowfast_r101':

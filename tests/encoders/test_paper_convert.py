@@ -9,7 +9,6 @@ import pytest
 
 from mbcd_jax.encoders import convert, paper
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 

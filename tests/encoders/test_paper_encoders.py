@@ -11,7 +11,6 @@ import pytest
 from mbcd_jax import encoders
 from mbcd_jax.encoders import convert
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import _trees  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 # Reduced-size variants of the three encoders (same code as the paper sizes).
@@ -114,7 +113,7 @@ def test_remat_gives_the_same_gradients():
 def test_training_mode_bn_moments_and_perturb_hook(name):
   """'port' BN mode: every BN of trunk and stage (remat'd layer4 too) records its batch
   moments, with the running statistics' tree structure; ``perturb`` sees the layer4 map(s)."""
-  from mbcd_jax import batchnorm  # pylint: disable=g-import-not-at-top
+  from mbcd_jax.encoders import batchnorm  # pylint: disable=g-import-not-at-top
   kw, shape, dim = CASES[name]
   kw = dict(kw, remat=True)
   enc, _, sv, tv, x = _init(name, kw, shape)

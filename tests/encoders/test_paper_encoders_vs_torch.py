@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip('torch')
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 from mbcd_jax import encoders  # pylint: disable=g-import-not-at-top,wrong-import-position
 from mbcd_jax.encoders import convert  # pylint: disable=g-import-not-at-top,wrong-import-position

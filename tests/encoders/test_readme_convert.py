@@ -2,7 +2,7 @@
 the results load into the paper config's encoders; other settings are refused with the fix.
 
 The README commands name full-size checkpoints and take no size arguments, so the fake
-checkpoints here are full size (random weights of ``torch_reference``'s full-size networks,
+checkpoints here are full size (random weights of ``encoders_torch``'s full-size networks,
 whose state_dict keys and shapes ``test_torch_reference.py`` / ``test_golden.py`` pin to the
 originals): about 10 s per command, most of it writing and reading the files.
 """
@@ -23,7 +23,7 @@ from mbcd_jax import models
 from mbcd_jax.encoders import convert
 
 torch = pytest.importorskip('torch')
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 MODALITY = {'slowfast_r101': 'video', 'slowonly_r50_flow': 'flow', 'vggsound_r18': 'audio'}
 

@@ -2,7 +2,7 @@
 
 mmaction2 is not a project dependency (see ``make_golden.py`` for why and how to install it);
 without it these tests skip, saying so, and ``test_golden.py`` checks the Flax encoders against
-outputs of the real networks recorded once. They pin that ``torch_reference`` -- which the
+outputs of the real networks recorded once. They pin that ``encoders_torch`` -- which the
 Flax-vs-PyTorch tests use -- has the same state_dict keys and shapes and computes the same
 function as the original, configured as ``slowfast_r101_8x8x1_256e_kinetics400_rgb`` and
 ``slowonly_r50_8x8x1_256e_kinetics400_flow``.
@@ -12,7 +12,7 @@ import warnings
 import pytest
 
 torch = pytest.importorskip('torch')
-import torch_reference as ref  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.reference import encoders_torch as ref
 
 MM = ref.import_mmaction_backbones()
 SKIP_REASON = ('test_torch_reference.py skipped: mmaction2 backbones not importable (optional: '

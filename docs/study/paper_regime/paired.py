@@ -13,7 +13,7 @@ first. A run found in several files must carry the same numbers in each, else th
 naming both files. Prints, per rule (last epoch, best validation) and per head (``fused``: the
 evaluated model, the EMA teacher for EMA methods; ``student_fused``: the student's fused head),
 mean A − B ± standard error over the pairs both rows have, wins / ties / pairs, the two-sided
-sign-test p over the untied pairs (``mbcd_jax.tables.paired``, the runner's own paired
+sign-test p over the untied pairs (``mbcd_jax.study.tables.paired``, the runner's own paired
 statistics), both rows' means and every pair.
 """
 import argparse
@@ -23,11 +23,11 @@ import statistics
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..'))
-from mbcd_jax import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.study import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
 
 
 def load(paths, aliases, seeds=None):
-  """One dict per (run, rule), as ``mbcd_jax.tables.paired`` reads them, from the files."""
+  """One dict per (run, rule), as ``mbcd_jax.study.tables.paired`` reads them, from the files."""
   rows, origin = {}, {}
   for path in paths:
     with open(path) as f:

@@ -71,9 +71,9 @@ P=${PARALLEL:-2}
 OUT=${OUT:-runs/paper_regime}
 on() { [[ $PHASE == "$1" || $PHASE == all ]]; }
 S=configs/hac.py:synthetic,short   # 400 steps, beta 0.995
-X="python -m mbcd_jax.experiments --config=$S --methods=erm,ema,mbcd --parallel=$P"
+X="python -m mbcd_jax.study.experiments --config=$S --methods=erm,ema,mbcd --parallel=$P"
 # The paper's length (the default of configs/hac.py:synthetic; the flags say it explicitly).
-XL="python -m mbcd_jax.experiments --config=configs/hac.py:synthetic --parallel=$P"
+XL="python -m mbcd_jax.study.experiments --config=configs/hac.py:synthetic --parallel=$P"
 t0=$(date +%s)
 T0="Paper regime, world 0 (default), multi-source, V+F+A"
 T2="Paper regime, world 2 (no part in any choice), multi-source, V+F+A"
@@ -86,7 +86,7 @@ TL="Paper regime at the paper's length (2000 steps, beta 0.999)"
 world() { if (( $1 )); then echo "--workdir=$OUT/long_w$1 --config.data.synthetic.world_seed=$1"
   else echo "--workdir=$OUT/long"; fi; }
 # An ablation grid on world 0, seed 0, in the Table 1 workdir: grid() <grid> <title suffix>
-grid() { python -m mbcd_jax.experiments --config=$S --grid=$1 --seeds=0 \
+grid() { python -m mbcd_jax.study.experiments --config=$S --grid=$1 --seeds=0 \
   --parallel=$P --workdir=${T1:-runs/table1_paper} --table=$1_seed0 \
   --title="Paper regime, world 0, seed 0: $2"; }
 # Seed 0 on both worlds first, so that a cut study has both.

@@ -13,7 +13,7 @@ SEEDS=${SEEDS:-0}
 # $OUT/bn_port (plan_paper_regime.md, addendum).
 if [[ ${BN_PORT:-0} == 1 ]]; then
   for s in ${SEEDS//,/ }; do
-    python -m mbcd_jax.experiments --config=configs/hac.py:synthetic,short \
+    python -m mbcd_jax.study.experiments --config=configs/hac.py:synthetic,short \
       --methods=${BN_PORT_METHODS:-erm,simmmdg} --config.model.bn_mode=port --seeds=$s \
       --parallel=$P --workdir=$OUT/bn_port --table=table1_bn_port_seed$s \
       --title="Embedded Table 1, paper regime, bn_mode=port, world 0, V+F+A, seed $s"
@@ -22,7 +22,7 @@ if [[ ${BN_PORT:-0} == 1 ]]; then
 fi
 for s in ${SEEDS//,/ }; do
   for methods in rna cmrf simmmdg moosa erm,mbcd; do
-    python -m mbcd_jax.experiments --config=configs/hac.py:synthetic,short --methods=$methods \
+    python -m mbcd_jax.study.experiments --config=configs/hac.py:synthetic,short --methods=$methods \
       --seeds=$s --parallel=$P --workdir=$OUT --table=table1_seed${s}_$methods \
       --title="Embedded Table 1, paper regime, world 0, V+F+A, seed $s"
   done

@@ -14,7 +14,7 @@ from typing import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 
 MODES = ('adaptive', 'fixed', 'off')
 

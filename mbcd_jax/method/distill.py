@@ -12,7 +12,7 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
-from mbcd_jax import losses
+from mbcd_jax.method import losses
 
 
 def teacher_probs(teacher_logits: jax.Array, temperature: float) -> jax.Array:

@@ -17,7 +17,7 @@ result). ``collect`` turns them into long rows, one per run and model-selection 
                      the seeds that finished every target (so it is the spread of the number a
                      single 3-target study would report).
 
-``with_paper`` puts the paper's own row (``mbcd_jax/paper_numbers.py``) under each of ours that
+``with_paper`` puts the paper's own row (``mbcd_jax/study/paper_numbers.py``) under each of ours that
 the paper has (same method, modality set and protocol), labelled ``<method> (paper)``.
 """
 import csv
@@ -28,7 +28,8 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from mbcd_jax import paper_numbers, provenance
+from mbcd_jax import provenance
+from mbcd_jax.study import paper_numbers
 
 RULES = ('best_val', 'last')
 RULE_TITLES = {'best_val': 'model selected by best source-domain validation accuracy (the '

@@ -1,0 +1,442 @@
+r"""Writes docs/results.md, the embedded benchmark's current answer, from the committed CSVs.
+
+  python -m mbcd_jax.study.results_page            # rewrites docs/results.md and its figure
+  python -m mbcd_jax.study.results_page --check    # exits 1 if docs/results.md is not up to date
+
+Every number on the page is computed here from runner ``*_runs.csv`` files committed under
+docs/ (``SOURCES``); nothing is typed by hand. A comparison ``A − B`` pairs the runs of A and B
+with the same world, target and seed and reports the mean paired difference ± its standard
+error, the wins over pairs and the two-sided sign-test p (``tables.sign_test_p``). Its verdict is
+fixed here, before any number: *ahead* / *behind* when the sign test over the pairs gives
+p < 0.05 in that direction, else *level*. A run found in several files must carry the same
+numbers in each (else this stops, naming both).
+"""
+import argparse
+import csv
+import dataclasses
+import math
+import os
+import sys
+
+import numpy as np
+
+from mbcd_jax.study import paper_numbers, tables
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the clone
+MB = 'docs/study/paper_regime/v2/machine_b'
+PAGE, FIGURE = 'docs/results.md', 'docs/results/main.png'
+# (group, file): world 0 (the default world every choice was made on), the unseen worlds 3-6
+# (drawn after the settings were fixed; docs/study/paper_regime/history.md), and the worlds
+# study's fresh worlds (docs/results/worlds_plan.md).
+SOURCES = (
+    ('w0', f'{MB}/w0_seeds01234_runs.csv'), ('w0', f'{MB}/w0_amd_seeds0123_runs.csv'),
+    ('w0', f'{MB}/table4_seed0_runs.csv'),
+    ('w0', f'{MB}/s1_t4_human_runs.csv'), ('w0', f'{MB}/s1_t4_animal_runs.csv'),
+    ('w0', f'{MB}/s1_t4_cartoon_runs.csv'),
+    ('w0', f'{MB}/sweep_beta_seed0_runs.csv'), ('w0', f'{MB}/w0_beta_seed1_runs.csv'),
+    ('w0', f'{MB}/sweep_lambda_seed0_runs.csv'), ('w0', f'{MB}/w0_lambda_seed1_runs.csv'),
+    ('w3-6', f'{MB}/w3_results_runs.csv'), ('w3-6', f'{MB}/w4_results_runs.csv'),
+    ('w3-6', f'{MB}/w5_results_runs.csv'), ('w3-6', f'{MB}/w6_results_runs.csv'),
+    ('fresh', 'docs/results/worlds_runs.csv'),
+)
+# Row labels of the same run in different grids (Table 4's labels, the sweeps' defaults).
+ALIASES = {'none (erm)': 'erm', 'ema+amd': 'ema_amd', 'ema+gcc': 'ema_gcc', 'ema+dl': 'ema_dl',
+           'mbcd (all)': 'mbcd', 'mbcd ema_beta=0.999': 'mbcd', 'mbcd lambda=1': 'mbcd'}
+GROUPS = {'w0': 'world 0', 'w3-6': 'unseen worlds 3–6', 'fresh': 'fresh worlds (100+)'}
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+  label: str
+  a: str                 # variant
+  b: str                 # baseline variant
+  a_col: str = 'fused'   # 'fused': the evaluated model (EMA teacher for EMA methods)
+  paper: str = ''        # the paper's number for the same comparison, with where it is from
+
+
+def _paper_diff(dataset, mods, a, b):
+  pa = paper_numbers.TABLE1[(dataset, mods, a)][-1]
+  pb = paper_numbers.TABLE1[(dataset, mods, b)][-1]
+  return pa - pb
+
+
+COMPARISONS = (
+    Comparison('MBCD student − ERM', 'mbcd', 'erm', 'student_fused'),
+    Comparison('MBCD teacher − ERM', 'mbcd', 'erm',
+               paper=f'{_paper_diff("hac", "V+F+A", "MBCD", "ERM"):+.2f} (HAC V+F+A, Table 1)'),
+    Comparison('EMA teacher − ERM', 'ema', 'erm',
+               paper='+4.47 (EPIC F+A, Table 4: EMA only 60.94 vs none 56.47)'),
+    Comparison('EMA+AMD teacher − ERM', 'ema_amd', 'erm'),
+    Comparison('MBCD teacher − EMA teacher', 'mbcd', 'ema',
+               paper='+2.14 (EPIC F+A, Table 4: all 63.08 vs EMA only 60.94)'),
+    Comparison('+AMD on EMA', 'ema_amd', 'ema'),
+    Comparison('+GCC on EMA', 'ema_gcc', 'ema'),
+    Comparison('+DL on EMA', 'ema_dl', 'ema'),
+    Comparison('β 0.99 − 0.999 (MBCD teacher)', 'mbcd ema_beta=0.99', 'mbcd'),
+    Comparison('λ 0.1 − 1 (MBCD teacher)', 'mbcd lambda=0.1', 'mbcd'),
+)
+
+
+def load(root: str = ROOT) -> list[dict]:
+  """Rows of every source, one per (group, world, variant, setting, seed, rule)."""
+  rows, origin = {}, {}
+  for group, rel in SOURCES:
+    path = os.path.join(root, rel)
+    if not os.path.exists(path):
+      continue
+    base = os.path.basename(rel)
+    with open(path, newline='') as f:
+      for r in csv.DictReader(f):
+        world = r.get('world') or (base[1] if base.startswith('w') and base[1].isdigit()
+                                   else '0')
+        variant = ALIASES.get(r['variant'], r['variant'])
+        key = (group, world, variant, r['setting'], r['seed'], r['rule'])
+        val = (float(r['fused']), float(r['student_fused']))
+        if key in rows and val != rows[key]['values']:
+          raise SystemExit(f'{rel}: run {key} has {val}, {origin[key]} has '
+                           f'{rows[key]["values"]}')
+        rows[key], origin[key] = {'group': group, 'world': world, 'variant': variant,
+                                  'setting': r['setting'], 'target': r['target'],
+                                  'seed': r['seed'], 'rule': r['rule'], 'values': val,
+                                  'fused': val[0], 'student_fused': val[1]}, rel
+  return list(rows.values())
+
+
+def diffs(rows, c: Comparison, group: str, rule: str) -> list[tuple]:
+  """[(world, setting, seed, a − b)] over the pairs both variants have."""
+  def by(variant, col):
+    return {(r['world'], r['setting'], r['seed']): r[col] for r in rows
+            if r['group'] == group and r['rule'] == rule and r['variant'] == variant}
+  a, b = by(c.a, c.a_col), by(c.b, 'fused')
+  return [(*k, a[k] - b[k]) for k in sorted(a) if k in b]
+
+
+def stats(d: list[tuple]) -> dict | None:
+  if not d:
+    return None
+  x = np.array([v[-1] for v in d])
+  wins, losses = int((x > 0).sum()), int((x < 0).sum())
+  sem = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+  p = tables.sign_test_p(wins, losses)
+  verdict = 'level'
+  if p < 0.05:
+    verdict = 'ahead' if wins > losses else 'behind'
+  return {'mean': float(x.mean()), 'sem': sem, 'n': len(x), 'wins': wins, 'losses': losses,
+          'p': p, 'verdict': verdict, 'worlds': len({v[0] for v in d}),
+          'seeds': sorted({int(v[2]) for v in d})}
+
+
+def share_positive(rows, c: Comparison, group: str, rule: str) -> tuple | None:
+  """(worlds with a positive mean difference, worlds, Clopper-Pearson 95% interval)."""
+  per = {}
+  for w, _, _, v in diffs(rows, c, group, rule):
+    per.setdefault(w, []).append(v)
+  if not per:
+    return None
+  k, n = sum(np.mean(v) > 0 for v in per.values()), len(per)
+  return k, n, clopper_pearson(k, n)
+
+
+def clopper_pearson(k: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+  """Exact binomial interval for k successes in n, by bisection on the binomial tails."""
+  def cdf(x, p):   # P(X <= x)
+    return sum(math.comb(n, i) * p ** i * (1 - p) ** (n - i) for i in range(x + 1))
+  def solve(f):
+    lo, hi = 0.0, 1.0
+    for _ in range(60):
+      mid = (lo + hi) / 2
+      lo, hi = (mid, hi) if f(mid) else (lo, mid)
+    return (lo + hi) / 2
+  lower = 0.0 if k == 0 else solve(lambda p: 1 - cdf(k - 1, p) < alpha / 2)
+  upper = 1.0 if k == n else solve(lambda p: cdf(k, p) > alpha / 2)
+  return lower, upper
+
+
+def _cell(s: dict | None) -> str:
+  if s is None:
+    return '–'
+  sem = f' ± {s["sem"]:.1f}' if not math.isnan(s['sem']) else ''
+  p = 'p < 0.01' if s['p'] < 0.01 else f'p {s["p"]:.2f}'
+  return f'{s["mean"]:+.1f}{sem} ({s["wins"]}/{s["n"]}, {p})'
+
+
+def _seeds(s):
+  if s is None:
+    return ''
+  seeds = s['seeds']
+  return f'seed {seeds[0]}' if len(seeds) == 1 else f'seeds {seeds[0]}–{seeds[-1]}'
+
+
+def table(rows, rule: str) -> list[str]:
+  groups = [g for g in GROUPS if any(r['group'] == g for r in rows)]
+  head = ['comparison'] + [GROUPS[g] for g in groups] + ['the paper', 'verdict']
+  out = ['| ' + ' | '.join(head) + ' |', '|---|' + '---:|' * len(groups) + '---|---|']
+  for c in COMPARISONS:
+    cells = {g: stats(diffs(rows, c, g, rule)) for g in groups}
+    if all(v is None for v in cells.values()):
+      continue
+    verdicts = [f'{GROUPS[g].split(" (")[0]}: {s["verdict"]}' for g, s in cells.items() if s]
+    out.append(f'| {c.label} | ' + ' | '.join(
+        f'{_cell(cells[g])}{" <sub>" + _seeds(cells[g]) + "</sub>" if cells[g] else ""}'
+        for g in groups) + f' | {c.paper or "–"} | {"; ".join(verdicts)} |')
+  return out
+
+
+def answer(rows) -> str:
+  """The one-line answer, from the main comparisons on world 0 and the unseen worlds."""
+  parts = []
+  for label, rule in (('with the paper\'s model selection (best validation, later epoch on '
+                       'ties)', 'best_val'), ('at the last epoch', 'last')):
+    t = stats(diffs(rows, COMPARISONS[1], 'w0', rule))
+    s = stats(diffs(rows, COMPARISONS[0], 'w0', rule))
+    parts.append(f'{label}, MBCD\'s evaluated teacher is {t["verdict"]} with ERM '
+                 f'({t["mean"]:+.1f} ± {t["sem"]:.1f} points, {t["wins"]} of {t["n"]} pairs) '
+                 f'and its student {s["verdict"]} ({s["mean"]:+.1f} ± {s["sem"]:.1f}, '
+                 f'{s["wins"]} of {s["n"]})')
+  return ('On the default world at the paper\'s length (2000 steps, 5 seeds × 3 targets), '
+          + '; '.join(parts) + '.')
+
+
+def bullets(rows) -> list[str]:
+  out = []
+  for rule, name in (('best_val', 'best validation'), ('last', 'last epoch')):
+    for c in COMPARISONS[:2]:
+      sh = share_positive(rows, c, 'w3-6', rule)
+      if sh:
+        k, n, (lo, hi) = sh
+        out.append(f'- {c.label}, {name}: positive on {k} of {n} unseen worlds '
+                   f'(95% interval {100 * lo:.0f}–{100 * hi:.0f}%).')
+  sh = [share_positive(rows, c, 'fresh', 'best_val') for c in COMPARISONS[:2]]
+  if any(sh):
+    for c, s in zip(COMPARISONS[:2], sh):
+      if s:
+        k, n, (lo, hi) = s
+        out.append(f'- Fresh worlds so far ({c.label}, best validation): positive on {k} of {n} '
+                   f'(95% interval {100 * lo:.0f}–{100 * hi:.0f}%); the study is under way '
+                   '([plan](results/worlds_plan.md)).')
+  else:
+    out.append('- The fresh-worlds study (seeds 100+, drawn by a rule fixed before its runs: '
+               '[plan](results/worlds_plan.md)) has no finished world yet.')
+  return out
+
+
+# ---------------------------------------------------------------- the fresh worlds
+STATS = 'docs/results/worlds_stats.csv'
+PERMUTATIONS = 20000   # Monte Carlo permutations beyond exact enumeration (fixed seed)
+
+
+def spearman(x, y) -> float:
+  """Spearman's rank correlation (average ranks on ties)."""
+  def ranks(v):
+    v = np.asarray(v, np.float64)
+    order = np.argsort(v, kind='stable')
+    r = np.empty(len(v))
+    r[order] = np.arange(len(v), dtype=np.float64)
+    for u in np.unique(v):            # ties share their average rank
+      r[v == u] = r[v == u].mean()
+    return r
+  rx, ry = ranks(x), ranks(y)
+  if rx.std() == 0 or ry.std() == 0:
+    return math.nan
+  return float(np.corrcoef(rx, ry)[0, 1])
+
+
+def permutation_p(x, y, sign: int) -> float:
+  """One-sided p of Spearman's rho in the direction ``sign`` (+1: rho > 0) under random
+  pairing: exact over all permutations up to 8 points, else ``PERMUTATIONS`` draws (seeded)."""
+  rho = spearman(x, y)
+  if math.isnan(rho):
+    return math.nan
+  y = np.asarray(y)
+  if len(y) <= 8:
+    import itertools  # pylint: disable=g-import-not-at-top
+    perms = (np.array(p) for p in itertools.permutations(range(len(y))))
+  else:
+    rng = np.random.default_rng(0)
+    perms = (rng.permutation(len(y)) for _ in range(PERMUTATIONS))
+  hits = total = 0
+  for p in perms:
+    total += 1
+    hits += sign * spearman(x, y[p]) >= sign * rho - 1e-12
+  return hits / total
+
+
+def world_stats(root: str) -> dict:
+  path = os.path.join(root, STATS)
+  if not os.path.exists(path):
+    return {}
+  with open(path, newline='') as f:
+    return {r['world']: r for r in csv.DictReader(f)}
+
+
+def deficit(stat: dict) -> float:
+  """The dominant modality's transfer deficit: the other modalities' mean cross-domain
+  agreement minus the dominant one's (``world_check``)."""
+  dom = stat['dominant']
+  others = [float(v) for k, v in stat.items()
+            if k.startswith('agreement/') and k != f'agreement/{dom}' and v != '']
+  return float(np.mean(others)) - float(stat[f'agreement/{dom}'])
+
+
+def erm_accuracy(rows, group: str, rule: str) -> dict:
+  """(world, setting, seed) -> ERM's target accuracy."""
+  return {(r['world'], r['setting'], r['seed']): r['fused'] for r in rows
+          if r['group'] == group and r['rule'] == rule and r['variant'] == 'erm'}
+
+
+def fresh_section(rows, root: str) -> list[str]:
+  """The worlds study: per-world table, shares of worlds, and the plan's hypotheses."""
+  if not any(r['group'] == 'fresh' for r in rows):
+    return []
+  st = world_stats(root)
+  comps = [c for c in COMPARISONS[:4] if any(r['group'] == 'fresh' and r['variant'] == c.a
+                                             for r in rows)]
+  out = ['## Fresh worlds (the worlds study)', '',
+         'Worlds drawn by the rule in [results/worlds_plan.md](results/worlds_plan.md) (seeds '
+         '100 onward, kept iff `world_check` holds, before any training); seed 0, three '
+         'targets each; best-validation rule (later on ties). Each cell: the mean over the '
+         "world's targets. Deficit: the dominant modality's transfer deficit from "
+         '`world_check` (other modalities\' cross-domain agreement minus its own).', '']
+  checked = sorted(st, key=int)
+  failed = [w for w in checked if st[w]['holds'] != 'True']
+  if failed:
+    out += [f'Checked and not run (the principle fails): worlds {", ".join(failed)}.', '']
+  head = ['world', 'ERM target acc.'] + [c.label for c in comps] + ['deficit']
+  out += ['| ' + ' | '.join(head) + ' |', '|---:|' + '---:|' * (len(head) - 1)]
+  erm = erm_accuracy(rows, 'fresh', 'best_val')
+  worlds = sorted({r['world'] for r in rows if r['group'] == 'fresh'}, key=int)
+  per_world = {}
+  for w in worlds:
+    accs = [v for k, v in erm.items() if k[0] == w]
+    cells = []
+    for c in comps:
+      d = [e[-1] for e in diffs(rows, c, 'fresh', 'best_val') if e[0] == w]
+      per_world[(c.label, w)] = float(np.mean(d)) if d else math.nan
+      cells.append(f'{np.mean(d):+.1f} ({len(d)})' if d else '–')
+    dfc = f'{deficit(st[w]):.3f}' if w in st else '–'
+    out.append('| ' + ' | '.join([w, f'{np.mean(accs):.1f}', *cells, dfc]) + ' |')
+  out += ['', 'Share of worlds whose mean difference is positive (exact 95% interval):', '']
+  if not comps:
+    out.append('- none yet: no world has an MBCD run')
+  for rule, name in (('best_val', 'best validation'), ('last', 'last epoch')):
+    for c in comps:
+      sh = share_positive(rows, c, 'fresh', rule)
+      if sh:
+        k, n, (lo, hi) = sh
+        out.append(f'- {c.label}, {name}: {k} of {n} ({100 * lo:.0f}–{100 * hi:.0f}%)')
+  out += ['', 'The plan\'s hypotheses (Spearman ρ, one-sided permutation p; H1 over (world, '
+          'target) pairs, H2–H3 over worlds; MBCD student − ERM):', '']
+  for rule, name in (('last', 'last epoch'), ('best_val', 'best validation')):
+    d = diffs(rows, COMPARISONS[0], 'fresh', rule)
+    erm_r = erm_accuracy(rows, 'fresh', rule)
+    pairs = [(erm_r[e[:3]], e[-1]) for e in d if e[:3] in erm_r]
+    res = []
+    if len(pairs) >= 3:
+      x, y = zip(*pairs)
+      res.append(f'H1 ρ = {spearman(x, y):+.2f} (p {permutation_p(x, y, -1):.3f}, '
+                 f'{len(pairs)} pairs)')
+    wl = [w for w in worlds if any(e[0] == w for e in d)]
+    if len(wl) >= 3:
+      g = [np.mean([e[-1] for e in d if e[0] == w]) for w in wl]
+      a = [np.mean([v for k, v in erm_r.items() if k[0] == w]) for w in wl]
+      res.append(f'H2 ρ = {spearman(a, g):+.2f} (p {permutation_p(a, g, -1):.3f})')
+      ws = [w for w in wl if w in st]
+      if len(ws) >= 3:
+        gd = [g[wl.index(w)] for w in ws]
+        dd = [deficit(st[w]) for w in ws]
+        res.append(f'H3 ρ = {spearman(dd, gd):+.2f} (p {permutation_p(dd, gd, +1):.3f})')
+    out.append(f'- {name}: ' + ('; '.join(res) if res else 'too few worlds yet'))
+  return out + ['']
+
+
+def page(rows, root: str = ROOT) -> str:
+  lines = [
+      '# Results on the embedded benchmark', '',
+      '<!-- Generated by `python -m mbcd_jax.study.results_page` from the committed CSVs; do not edit. '
+      '-->', '',
+      f'**Answer.** {answer(rows)}', '',
+      'Each cell: mean paired difference in top-1 accuracy (points) ± its standard error '
+      '(wins / pairs, two-sided sign-test p); pairs share world, target and training seed. '
+      'Verdict: *ahead* / *behind* where the sign test gives p < 0.05, else *level*. The '
+      'teacher is the model MBCD evaluates (the EMA of the student); the student is the network '
+      'trained by gradient. The paper\'s column is its own difference of averages on the real '
+      'data (`mbcd_jax/study/paper_numbers.py`, docs/method.md); it is there for direction, not '
+      'for size.', '',
+      '## Model selected by best source validation (the authors\' rule: the later epoch on ties)',
+      '', *table(rows, 'best_val'), '',
+      '## Last-epoch model', '', *table(rows, 'last'), '',
+      *fresh_section(rows, root),
+      '## In short', '', *bullets(rows),
+      '- Until the tie rule was adopted the best-validation rule kept the *first* of equal '
+      'validation accuracies; the committed tables were re-selected from their runs '
+      '([record](study/reselection.md)), which removed most of the best-validation advantage '
+      'earlier pages reported for MBCD.', '',
+      f'![paired differences per target](results/{os.path.basename(FIGURE)})', '',
+      'The figure: every (world, target, seed) pair of the first four comparisons, world 0 and '
+      'the unseen worlds side by side; bars are mean ± standard error.', '',
+      '## Where the numbers come from', '',
+      *[f'- {GROUPS[g]}: ' + ', '.join(f'`{s}`' for gg, s in SOURCES if gg == g)
+        for g in GROUPS],
+      '- How the benchmark is built and why: [benchmark.md](benchmark.md); the study behind '
+      'these runs, by question: [study/paper_regime/README.md](study/paper_regime/README.md); '
+      'every earlier study: [study/README.md](study/README.md).', '']
+  return '\n'.join(lines)
+
+
+def figure(rows, path: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+  groups = [g for g in ('w0', 'w3-6', 'fresh') if any(r['group'] == g for r in rows)]
+  colours = {'w0': 'tab:blue', 'w3-6': 'tab:orange', 'fresh': 'tab:green'}
+  for ax, (rule, title) in zip(axes, (('best_val', 'best validation (later on ties)'),
+                                      ('last', 'last epoch'))):
+    for i, c in enumerate(COMPARISONS[:4]):
+      for j, g in enumerate(groups):
+        d = diffs(rows, c, g, rule)
+        if not d:
+          continue
+        x0 = i + (j - (len(groups) - 1) / 2) * 0.25
+        v = np.array([e[-1] for e in d])
+        jitter = np.linspace(-0.06, 0.06, len(v)) if len(v) > 1 else np.zeros(1)
+        ax.scatter(x0 + jitter, v, s=10, alpha=0.5, color=colours[g],
+                   label=GROUPS[g] if i == 0 else None)
+        s = stats(d)
+        ax.errorbar([x0 + 0.1], [s['mean']], yerr=[0 if math.isnan(s['sem']) else s['sem']],
+                    fmt='o', color='black', ms=4, capsize=3)
+    ax.axhline(0, color='grey', lw=0.8)
+    ax.set_xticks(range(4), [c.label.replace(' − ', '\n− ') for c in COMPARISONS[:4]],
+                  fontsize=8)
+    ax.set_title(title, fontsize=10)
+  axes[0].set_ylabel('paired difference (points)')
+  axes[0].legend(fontsize=8, loc='lower left')
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def main(argv=None):
+  p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  p.add_argument('--check', action='store_true', help='exit 1 if the page is out of date')
+  p.add_argument('--root', default=ROOT)
+  a = p.parse_args(argv)
+  rows = load(a.root)
+  text = page(rows, a.root)
+  path = os.path.join(a.root, PAGE)
+  if a.check:
+    old = open(path).read() if os.path.exists(path) else ''
+    if old != text:
+      print(f'{path} is out of date: python -m mbcd_jax.study.results_page')
+      sys.exit(1)
+    print(f'{path} is up to date')
+    return
+  with open(path, 'w') as f:
+    f.write(text)
+  figure(rows, os.path.join(a.root, FIGURE))
+  print(f'wrote {path} and {os.path.join(a.root, FIGURE)}')
+
+
+if __name__ == '__main__':
+  main()
