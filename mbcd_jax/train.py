@@ -297,7 +297,8 @@ def restore_or_init(run: Run, ckpt: ckpt_lib.Checkpointer, init_rng: jax.Array,
     logging.info('resumed from %s: step %d, epoch %d batch %d', ckpt.step_dir(meta['step']),
                  meta['step'], progress.start_epoch, progress.start_batch)
   progress.step = progress.start_step = int(jax.device_get(state.step))
-  logging.info('trainable parameters: %d', sum(x.size for x in jax.tree.leaves(state.student.params)))
+  logging.info('trainable parameters: %d',
+               sum(x.size for x in jax.tree.leaves(state.student.params)))
   return state, progress
 
 

@@ -131,7 +131,8 @@ def test_old_layout_checkpoint_restores_into_the_new_state(tmp_path, port):
   _trees.assert_trees_equal(ckpt_lib.old_layout(restored), old)
   # The next save writes the current layout, which restores as it is.
   ck.save(10, restored, {})
-  assert not ckpt_lib.is_old_layout(ck._mgr.item_metadata(10)['state'])   # pylint: disable=protected-access
+  saved = ck._mgr.item_metadata(10)['state']   # pylint: disable=protected-access
+  assert not ckpt_lib.is_old_layout(getattr(saved, 'tree', saved))
   again, _ = ck.restore(10, _abstract(want))
   _trees.assert_trees_equal(again, want)
   ck.close()
