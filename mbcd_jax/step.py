@@ -26,10 +26,10 @@ runs once per step in inference mode in either BN mode, shared by every pass and
 
 The peers' methods (``methods.EXTENSIONS``; ``mbcd_jax/extensions.py``) use the same step with
 AMD, consistency and MBCD's distillation off: one training pass gives the embeddings and
-logits, the method adds its terms (and its extra parameters, in ``params['extra']``; its
-non-trained state in ``Weights.extra_state``), and a
-method with its own teacher (CMRF's moving average) gets the teacher's embeddings and updates
-it after the optimizer step. Nothing here depends on which method it is.
+logits, the method adds its terms (and its extra parameters, in ``params['extra']``, its
+non-trained state in ``Weights.extra_state``), and a method with its own teacher (CMRF's
+moving average) gets the teacher's embeddings and updates it after the optimizer step.
+Nothing here depends on which method it is.
 """
 import functools
 from typing import Any, Mapping, NamedTuple
