@@ -5,7 +5,7 @@ Imported by ``device_check.py`` and ``pipeline_throughput.py`` (and through ``de
 ``roofline.py`` and ``whole_run.py``); it imports only the library, so that neither script
 imports the other.
 """
-from mbcd_jax import methods, models
+from mbcd_jax import batchnorm, methods, models
 from mbcd_jax import step as step_lib
 
 NUM_CLASSES = 7
@@ -48,7 +48,7 @@ def build(enc_set, method, bn_mode, dtype, dropout=0.5):
   """(model, spec, tx) with plain-dict configs; DSU on in the port BN mode, as the port."""
   mc = Cfg(encoders=encoder_config(enc_set, dtype), head_hidden=HIDDEN, head_dropout=dropout,
            freeze_trunk=True, feature_norm='parameter_free', bn_mode=bn_mode,
-           dsu=bn_mode == 'port', dsu_p=0.5)
+           dsu=bn_mode == batchnorm.PORT, dsu_p=0.5)
   model = models.build_model(mc, tuple(enc_set), NUM_CLASSES)
   spec = methods.MethodSpec(name=method, **methods.PRESETS[method])
   tx = step_lib.make_optimizer(Cfg(lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))

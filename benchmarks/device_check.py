@@ -300,8 +300,8 @@ def run_steps(fn, model, spec, tx, variables, batch, device, steps=2):
 
 
 def state_groups(state):
-  return {'params': state.params, 'batch_stats': state.batch_stats, 'teacher': state.teacher,
-          'teacher_batch_stats': state.teacher_batch_stats}
+  return {'params': state.student.params, 'batch_stats': state.student.batch_stats,
+          'teacher': state.teacher.params, 'teacher_batch_stats': state.teacher.batch_stats}
 
 
 def part_parity(args, clock, report, accel, cpu, box):
@@ -389,7 +389,7 @@ def time_config(enc_set, method, bn_mode, dtype, b, variables, accel, reps, peak
   for _ in range(reps):
     t = time.perf_counter()
     state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready((state.params, metrics))
+    jax.block_until_ready((state.student.params, metrics))
     times.append(time.perf_counter() - t)
   sec = statistics.median(times)
   row = {'method': method, 'bn_mode': bn_mode, 'dtype': dtype, 'batch': b,
@@ -799,7 +799,7 @@ def part_profile(args, clock, report, accel, box, variables, peaks):
   with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
     for _ in range(steps):
       state, metrics = compiled(state, batch, rng)
-    jax.block_until_ready((state.params, metrics))
+    jax.block_until_ready((state.student.params, metrics))
   wall_ms = (time.perf_counter() - t) * 1e3 / steps
   times = trace_times(trace_dir)
   ops = hlo_cost.module_ops(text)

@@ -108,8 +108,8 @@ def build_jax(setup, torch_nets, torch_impl, *, hidden, dropout, method, example
       lr=1e-4, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8)))
   state = jax.jit(functools.partial(step_lib.init_state, model, spec, tx))(
       jax.random.key(0), {m: v[:1] for m, v in example.items()})
-  params = jax.tree.map(lambda x: x, state.params)
-  frozen = jax.tree.map(lambda x: x, state.frozen)
+  params = jax.tree.map(lambda x: x, state.student.params)
+  frozen = jax.tree.map(lambda x: x, state.student.frozen)
   for m, (kind, kw) in setup.items():
     sd = {k: v.numpy() for k, v in torch_nets[m].state_dict().items()}
     trunk_vars, stage_vars = convert.convert_state_dict(kind, sd, **kw)
@@ -119,8 +119,9 @@ def build_jax(setup, torch_nets, torch_impl, *, hidden, dropout, method, example
     params['uni_heads'][m] = _head_params(torch_impl.uni[m])
   params['fused_head'] = _head_params(torch_impl.fused)
   params, frozen = jax.tree.map(jnp.asarray, (params, frozen))
-  state = state.replace(params=params, frozen=frozen, opt_state=tx.init(params),
-                        teacher=jax.tree.map(jnp.copy, params))
+  state = state.replace(student=state.student.replace(params=params, frozen=frozen),
+                        opt_state=tx.init(params),
+                        teacher=state.teacher.replace(params=jax.tree.map(jnp.copy, params)))
   step = jax.jit(functools.partial(step_lib.train_step, model=model, spec=spec, tx=tx),
                  donate_argnums=(0,))
   return step, state

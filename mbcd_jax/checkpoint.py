@@ -1,9 +1,11 @@
 """Checkpoints that never lose work: orbax ``CheckpointManager`` under ``<workdir>/checkpoints``.
 
 One checkpoint = one step directory with two items:
-  state/  the whole TrainState (step, params, frozen trunk, optimizer state, EMA teacher), as
-          orbax arrays. The frozen trunk is saved too, so a checkpoint does not depend on the
-          pretrained files still being where they were.
+  state/  the whole TrainState (step.py) as orbax arrays: ``step``, ``student`` and ``teacher``
+          (each a ``models.Weights``: ``params``, ``frozen``, ``batch_stats``,
+          ``extra_state``) and ``opt_state``. The frozen trunk is saved too, so a checkpoint
+          does not depend on the pretrained files still being where they were; a teacher that
+          shares the student's frozen variables saves ``teacher/frozen`` as None (one copy).
   meta/   JSON: project marker and format, the step, the data position (epoch, batch: the next
           batch to train on; ``Loader.epoch(epoch, batch)`` resumes there exactly), the base RNG
           key, the best-validation record, the eval history, the resolved config.
@@ -23,6 +25,12 @@ before each save and at start-up. Saves are asynchronous where orbax allows:
 the arrays are copied to host memory before ``save`` returns (so the donated train state can be
 reused at once), the files are written by a background thread.
 
+Checkpoints written before the state held one ``Weights`` per network (top-level ``params``,
+``frozen``, ``teacher``, ``batch_stats``, ``teacher_frozen``, ``teacher_batch_stats``,
+``extra_state``, ``teacher_extra_state``) restore too: :meth:`Checkpointer.restore` recognises
+that layout by its keys, reads it onto the same arrays (:func:`old_layout`) and rebuilds the
+TrainState (:func:`from_old_layout`), bit for bit; the next save writes the current layout.
+
 Every way an existing workdir can be wrong — another program's files, a truncated checkpoint,
 a checkpoint of another model shape, a changed config — is a ``CheckpointError``: one line
 naming the file and what differs.
@@ -41,6 +49,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers as ocm
 
+from mbcd_jax import models
 from mbcd_jax.errors import ConfigError
 
 PROJECT = 'mbcd_jax'
@@ -188,7 +197,8 @@ def shape_diff(saved, target) -> list[str]:
   a, b = _shapes(saved), _shapes(target)
   out = []
   # Parameters first: they name the layer that changed; optimizer moments repeat them.
-  for k in sorted(set(a) | set(b), key=lambda k: (not k.startswith('params/'), k)):
+  for k in sorted(set(a) | set(b),
+                  key=lambda k: (not k.startswith(('student/params/', 'params/')), k)):
     if k not in a:
       out.append(f'{k} missing from the checkpoint')
     elif k not in b:
@@ -333,18 +343,51 @@ class Checkpointer:
       raise CheckpointError(f'{path}: unreadable metadata ({_short(e)}); the checkpoint is '
                             f'truncated — delete {self.step_dir(step)} to resume from the one '
                             'before') from e
-    diff = shape_diff(_plain(saved), _plain(abstract_state))
+    old = is_old_layout(saved)
+    target = old_layout(abstract_state) if old else abstract_state
+    diff = shape_diff(_plain(saved), _plain(target))
     if diff:
       more = f' (and {len(diff) - 3} more)' if len(diff) > 3 else ''
       raise CheckpointError(f'{path} is from a different model: {"; ".join(diff[:3])}{more}')
     try:
       state = self._mgr.restore(step, args=ocp.args.Composite(
-          state=ocp.args.StandardRestore(abstract_state)))['state']
+          state=ocp.args.StandardRestore(target)))['state']
     except Exception as e:  # pylint: disable=broad-except
       raise CheckpointError(f'{path}: cannot be read ({_short(e)}); the checkpoint is '
                             f'truncated or corrupt — delete {self.step_dir(step)} to resume '
                             'from the one before') from e
-    return state, meta
+    return (from_old_layout(state, type(abstract_state)) if old else state), meta
+
+
+# ---------------------------------------------------------------- the earlier state layout
+def is_old_layout(saved) -> bool:
+  """Whether a saved state tree (``item_metadata``'s, as a dict) has the earlier layout."""
+  return isinstance(saved, dict) and 'params' in saved and 'student' not in saved
+
+
+def old_layout(state) -> dict:
+  """A TrainState (arrays or abstract ones) as the earlier layout's field dict, the same
+  leaves under the old names: the target a checkpoint of that layout restores onto."""
+  s, t = state.student, state.teacher
+  return {'step': state.step, 'params': s.params, 'frozen': s.frozen,
+          'opt_state': state.opt_state, 'teacher': t.params if t is not None else None,
+          'batch_stats': s.batch_stats, 'teacher_frozen': t.frozen if t is not None else None,
+          'teacher_batch_stats': t.batch_stats if t is not None else None,
+          'extra_state': s.extra_state,
+          'teacher_extra_state': t.extra_state if t is not None else None}
+
+
+def from_old_layout(old: dict, state_type):
+  """The earlier layout's field dict -> ``state_type`` (``step.TrainState``). The teacher's
+  ``frozen`` was None there when it read the student's, as it is now."""
+  teacher = None
+  if old['teacher'] is not None:
+    teacher = models.Weights(old['teacher'], old['teacher_frozen'], old['teacher_batch_stats'],
+                             old['teacher_extra_state'])
+  return state_type(step=old['step'], opt_state=old['opt_state'],
+                    student=models.Weights(old['params'], old['frozen'], old['batch_stats'],
+                                           old['extra_state']),
+                    teacher=teacher)
 
 
 def _plain(tree):

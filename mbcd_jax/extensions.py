@@ -12,8 +12,8 @@ already-weighted scalar terms to add to the loss, metrics, and the method's upda
 
 Lifecycle, in the step's terms (``mbcd_jax/step.py``):
   init     ``extension.init(rng, dims, modalities, hp) -> (params, state)``: trained
-           parameters (``TrainState.params['extra']``, in the optimizer like every other
-           parameter) and non-trained state (``TrainState.extra_state``).
+           parameters (``TrainState.student.params['extra']``, in the optimizer like every
+           other parameter) and non-trained state (``TrainState.student.extra_state``).
   loss     ``extension.terms(view, hp) -> (terms, metrics, new_state)``. With
            ``classification='fused'`` the step adds the fused head's CE (and the uni-modal
            probes' CE, which cannot reach the encoders) to the terms; with ``'own'`` the terms
@@ -44,8 +44,9 @@ class StepView(NamedTuple):
   """What a method sees of one training step (all arrays traced).
 
   Attributes:
-    params: the method's trained parameters (``TrainState.params['extra']``, differentiated).
-    state: the method's non-trained state (``TrainState.extra_state``).
+    params: the method's trained parameters (``TrainState.student.params['extra']``,
+      differentiated).
+    state: the method's non-trained state (``TrainState.student.extra_state``).
     feats: modality -> ``[B, D_m]`` student embeddings of the training pass: the tensor that
       feeds both the uni-modal head and (concatenated) the fused head.
     uni_logits: modality -> ``[B, C]``; fused_logits: ``[B, C]``.

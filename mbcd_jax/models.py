@@ -80,17 +80,24 @@ AUDIO_TAIL_INITS = methods.VARIANT_CHOICES['audio_tail_init']
 
 @flax.struct.dataclass
 class Weights:
-  """Everything one network's forward pass reads (the student's or the EMA teacher's).
+  """Everything one network (the student or its teacher) holds; ``step.TrainState`` keeps one
+  per network. What it contains depends on the BN mode, never its shape:
 
   Attributes:
-    params: the trainable parameters (layout in the module docstring).
-    frozen: the non-trained variables.
+    params: the trainable parameters (layout in the module docstring; a plug-in method's own
+      under ``params['extra']``).
+    frozen: the non-trained variables. A teacher's is None where it shares the student's
+      (the 'frozen' BN mode: one copy of the frozen trunk, in memory and in checkpoints);
+      ``step.weights`` resolves it before a forward pass.
     batch_stats: BN running statistics in the 'port' BN mode; None in the 'frozen' mode
       (they are part of ``frozen`` there).
+    extra_state: a plug-in method's non-trained state (e.g. its projectors' BN statistics;
+      ``mbcd_jax/extensions.py``), else None. :meth:`MultiModalModel.predict` does not read it.
   """
   params: PyTree
-  frozen: PyTree
+  frozen: PyTree | None
   batch_stats: PyTree | None = None
+  extra_state: PyTree | None = None
 
 
 def split_batch_stats(frozen: PyTree, eval_trunks: tuple[str, ...] = ()

@@ -26,9 +26,10 @@ runs once per step in inference mode in either BN mode, shared by every pass and
 
 The peers' methods (``methods.EXTENSIONS``; ``mbcd_jax/extensions.py``) use the same step with
 AMD, consistency and MBCD's distillation off: one training pass gives the embeddings and
-logits, the method adds its terms (and its extra parameters, in ``params['extra']``), and a
-method with its own teacher (CMRF's moving average) gets the teacher's embeddings and updates
-it after the optimizer step. Nothing here depends on which method it is.
+logits, the method adds its terms (and its extra parameters, in ``params['extra']``, its
+non-trained state in ``Weights.extra_state``), and a method with its own teacher (CMRF's
+moving average) gets the teacher's embeddings and updates it after the optimizer step.
+Nothing here depends on which method it is.
 """
 import functools
 from typing import Any, Mapping, NamedTuple
@@ -56,45 +57,42 @@ SOURCE_KEY = 'source'
 
 @flax.struct.dataclass
 class TrainState:
-  """Everything a step reads and writes.
+  """Everything a step reads and writes: one ``models.Weights`` per network.
+
+  The BN mode decides what each network's weights contain (``models.Weights``):
+    'frozen'  student: params, frozen (BN statistics inside), extra_state; teacher: the
+              average of params and extra_state, ``frozen=None`` (it reads the student's,
+              never updated: one copy of the frozen trunk), ``batch_stats=None``.
+    'port'    student: params, frozen (without BN statistics), batch_stats (updated every
+              step), extra_state; teacher: the average of each of them (the reference
+              averages the encoders' whole state), the ``eval_trunks`` trunks the student's
+              own variables (``MultiModalModel.share_trunks``).
 
   Attributes:
     step: int32 scalar, number of optimizer updates applied.
-    params: trainable student parameters (see ``models.py``).
-    frozen: the student's non-trained variables (frozen trunk; in the 'frozen' BN mode also
-      every BN running statistic).
-    opt_state: optax state for ``params``.
-    teacher: EMA of ``params``, or ``None`` for methods without a teacher.
-    batch_stats: 'port' BN mode: the student's BN running statistics, updated every step
-      (``models.py`` layout); else None.
-    teacher_frozen, teacher_batch_stats: 'port' BN mode with a teacher: the EMA of ``frozen``
-      and of ``batch_stats`` (the reference averages the encoders' whole state); else None
-      (the teacher reads the student's ``frozen``).
-    extra_state, teacher_extra_state: a plug-in method's non-trained state (e.g. its
-      projectors' BN statistics) and the teacher's average of it; else None.
+    student: the trained network (``models.Weights``).
+    teacher: the EMA teacher (or a plug-in method's own average of the student), or None for
+      methods without one. Read it through :func:`weights`, which resolves ``frozen=None``.
+    opt_state: optax state for ``student.params``.
   """
   step: jax.Array
-  params: PyTree
-  frozen: PyTree
+  student: models.Weights
+  teacher: models.Weights | None
   opt_state: PyTree
-  teacher: PyTree | None
-  batch_stats: PyTree | None = None
-  teacher_frozen: PyTree | None = None
-  teacher_batch_stats: PyTree | None = None
-  extra_state: PyTree | None = None
-  teacher_extra_state: PyTree | None = None
 
 
 def weights(state: TrainState, who: str = 'student') -> models.Weights:
-  """The variables of the student or of the EMA teacher, for ``MultiModalModel.predict``."""
+  """The variables of the student or of the teacher, for ``MultiModalModel.predict``: the one
+  place a teacher's ``frozen=None`` becomes the student's ``frozen``."""
   if who == 'student':
-    return models.Weights(state.params, state.frozen, state.batch_stats)
+    return state.student
   if who != 'teacher':
     raise ValueError(f"who must be 'student' or 'teacher', got {who!r}")
   if state.teacher is None:
     raise ValueError('this state has no EMA teacher (the method has none)')
-  frozen = state.frozen if state.teacher_frozen is None else state.teacher_frozen
-  return models.Weights(state.teacher, frozen, state.teacher_batch_stats)
+  if state.teacher.frozen is None:
+    return state.teacher.replace(frozen=state.student.frozen)
+  return state.teacher
 
 
 def make_optimizer(optim_config) -> optax.GradientTransformation:
@@ -122,15 +120,14 @@ def make_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
   batch_stats = None
   if model.trains_bn:
     frozen, batch_stats = models.split_batch_stats(frozen, model.eval_trunks)
-  state = TrainState(step=jnp.zeros((), jnp.int32), params=params, frozen=frozen,
-                     opt_state=tx.init(params), teacher=None, batch_stats=batch_stats,
-                     extra_state=extra_state)
+  student = models.Weights(params, frozen, batch_stats, extra_state)
+  teacher = None
   if spec.has_teacher:
-    state = state.replace(teacher=ema.init(params), teacher_extra_state=ema.init(extra_state))
-    if model.trains_bn:
-      state = state.replace(teacher_frozen=ema.init(frozen),
-                            teacher_batch_stats=ema.init(batch_stats))
-  return state
+    # 'frozen' BN mode: frozen=None, the student's (TrainState).
+    teacher = models.Weights(ema.init(params), ema.init(frozen) if model.trains_bn else None,
+                             ema.init(batch_stats), ema.init(extra_state))
+  return TrainState(step=jnp.zeros((), jnp.int32), student=student, teacher=teacher,
+                    opt_state=tx.init(params))
 
 
 def init_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTransformation,
@@ -151,7 +148,8 @@ def init_state(model: MultiModalModel, spec: MethodSpec, tx: optax.GradientTrans
 def student_variables(state: TrainState) -> tuple[PyTree, PyTree]:
   """``(params, frozen with the BN statistics inside)``: the inverse of :func:`make_state`'s
   split, e.g. to load pretrained weights into a fresh state."""
-  return state.params, models.merge_batch_stats(state.frozen, state.batch_stats)
+  s = state.student
+  return s.params, models.merge_batch_stats(s.frozen, s.batch_stats)
 
 
 class _UniPass(NamedTuple):
@@ -166,7 +164,7 @@ class _UniPass(NamedTuple):
 
 class ExtensionInputs(NamedTuple):
   """What a plug-in method's terms read beyond the batch (``extensions.StepView``)."""
-  state: PyTree                               # TrainState.extra_state
+  state: PyTree                               # the student's Weights.extra_state
   step: jax.Array                             # 0-based index of this optimizer step
   teacher: extensions.TeacherView | None      # for a method with its own teacher
   sources: jax.Array | None = None            # [B] positions in config.data.sources
@@ -324,8 +322,9 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
   """
   rng = jax.random.fold_in(rng, state.step)
   port = model.trains_bn
+  student = state.student
   # 0. The student's frozen trunks once per step, shared by its theta and theta' passes.
-  feats, trunk_moments = model.trunk_features_train(state.frozen, batch, state.batch_stats)
+  feats, trunk_moments = model.trunk_features_train(student.frozen, batch, student.batch_stats)
 
   # 4. Teacher's fused prediction on unmasked inputs (inference mode, no gradient). The trunks
   #    whose variables are the student's (every trunk in the 'frozen' BN mode, the eval
@@ -342,23 +341,23 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
       _, h_teacher = model.predict(weights(state, 'teacher'), batch, feats=shared,
                                    with_features=True)
       teacher_view = extensions.TeacherView(
-          jax.lax.stop_gradient(state.teacher['extra']), state.teacher_extra_state,
+          jax.lax.stop_gradient(state.teacher.params['extra']), state.teacher.extra_state,
           jax.lax.stop_gradient(h_teacher))
-    ext_in = ExtensionInputs(state.extra_state, state.step, teacher_view,
+    ext_in = ExtensionInputs(student.extra_state, state.step, teacher_view,
                              batch.get(SOURCE_KEY))
 
   grad_fn = jax.grad(functools.partial(loss_fn, model=model, spec=spec), has_aux=True)
   grads, (metrics, passes, extra_state) = grad_fn(
-      state.params, state.frozen, feats, batch['label'], p_teacher, rng,
-      batch_stats=state.batch_stats, extension_inputs=ext_in)
-  updates, opt_state = tx.update(grads, state.opt_state, state.params)
-  params = optax.apply_updates(state.params, updates)
+      student.params, student.frozen, feats, batch['label'], p_teacher, rng,
+      batch_stats=student.batch_stats, extension_inputs=ext_in)
+  updates, opt_state = tx.update(grads, state.opt_state, student.params)
+  params = optax.apply_updates(student.params, updates)
   metrics['grad_norm'] = optax.tree.norm(grads)
-  new = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
-                      extra_state=extra_state)
+  new_student = student.replace(params=params, extra_state=extra_state)
   if port:
-    new = new.replace(batch_stats=update_batch_stats(model, state.batch_stats, trunk_moments,
-                                                     passes))
+    new_student = new_student.replace(batch_stats=update_batch_stats(
+        model, student.batch_stats, trunk_moments, passes))
+  new = state.replace(step=state.step + 1, student=new_student, opt_state=opt_state)
   # 6. The teacher after the optimizer step (and, in 'port' mode, after this step's
   #    statistics): MBCD's EMA, or a plug-in method's own average of the whole student.
   if spec.has_teacher:
@@ -367,13 +366,14 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
     else:
       ext = spec.extension
       average = lambda old, cur: ext.teacher_update(old, cur, state.step, ext.hparams)
-    new = new.replace(teacher=average(state.teacher, params),
-                      teacher_extra_state=average(state.teacher_extra_state, new.extra_state))
-    if port:
-      new = new.replace(
-          teacher_frozen=model.share_trunks(average(state.teacher_frozen, new.frozen),
-                                            new.frozen),
-          teacher_batch_stats=average(state.teacher_batch_stats, new.batch_stats))
+    t = state.teacher
+    teacher = t.replace(params=average(t.params, params),
+                        extra_state=average(t.extra_state, new_student.extra_state))
+    if port:   # (else the teacher's frozen stays None: the student's, TrainState)
+      teacher = teacher.replace(
+          frozen=model.share_trunks(average(t.frozen, new_student.frozen), new_student.frozen),
+          batch_stats=average(t.batch_stats, new_student.batch_stats))
+    new = new.replace(teacher=teacher)
   return new, metrics
 
 
@@ -389,14 +389,17 @@ def guard_nonfinite(old: TrainState, new: TrainState, metrics: dict, *,
   """
   finite = jnp.isfinite(metrics['loss']) & jnp.isfinite(metrics['grad_norm'])
   # catches a non-finite update (e.g. lr overflow) or running statistic
-  for leaf in jax.tree.leaves((new.params, new.batch_stats)):
+  for leaf in jax.tree.leaves((new.student.params, new.student.batch_stats)):
     finite &= jnp.isfinite(leaf).all()
   metrics = {**metrics, 'nonfinite': 1.0 - finite.astype(jnp.float32)}
   if skip:
     keep = lambda n, o: jax.tree.map(lambda a, b: jnp.where(finite, a, b), n, o)
-    new = new.replace(**{f: keep(getattr(new, f), getattr(old, f)) for f in (
-        'params', 'opt_state', 'teacher', 'batch_stats', 'teacher_frozen',
-        'teacher_batch_stats', 'extra_state', 'teacher_extra_state')})
+    s, o = new.student, old.student   # the student's frozen never changes in a step
+    new = new.replace(
+        student=s.replace(params=keep(s.params, o.params),
+                          batch_stats=keep(s.batch_stats, o.batch_stats),
+                          extra_state=keep(s.extra_state, o.extra_state)),
+        opt_state=keep(new.opt_state, old.opt_state), teacher=keep(new.teacher, old.teacher))
   return new, metrics
 
 
@@ -414,7 +417,7 @@ def eval_step(state: TrainState, batch: Mapping[str, jax.Array], *,
   labels = batch['label']
   mask = batch.get('mask', jnp.ones(labels.shape, jnp.float32))
   # The trunks student and teacher share (all in the 'frozen' BN mode): run once.
-  shared = model.shared_trunk_features(state.frozen, batch)
+  shared = model.shared_trunk_features(state.student.frozen, batch)
   out = {'count': mask.sum()}
   for who in ('student', 'teacher') if state.teacher is not None else ('student',):
     logits = model.predict(weights(state, who), batch, feats=shared)

@@ -143,7 +143,7 @@ def with_trunk_outputs(run: Run, state) -> Run:
     return run
   batch, devices = run.loaders['train'].local_batch, len(run.mesh.local_devices)
   loaders, cached = trunk_cache.precompute(
-      run.loaders, run.model, state.frozen, modalities, batch,
+      run.loaders, run.model, state.student.frozen, modalities, batch,
       device_batches=tuple(max(1, run.loaders[s].local_batch // devices) for s in run.loaders))
   if not cached:
     return run
@@ -190,7 +190,7 @@ def _make_init(model_config, model, spec, tx, mesh, example) -> Callable:
     # gets a buffer of its own: the teacher starts as the student's very arrays, and the
     # train step donates the state (one buffer in two donated leaves is an error).
     state = jax.tree.map(jnp.copy, step_lib.make_state(model, spec, tx, params, frozen,
-                                                       state.extra_state))
+                                                       state.student.extra_state))
     return jax.device_put(state, repl)
 
   return init
@@ -299,7 +299,8 @@ def restore_or_init(run: Run, ckpt: ckpt_lib.Checkpointer, init_rng: jax.Array,
     logging.info('resumed from %s: step %d, epoch %d batch %d', ckpt.step_dir(meta['step']),
                  meta['step'], progress.start_epoch, progress.start_batch)
   progress.step = progress.start_step = int(jax.device_get(state.step))
-  logging.info('trainable parameters: %d', sum(x.size for x in jax.tree.leaves(state.params)))
+  logging.info('trainable parameters: %d',
+               sum(x.size for x in jax.tree.leaves(state.student.params)))
   return state, progress
 
 

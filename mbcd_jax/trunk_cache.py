@@ -116,7 +116,7 @@ def precompute(loaders: dict, model, frozen, modalities: tuple[str, ...], batch:
   Args:
     loaders: split -> ``input_pipeline.Loader`` over the raw examples.
     model: the ``MultiModalModel`` (without ``given_trunks``).
-    frozen: the frozen variables (``TrainState.frozen``) whose trunks are run.
+    frozen: the frozen variables (``TrainState.student.frozen``) whose trunks are run.
     modalities: ``candidates``.
     batch: the examples per trunk call (the train batch: the size the step runs).
     device_batches: the examples one device runs in the train and eval steps (checked too).

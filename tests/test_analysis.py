@@ -212,8 +212,9 @@ def test_missing_modality_zeroed_feature_equals_keep_mask(study):
   z = common.logits(t, b, keep=keep)['fused']
   # the same as zeroing the audio feature by hand
   params = common.evaluated_params(t)
-  feats = t.model.trunk_features(t.state.frozen, {m: jnp.asarray(b[m]) for m in t.modalities})
-  h = t.model.encode_all(params['encoders'], params['norms'], t.state.frozen, feats)
+  frozen = t.state.student.frozen
+  feats = t.model.trunk_features(frozen, {m: jnp.asarray(b[m]) for m in t.modalities})
+  h = t.model.encode_all(params['encoders'], params['norms'], frozen, feats)
   h['audio'] = jnp.zeros_like(h['audio'])
   want = t.model.fused_logits(params['fused_head'], h, train=False)
   np.testing.assert_allclose(z, want, rtol=1e-5, atol=1e-5)

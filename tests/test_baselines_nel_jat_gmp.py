@@ -205,12 +205,13 @@ def test_jat_gradients_reach_the_encoders_through_the_step():
            'source': jnp.array([0, 1, 2, 0, 1, 2, 0, 1])}
   tx = step.make_optimizer(tp.OPTIM)
   state = step.init_state(model, sp, tx, jax.random.key(0), batch)
-  feats, _ = model.trunk_features_train(state.frozen, batch, state.batch_stats)
-  ext_in = step.ExtensionInputs(state.extra_state, state.step, None, batch['source'])
+  st = state.student
+  feats, _ = model.trunk_features_train(st.frozen, batch, st.batch_stats)
+  ext_in = step.ExtensionInputs(st.extra_state, state.step, None, batch['source'])
   grads, (metrics, _, _) = jax.jit(jax.grad(
       functools.partial(step.loss_fn, model=model, spec=sp), has_aux=True))(
-      state.params, state.frozen, feats, batch['label'], None, jax.random.key(1),
-      batch_stats=state.batch_stats, extension_inputs=ext_in)
+      st.params, st.frozen, feats, batch['label'], None, jax.random.key(1),
+      batch_stats=st.batch_stats, extension_inputs=ext_in)
   assert 'jat/dom_global' in metrics
   for part in ('encoders', 'uni_heads', 'fused_head', 'extra'):
     for m_or_k, sub in grads[part].items():

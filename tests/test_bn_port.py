@@ -157,16 +157,16 @@ def test_port_state_layout_and_teacher_copy():
   model = bn_model()
   s0, _, _, _ = _one_step(model)
   for m in model.modalities:
-    assert 'batch_stats' not in s0.frozen['encoders'][m]['trunk']
-    assert set(s0.batch_stats['encoders'][m]) == {'trunk', 'stage'}
-    assert s0.batch_stats['encoders'][m]['trunk']      # the trunk carries BN
-  assert leaves_equal(s0.teacher_batch_stats, s0.batch_stats)
-  assert leaves_equal(s0.teacher_frozen, s0.frozen)
-  assert leaves_equal(s0.teacher, s0.params)
+    assert 'batch_stats' not in s0.student.frozen['encoders'][m]['trunk']
+    assert set(s0.student.batch_stats['encoders'][m]) == {'trunk', 'stage'}
+    assert s0.student.batch_stats['encoders'][m]['trunk']      # the trunk carries BN
+  assert leaves_equal(s0.teacher.batch_stats, s0.student.batch_stats)
+  assert leaves_equal(s0.teacher.frozen, s0.student.frozen)
+  assert leaves_equal(s0.teacher.params, s0.student.params)
   # 'frozen' mode keeps the statistics inside ``frozen`` and no teacher copies of them.
   f0, _, _, _ = _one_step(bn_model('frozen'))
-  assert f0.batch_stats is None and f0.teacher_frozen is None
-  assert 'batch_stats' in f0.frozen['encoders']['video']['trunk']
+  assert f0.student.batch_stats is None and f0.teacher.frozen is None
+  assert 'batch_stats' in f0.student.frozen['encoders']['video']['trunk']
 
 
 @pytest.mark.parametrize('method,passes', [('mbcd', 2), ('ema', 1)])
@@ -176,18 +176,19 @@ def test_running_stats_follow_torch_update_once_per_student_pass(method, passes)
   s0, s1, _, batch = _one_step(model, method, alpha=0.0)
   for m in model.modalities:
     enc = model.encoders[m]
-    trunk_vars = {**s0.frozen['encoders'][m]['trunk'],
-                  'batch_stats': s0.batch_stats['encoders'][m]['trunk']}
+    trunk_vars = {**s0.student.frozen['encoders'][m]['trunk'],
+                  'batch_stats': s0.student.batch_stats['encoders'][m]['trunk']}
     trunk_out, mut = enc.trunk.apply(trunk_vars, batch[m], mutable=[batchnorm.MOMENTS])
-    stage_vars = {'params': s0.params['encoders'][m]['stage'],
-                  'batch_stats': s0.batch_stats['encoders'][m]['stage']}
+    stage_vars = {'params': s0.student.params['encoders'][m]['stage'],
+                  'batch_stats': s0.student.batch_stats['encoders'][m]['stage']}
     for part, moments in (('trunk', mut[batchnorm.MOMENTS]),
                           ('stage', _moments(enc.stage, stage_vars, trunk_out))):
-      want = _np_update(s0.batch_stats['encoders'][m][part], moments, times=passes)
-      assert_tree_close(s1.batch_stats['encoders'][m][part], want, rtol=1e-5, atol=1e-6)
+      want = _np_update(s0.student.batch_stats['encoders'][m][part], moments, times=passes)
+      assert_tree_close(s1.student.batch_stats['encoders'][m][part], want, rtol=1e-5,
+                        atol=1e-6)
       # ... and they did move (the check is not comparing unchanged trees).
-      assert not leaves_equal(s1.batch_stats['encoders'][m][part],
-                              s0.batch_stats['encoders'][m][part])
+      assert not leaves_equal(s1.student.batch_stats['encoders'][m][part],
+                              s0.student.batch_stats['encoders'][m][part])
 
 
 def test_stage_stats_see_theta_then_theta_prime():
@@ -197,25 +198,25 @@ def test_stage_stats_see_theta_then_theta_prime():
   s0, s1, _, batch = _one_step(model, 'mbcd_no_amd', alpha=10.0)
   s0b, s1b, _, _ = _one_step(model, 'mbcd_no_amd', alpha=0.0)
   m = 'video'
-  a = s1.batch_stats['encoders'][m]['stage']
-  b = s1b.batch_stats['encoders'][m]['stage']
+  a = s1.student.batch_stats['encoders'][m]['stage']
+  b = s1b.student.batch_stats['encoders'][m]['stage']
   assert jax.tree.structure(a) == jax.tree.structure(b)
   assert not _trees.trees_equal(a, b, exact=False, rtol=1e-6, atol=1e-8)
   # The trunk's statistics do not depend on theta.
-  assert_tree_close(s1.batch_stats['encoders'][m]['trunk'],
-                    s1b.batch_stats['encoders'][m]['trunk'], rtol=0, atol=0)
+  assert_tree_close(s1.student.batch_stats['encoders'][m]['trunk'],
+                    s1b.student.batch_stats['encoders'][m]['trunk'], rtol=0, atol=0)
 
 
 def test_teacher_averages_the_whole_student_state():
   model = bn_model()
   s0, s1, _, _ = _one_step(model, 'mbcd', ema_beta=0.9)
-  for t0, new, t1 in [(s0.teacher_batch_stats, s1.batch_stats, s1.teacher_batch_stats),
-                      (s0.teacher, s1.params, s1.teacher),
-                      (s0.teacher_frozen, s1.frozen, s1.teacher_frozen)]:
+  for t0, new, t1 in [(s0.teacher.batch_stats, s1.student.batch_stats, s1.teacher.batch_stats),
+                      (s0.teacher.params, s1.student.params, s1.teacher.params),
+                      (s0.teacher.frozen, s1.student.frozen, s1.teacher.frozen)]:
     assert_tree_close(t1, jax.tree.map(lambda t, s: 0.9 * t + 0.1 * s, t0, new),
                       rtol=1e-6, atol=1e-7)
-  assert not leaves_equal(s1.teacher_batch_stats, s0.teacher_batch_stats)
-  assert leaves_equal(s1.frozen, s0.frozen)            # frozen weights never train
+  assert not leaves_equal(s1.teacher.batch_stats, s0.teacher.batch_stats)
+  assert leaves_equal(s1.student.frozen, s0.student.frozen)    # frozen weights never train
 
 
 def test_eval_and_teacher_run_on_own_running_statistics():
@@ -241,9 +242,9 @@ def test_port_mode_learns_and_trains_trunk_stats_with_trainable_trunk():
   model = bn_model(freeze_trunk=False)
   s0, s1, m, _ = _one_step(model, 'mbcd')
   assert np.isfinite(float(m['loss']))
-  assert 'trunk' in s1.params['encoders']['video']
-  assert not leaves_equal(s1.batch_stats['encoders']['video']['trunk'],
-                          s0.batch_stats['encoders']['video']['trunk'])
+  assert 'trunk' in s1.student.params['encoders']['video']
+  assert not leaves_equal(s1.student.batch_stats['encoders']['video']['trunk'],
+                          s0.student.batch_stats['encoders']['video']['trunk'])
 
 
 def test_trunk_passes_per_bn_mode():
@@ -277,9 +278,9 @@ def test_dsu_only_in_the_first_pass_and_only_in_training():
   sp = spec('mbcd')
   tx = step.make_optimizer(OPTIM)
   s0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
-  feats, _ = model.trunk_features_train(s0.frozen, batch, s0.batch_stats)
-  p = s0.params
-  args = (p['encoders'], p['norms'], s0.frozen, feats, s0.batch_stats)
+  feats, _ = model.trunk_features_train(s0.student.frozen, batch, s0.student.batch_stats)
+  p = s0.student.params
+  args = (p['encoders'], p['norms'], s0.student.frozen, feats, s0.student.batch_stats)
   clean, _ = model.encode_all_train(*args)
   diffs = [not np.allclose(model.encode_all_train(*args, dsu_rng=jax.random.key(i))[0]['video'],
                            clean['video']) for i in range(12)]
@@ -328,4 +329,4 @@ def test_eight_devices_equal_one_device_port_mode(tmp_path):
     from test_bn_port import bn_model, batch2, OPTIM
     model, batch, sp = bn_model(), batch2(batch_size=16), spec('mbcd')
     tx = step.make_optimizer(OPTIM)
-  """, '(state.batch_stats, state.teacher_batch_stats, state.params)')
+  """, '(state.student.batch_stats, state.teacher.batch_stats, state.student.params)')

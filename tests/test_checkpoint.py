@@ -17,6 +17,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 from mbcd_jax import checkpoint as ckpt_lib  # pylint: disable=g-import-not-at-top
+from mbcd_jax import models  # pylint: disable=g-import-not-at-top
 from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
 from mbcd_jax import metric_writer  # pylint: disable=g-import-not-at-top
 
@@ -29,9 +30,10 @@ def _state(width=4, teacher=True, seed=0):
   params = {'head': {'kernel': jax.random.normal(k[0], (3, width)),
                      'bias': jax.random.normal(k[1], (width,))}}
   tx = optax.adam(1e-3)
+  student = models.Weights(params, {'trunk': jax.random.normal(k[2], (5,))})
   return step_lib.TrainState(
-      step=jnp.array(7, jnp.int32), params=params, frozen={'trunk': jax.random.normal(k[2], (5,))},
-      opt_state=tx.init(params), teacher=jax.tree.map(lambda x: x * 2, params) if teacher else None)
+      step=jnp.array(7, jnp.int32), student=student, opt_state=tx.init(params),
+      teacher=models.Weights(jax.tree.map(lambda x: x * 2, params), None) if teacher else None)
 
 
 def _abstract(state):
@@ -72,15 +74,77 @@ def test_other_model_shape_is_one_line_error(tmp_path):
   msg = str(e.value)
   assert '\n' not in msg
   assert str(tmp_path / 'checkpoints' / '1' / 'state') in msg
-  assert msg.split(': ', 1)[1].startswith('params/head/bias is (4,) float32 in the checkpoint, '
-                                          '(6,) float32 in the model')
-  other = _abstract(_state(width=4)).replace(
-      teacher={'head': {'bias': jax.ShapeDtypeStruct((4,), jnp.float32)},
-               'extra': jax.ShapeDtypeStruct((1,), jnp.float32)})
+  assert msg.split(': ', 1)[1].startswith('student/params/head/bias is (4,) float32 in the '
+                                          'checkpoint, (6,) float32 in the model')
+  abstract = _abstract(_state(width=4))
+  other = abstract.replace(teacher=abstract.teacher.replace(
+      params={'head': {'bias': jax.ShapeDtypeStruct((4,), jnp.float32)},
+              'extra': jax.ShapeDtypeStruct((1,), jnp.float32)}))
   with pytest.raises(ckpt_lib.CheckpointError,
-                     match='teacher/extra missing from the checkpoint; teacher/head/kernel not '
-                           'in the model'):
+                     match='teacher/params/extra missing from the checkpoint; '
+                           'teacher/params/head/kernel not in the model'):
     ck.restore(1, other)
+  ck.close()
+
+
+def _old_layout_state(port: bool, seed: int = 0) -> dict:
+  """A state as the TrainState's earlier ten fields wrote it, built by hand: a teacher; with
+  ``port`` its own frozen variables and BN statistics, else None there (it read the
+  student's); a plug-in's state and its teacher's copy."""
+  k = iter(jax.random.split(jax.random.key(seed), 10))
+  rnd = lambda *shape: jax.random.normal(next(k), shape)
+  params = {'head': {'kernel': rnd(3, 4), 'bias': rnd(4)}, 'extra': {'proj': rnd(4, 2)}}
+  stats = {'encoders': {'video': {'stage': {'mean': rnd(4), 'var': rnd(4)}}}}
+  return {'step': jnp.array(9, jnp.int32), 'params': params,
+          'frozen': {'encoders': {'video': {'trunk': {'params': {'w': rnd(6)}}}}},
+          'opt_state': optax.adam(1e-3).init(params),
+          'teacher': jax.tree.map(lambda x: x * 2, params),
+          'batch_stats': stats if port else None,
+          'teacher_frozen': ({'encoders': {'video': {'trunk': {'params': {'w': rnd(6)}}}}}
+                             if port else None),
+          'teacher_batch_stats': jax.tree.map(lambda x: x + 1, stats) if port else None,
+          'extra_state': {'proj_bn': {'mean': rnd(2)}},
+          'teacher_extra_state': {'proj_bn': {'mean': rnd(2)}}}
+
+
+@pytest.mark.parametrize('port', [False, True])
+def test_old_layout_checkpoint_restores_into_the_new_state(tmp_path, port):
+  """A checkpoint of the earlier layout (top-level params / teacher_frozen / ...) restores into
+  the TrainState of one Weights per network, every leaf bit for bit, each under its new name."""
+  old = _old_layout_state(port)
+  ck = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
+  ck.save(9, old, {})
+  # The target: the new TrainState of the same shapes (what a resume builds from the config).
+  want = step_lib.TrainState(
+      step=old['step'], opt_state=old['opt_state'],
+      student=models.Weights(old['params'], old['frozen'], old['batch_stats'],
+                             old['extra_state']),
+      teacher=models.Weights(old['teacher'], old['teacher_frozen'], old['teacher_batch_stats'],
+                             old['teacher_extra_state']))
+  restored, _ = ck.restore(9, _abstract(want))
+  assert isinstance(restored, step_lib.TrainState)
+  assert isinstance(restored.student, models.Weights)
+  _trees.assert_trees_equal(restored, want)   # structure (None included) and every bit
+  assert (restored.teacher.frozen is None) == (not port)
+  # Converted back, the same field dict: nothing dropped, renamed or swapped.
+  _trees.assert_trees_equal(ckpt_lib.old_layout(restored), old)
+  # The next save writes the current layout, which restores as it is.
+  ck.save(10, restored, {})
+  saved = ck._mgr.item_metadata(10)['state']   # pylint: disable=protected-access
+  assert not ckpt_lib.is_old_layout(getattr(saved, 'tree', saved))
+  again, _ = ck.restore(10, _abstract(want))
+  _trees.assert_trees_equal(again, want)
+  ck.close()
+
+
+def test_old_layout_without_teacher_restores(tmp_path):
+  old = {**_old_layout_state(False), 'teacher': None, 'teacher_extra_state': None}
+  ck = ckpt_lib.Checkpointer(str(tmp_path), async_save=False)
+  ck.save(9, old, {})
+  want = ckpt_lib.from_old_layout(old, step_lib.TrainState)
+  assert want.teacher is None and want.student.params is old['params']
+  restored, _ = ck.restore(9, _abstract(want))
+  _trees.assert_trees_equal(restored, want)
   ck.close()
 
 

@@ -63,26 +63,27 @@ def _expected_loss(name, model, sp, state, batch, rng):
   ``<module>.loss_terms`` with the step's key for the method."""
   ext = sp.extension
   r = jax.random.fold_in(rng, state.step)
-  feats, _ = model.trunk_features_train(state.frozen, batch, state.batch_stats)
-  h, _ = model.encode_all_train(state.params['encoders'], state.params['norms'], state.frozen,
-                                feats, state.batch_stats,
+  st = state.student
+  feats, _ = model.trunk_features_train(st.frozen, batch, st.batch_stats)
+  h, _ = model.encode_all_train(st.params['encoders'], st.params['norms'], st.frozen,
+                                feats, st.batch_stats,
                                 dropout_rng=jax.random.fold_in(r, step._FEATURE_DROPOUT_STREAM))
-  z_uni = model.uni_logits(state.params['uni_heads'], h, train=False)   # head dropout is 0
-  z_mm = model.fused_logits(state.params['fused_head'], h, train=False)
+  z_uni = model.uni_logits(st.params['uni_heads'], h, train=False)   # head dropout is 0
+  z_mm = model.fused_logits(st.params['fused_head'], h, train=False)
   labels, r_ext = batch['label'], jax.random.fold_in(r, step._EXTENSION_STREAM)
   ce_mm = losses.cross_entropy(z_mm, labels)
   probes = sum(losses.cross_entropy(z_uni[m], labels) for m in model.modalities)
-  extra = state.params['extra']
+  extra = st.params['extra']
   if name == 'rna':
     terms, _ = rna.loss_terms(h, alpha=ext.hparams.alpha)
     return ce_mm + probes + sum(terms.values())
   if name == 'simmmdg':
-    terms, _ = simmmdg.loss_terms(extra, h, labels, r_ext, batch_stats=state.extra_state,
+    terms, _ = simmmdg.loss_terms(extra, h, labels, r_ext, batch_stats=st.extra_state,
                                   hp=ext.hparams)
     return ce_mm + probes + sum(terms.values())
   mods = model.modalities
   if name == 'jat':
-    out, _ = jat.heads(extra, state.extra_state, h,
+    out, _ = jat.heads(extra, st.extra_state, h,
                        jat.draw(r_ext, labels.shape[0], mods, ext.hparams), mods, ext.hparams)
     multi = jat.multi_source(ext.hparams)
     terms, _ = jat.loss_terms(z_uni, z_mm, out['modal'], labels, domain_logits=out['domain'],
@@ -90,19 +91,19 @@ def _expected_loss(name, model, sp, state, batch, rng):
                               domains=batch[step.SOURCE_KEY] if multi else None, hp=ext.hparams)
     return sum(terms.values())
   if name == 'nel':   # the batch's rows read as [view 1; view 2] (tiny_batch: 2 x 4 clips)
-    z, _ = nel.project_views(extra, state.extra_state, h, mods, ext.hparams)
+    z, _ = nel.project_views(extra, st.extra_state, h, mods, ext.hparams)
     terms, _ = nel.loss_terms(z, z_mm, h, labels, mods, ext.hparams)
     return sum(terms.values())
   if name == 'moosa':
     mods = moosa.authors_order(mods)   # V, A, F: the authors' jigsaw parts
     cols = moosa.jigsaw_setup(model.feature_dims, mods, ext.hparams)
-    terms, _ = moosa.loss_terms(extra, state.extra_state, h, z_uni, z_mm, labels, r_ext,
+    terms, _ = moosa.loss_terms(extra, st.extra_state, h, z_uni, z_mm, labels, r_ext,
                                 modalities=mods, cfg=ext.hparams, cols=cols)
     return sum(terms.values())
   _, h_t = model.predict(step.weights(state, 'teacher'), batch, with_features=True)
-  terms, _ = cmrf.loss_terms(extra, state.extra_state, h, z_uni, z_mm, labels, r_ext,
-                             modalities=mods, teacher_params=state.teacher['extra'],
-                             teacher_batch_stats=state.teacher_extra_state, teacher_feats=h_t,
+  terms, _ = cmrf.loss_terms(extra, st.extra_state, h, z_uni, z_mm, labels, r_ext,
+                             modalities=mods, teacher_params=state.teacher.params['extra'],
+                             teacher_batch_stats=state.teacher.extra_state, teacher_feats=h_t,
                              step=state.step, cfg=ext.hparams)
   return sum(terms.values())
 
@@ -136,14 +137,14 @@ def test_every_plugin_learns_and_trains_its_parameters(name):
   f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
   evaluate = jax.jit(functools.partial(step.eval_step, model=model))
   first = float(evaluate(state, batch)['student/loss_sum'])
-  extra0 = state.params['extra']
+  extra0 = state.student.params['extra']
   for _ in range(30):
     state, _ = f(state, batch, jax.random.key(1))
   last = float(evaluate(state, batch)['student/loss_sum'])
   assert last < 0.985 * first, (name, first, last)
   # tree.map, not a zip of leaves: the two trees must have one structure.
   moved = jax.tree.leaves(jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()), extra0,
-                                       state.params['extra']))
+                                       state.student.params['extra']))
   if name == 'rna':
     assert not moved   # no parameters of its own
   else:
@@ -162,15 +163,15 @@ def test_cmrf_teacher_is_the_moving_average_from_its_start_step():
   students = []
   for _ in range(5):
     state, _ = f(state, batch, jax.random.key(1))
-    students.append((state.params, state.extra_state))
+    students.append((state.student.params, state.student.extra_state))
   # After optimizer steps 0..4 (0-based): the mean of the students after steps start-1..4.
   window = students[start - 1:]
-  for got, *seq in ((state.teacher, *[s[0] for s in window]),
-                    (state.teacher_extra_state, *[s[1] for s in window])):
+  for got, *seq in ((state.teacher.params, *[s[0] for s in window]),
+                    (state.teacher.extra_state, *[s[1] for s in window])):
     want = jax.tree.map(lambda *xs: sum(xs) / len(xs), *seq)
     _trees.assert_trees_equal(got, want, exact=False, rtol=1e-5, atol=1e-6)
   # and it is not simply the last student
-  assert not _trees.trees_equal(state.teacher, students[-1][0], exact=False, atol=1e-6)
+  assert not _trees.trees_equal(state.teacher.params, students[-1][0], exact=False, atol=1e-6)
 
 
 # Each method on one two-modality subset, the subsets rotating over the methods (compile
@@ -186,7 +187,7 @@ def test_every_plugin_runs_with_two_modalities(name, modalities):
   batch = {k: v for k, v in tiny_batch(batch_size=8).items() if k in modalities + ('label',)}
   tx = step.make_optimizer(OPTIM)
   state0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
-  assert sorted(state0.params['encoders']) == sorted(modalities)
+  assert sorted(state0.student.params['encoders']) == sorted(modalities)
   rng = jax.random.key(1)
   # The method module's own loss on the two modalities' embeddings (the fused head and the
   # jigsaw / distances sized for two), assembled without step.py's plumbing.
@@ -195,7 +196,8 @@ def test_every_plugin_runs_with_two_modalities(name, modalities):
       state0, batch, rng)
   np.testing.assert_allclose(float(m['loss']), want, rtol=2e-5, err_msg=name)
   assert int(state.step) == 1
-  assert not _trees.trees_equal(state.params, state0.params)   # the step updated the model
+  # the step updated the model
+  assert not _trees.trees_equal(state.student.params, state0.student.params)
 
 
 def _config(method, **model):
@@ -342,16 +344,16 @@ def test_real_data_variant_bn_dsu_and_audio_trunk(name):
   for _ in range(2):
     state, metrics = f(state, batch, jax.random.key(1))
   assert np.isfinite(float(metrics['loss']))
-  stats0, stats = state0.batch_stats['encoders'], state.batch_stats['encoders']
+  stats0, stats = state0.student.batch_stats['encoders'], state.student.batch_stats['encoders']
   for m in ('video', 'flow'):   # training-mode BN everywhere, frozen layers included
     assert _moved(stats0[m]['trunk'], stats[m]['trunk']), (name, m)
     assert _moved(stats0[m]['stage'], stats[m]['stage']), (name, m)
   assert _moved(stats0['audio']['stage'], stats['audio']['stage'])   # the audio tail trains
-  audio_trunk = state.frozen['encoders']['audio']['trunk']
+  audio_trunk = state.student.frozen['encoders']['audio']['trunk']
   if peer:
     # audio_model.eval(): its statistics stay in the frozen variables, bit for bit.
     assert stats['audio']['trunk'] == {}
-    assert not _moved(state0.frozen['encoders']['audio']['trunk'], audio_trunk)
+    assert not _moved(state0.student.frozen['encoders']['audio']['trunk'], audio_trunk)
     assert 'batch_stats' in audio_trunk
   else:
     assert _moved(stats0['audio']['trunk'], stats['audio']['trunk'])
@@ -360,7 +362,7 @@ def test_real_data_variant_bn_dsu_and_audio_trunk(name):
     t_trunk = teacher.frozen['encoders']['audio']['trunk']
     if peer:   # CMRF's teacher runs the student's eval-mode audio trunk
       _trees.assert_trees_equal(t_trunk, audio_trunk, where=name)
-      student_feats = model.trunk_features(state.frozen, batch, state.batch_stats)
+      student_feats = model.trunk_features(state.student.frozen, batch, state.student.batch_stats)
       teacher_feats = model.trunk_features(teacher.frozen, batch, teacher.batch_stats)
       np.testing.assert_array_equal(student_feats['audio'], teacher_feats['audio'])
       assert _moved(teacher.batch_stats['encoders']['video'], stats0['video'])

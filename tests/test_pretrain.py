@@ -203,9 +203,9 @@ def test_train_build_loads_the_synthetic_pretrained_encoders(cache):
   trunk, stage = convert.load_pretrained('spec_cnn', mc.encoders.audio.pretrained,
                                          modality='audio',
                                          **pretrain.encoder_kwargs(c.model.encoders.audio))
-  _trees.assert_trees_equal(state.params['encoders']['audio']['stage'], stage['params'],
-                            where='stage')
-  _trees.assert_trees_equal(state.frozen['encoders']['audio']['trunk']['params'],
+  _trees.assert_trees_equal(state.student.params['encoders']['audio']['stage'],
+                            stage['params'], where='stage')
+  _trees.assert_trees_equal(state.student.frozen['encoders']['audio']['trunk']['params'],
                             trunk['params'], where='trunk')
   # The run knows which weights it loaded (summary.json['pretrained'] records the digest).
   path = mc.encoders.audio.pretrained

@@ -52,22 +52,23 @@ def test_train_build_init_uses_pretrained_file(tmp_path):
   state = run.init(jax.random.key(0))
   # Save different weights as the "pretrained" file, then build again pointing at it.
   other = run.init(jax.random.key(5))
-  trunk = other.frozen['encoders']['audio']['trunk']
-  stage = {**other.frozen['encoders']['audio']['stage'],
-           'params': other.params['encoders']['audio']['stage']}
+  trunk = other.student.frozen['encoders']['audio']['trunk']
+  stage = {**other.student.frozen['encoders']['audio']['stage'],
+           'params': other.student.params['encoders']['audio']['stage']}
   path = str(tmp_path / 'a.msgpack')
   convert.save(path, 'vggsound_r18', trunk, stage, {'width': 8})
   c.model.encoders.audio.pretrained = path
   state2 = train.build(c).init(jax.random.key(0))
-  _trees.assert_trees_equal(state2.params['encoders'], other.params['encoders'])
+  _trees.assert_trees_equal(state2.student.params['encoders'],
+                            other.student.params['encoders'])
   # The teacher starts as the loaded student; the heads keep their seed-0 initialisation.
-  _trees.assert_trees_equal(state2.teacher, state2.params, where='teacher')
+  _trees.assert_trees_equal(state2.teacher.params, state2.student.params, where='teacher')
   # ... in buffers of its own: the train step donates the state, and a buffer shared by two
   # donated leaves fails the step ("donate the same buffer twice").
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state2)]
   assert len(set(pointers)) == len(pointers)
-  np.testing.assert_array_equal(state2.params['fused_head']['Dense_0']['kernel'],
-                                state.params['fused_head']['Dense_0']['kernel'])
+  np.testing.assert_array_equal(state2.student.params['fused_head']['Dense_0']['kernel'],
+                                state.student.params['fused_head']['Dense_0']['kernel'])
 
 
 def test_trunk_seed_fixes_the_frozen_trunk_across_training_seeds():
@@ -118,25 +119,25 @@ def test_port_mode_loads_statistics_and_audio_tail_init(tmp_path, tail_init):
   state = train.build(c).init(jax.random.key(0))
 
   eq = _trees.assert_trees_equal
-  enc_stats = state.batch_stats['encoders']['audio']
-  assert 'batch_stats' not in state.frozen['encoders']['audio']['trunk']
+  enc_stats = state.student.batch_stats['encoders']['audio']
+  assert 'batch_stats' not in state.student.frozen['encoders']['audio']['trunk']
   eq(enc_stats['trunk'], trunk['batch_stats'])
-  eq(state.frozen['encoders']['audio']['trunk'],
+  eq(state.student.frozen['encoders']['audio']['trunk'],
      {k: v for k, v in trunk.items() if k != 'batch_stats'})
   loaded_stage = tail_init == 'pretrained'
   want_stage = stage if loaded_stage else {
-      'params': fresh.params['encoders']['audio']['stage'],
-      'batch_stats': fresh.batch_stats['encoders']['audio']['stage']}
-  eq(state.params['encoders']['audio']['stage'], want_stage['params'])
+      'params': fresh.student.params['encoders']['audio']['stage'],
+      'batch_stats': fresh.student.batch_stats['encoders']['audio']['stage']}
+  eq(state.student.params['encoders']['audio']['stage'], want_stage['params'])
   eq(enc_stats['stage'], want_stage['batch_stats'])
   # ... and differs from the alternative (the check can fail).
-  assert not _trees.trees_equal(state.params['encoders']['audio']['stage'],
-                                fresh.params['encoders']['audio']['stage'] if loaded_stage
-                                else stage['params'])
+  other_stage = (fresh.student.params['encoders']['audio']['stage'] if loaded_stage
+                 else stage['params'])
+  assert not _trees.trees_equal(state.student.params['encoders']['audio']['stage'], other_stage)
   # The teacher starts as a copy of the whole loaded student.
-  eq(state.teacher, state.params)
-  eq(state.teacher_frozen, state.frozen)
-  eq(state.teacher_batch_stats, state.batch_stats)
+  eq(state.teacher.params, state.student.params)
+  eq(state.teacher.frozen, state.student.frozen)
+  eq(state.teacher.batch_stats, state.student.batch_stats)
   # ... in buffers of its own (the train step donates the state).
   pointers = [x.unsafe_buffer_pointer() for x in jax.tree.leaves(state)]
   assert len(set(pointers)) == len(pointers)

@@ -75,7 +75,8 @@ def test_port_bn_mode_kill_then_resume_is_bit_exact(tmp_path):
   r = _runs.run(reference, *PORT_FLAGS)
   assert r.returncode == 0, r.stderr[-3000:]
   state = _runs.final_state(reference)
-  assert any('batch_stats' in k for k in state) and any('teacher_batch_stats' in k for k in state)
+  assert any(k.startswith("['student']['batch_stats']") for k in state)
+  assert any(k.startswith("['teacher']['batch_stats']") for k in state)
   workdir = str(tmp_path / 'port_killed')
   p = _runs.start(workdir, *PORT_FLAGS)
   try:
@@ -156,12 +157,13 @@ def test_foreign_workdir_is_one_line_error(tmp_path):
 
 # ---------------------------------------------------------------- non-finite losses
 def test_guard_nonfinite_keeps_old_state_only_when_skipping():
-  from mbcd_jax import step as step_lib  # pylint: disable=g-import-not-at-top
-  old = step_lib.TrainState(step=jnp.array(4), params={'w': jnp.ones(3)}, frozen={},
-                            opt_state={'m': jnp.zeros(3)}, teacher={'w': jnp.ones(3)})
-  bad = old.replace(step=jnp.array(5), params={'w': jnp.array([1., jnp.nan, 2.])},
-                    opt_state={'m': jnp.ones(3)}, teacher={'w': jnp.full(3, 7.)})
-  good = bad.replace(params={'w': jnp.full(3, 2.)})
+  from mbcd_jax import models, step as step_lib  # pylint: disable=g-import-not-at-top
+  weights = lambda w: models.Weights({'w': w}, {})
+  old = step_lib.TrainState(step=jnp.array(4), student=weights(jnp.ones(3)),
+                            opt_state={'m': jnp.zeros(3)}, teacher=weights(jnp.ones(3)))
+  bad = old.replace(step=jnp.array(5), student=weights(jnp.array([1., jnp.nan, 2.])),
+                    opt_state={'m': jnp.ones(3)}, teacher=weights(jnp.full(3, 7.)))
+  good = bad.replace(student=weights(jnp.full(3, 2.)))
   finite = {'loss': jnp.float32(1.), 'grad_norm': jnp.float32(1.)}
   for new, metrics, flagged in [(good, finite, 0.), (bad, finite, 1.),
                                 (good, {**finite, 'loss': jnp.float32(jnp.inf)}, 1.),
@@ -171,8 +173,8 @@ def test_guard_nonfinite_keeps_old_state_only_when_skipping():
     assert float(m['nonfinite']) == flagged
     assert int(kept.step) == 5                          # the step counter always advances
     expect = old if flagged else new
-    _trees.assert_trees_equal((kept.params, kept.opt_state, kept.teacher),
-                              (expect.params, expect.opt_state, expect.teacher),
+    _trees.assert_trees_equal((kept.student, kept.opt_state, kept.teacher),
+                              (expect.student, expect.opt_state, expect.teacher),
                               where=f'nonfinite={flagged}')
     same, m = step_lib.guard_nonfinite(old, new, metrics, skip=False)
     assert same is new and float(m['nonfinite']) == flagged
@@ -240,7 +242,8 @@ def test_nan_skip_skips_one_update_and_finishes(tmp_path):
 # ---------------------------------------------------------------- a plug-in's own state
 # CMRF (baselines/cmrf.py): an SMA teacher, the uniform mean of the student states since
 # ``sma_start_step`` (its window: the count n = step + 1 - start comes from the state's step),
-# plus the projectors' BN statistics in extra_state and their SMA in teacher_extra_state.
+# plus the projectors' BN statistics in the student's extra_state and their SMA in the
+# teacher's.
 # 2 epochs x 4 steps; the window opens at step index 3 (the 4th update). Projectors of 64 / 16
 # units (the authors' 2048 / 128 make 13.5M of the smoke model's parameters: only compile time).
 CMRF_FLAGS = ('--config.method.name=cmrf', '--config.method.cmrf.sma_start_step=3',
@@ -251,8 +254,8 @@ CMRF_TOTAL = 8
 
 def _teacher_moved_from_student(state: dict) -> bool:
   """The SMA teacher holds a mean of several student states, not a copy of the latest."""
-  pairs = [(k, k.replace("['teacher']", "['params']", 1)) for k in state
-           if k.startswith("['teacher']")]
+  pairs = [(k, k.replace("['teacher']", "['student']", 1)) for k in state
+           if k.startswith("['teacher']['params']")]
   assert pairs and all(p in state for _, p in pairs)
   return any(not np.array_equal(state[t], state[p]) for t, p in pairs)
 
@@ -263,8 +266,9 @@ def test_cmrf_sigkill_inside_the_sma_window_then_resume_is_bit_exact(tmp_path):
   assert r.returncode == 0, r.stderr[-3000:]
   ref_state = _runs.final_state(reference)
   assert int(ref_state["['step']"]) == CMRF_TOTAL
-  for part in ('teacher', 'extra_state', 'teacher_extra_state'):
-    assert any(k.startswith(f"['{part}']") for k in ref_state), part
+  for part in ("['teacher']['params']", "['student']['extra_state']",
+               "['teacher']['extra_state']"):
+    assert any(k.startswith(part) for k in ref_state), part
   assert _teacher_moved_from_student(ref_state)
 
   seed = int(os.environ.get('MBCD_TEST_SEED', time.time_ns() % 10_000))

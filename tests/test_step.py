@@ -69,7 +69,7 @@ def test_all_trainable_encoders_learn_and_update_trunk():
     for path, leaf in jax.tree_util.tree_leaves_with_path(g):
       assert float(jnp.abs(leaf).max()) > 0, (m, jax.tree_util.keystr(path))
   state, hist, _, _ = _run('mbcd', 10, freeze_trunk=False)
-  assert 'trunk' in state.params['encoders']['video']
+  assert 'trunk' in state.student.params['encoders']['video']
   assert hist[-1]['student/loss_sum'] < hist[0]['student/loss_sum']
 
 
@@ -121,15 +121,17 @@ def test_teacher_is_ema_of_student_and_frozen_trunk_untouched():
   s0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
   s1, _ = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))(
       s0, batch, jax.random.key(1))
-  expected = jax.tree.map(lambda t, p: 0.9 * t + 0.1 * p, s0.teacher, s1.params)
-  _trees.assert_trees_equal(s1.teacher, expected, exact=False, rtol=1e-6, atol=1e-7,
+  expected = jax.tree.map(lambda t, p: 0.9 * t + 0.1 * p, s0.teacher.params, s1.student.params)
+  _trees.assert_trees_equal(s1.teacher.params, expected, exact=False, rtol=1e-6, atol=1e-7,
                             where='teacher')
-  _trees.assert_trees_equal(s1.frozen, s0.frozen, where='frozen')
-  # 'frozen' BN mode: no separate statistics, the teacher reads the student's frozen variables.
-  assert s1.batch_stats is None and s1.teacher_frozen is None
+  _trees.assert_trees_equal(s1.student.frozen, s0.student.frozen, where='frozen')
+  # 'frozen' BN mode: no separate statistics, the teacher reads the student's frozen variables
+  # (one copy: its own frozen is None, step.weights resolves it).
+  assert s1.student.batch_stats is None and s1.teacher.frozen is None
+  assert step.weights(s1, 'teacher').frozen is s1.student.frozen
   # The student moved: the check above is not comparing equal trees.
-  assert jax.tree.structure(s1.params) == jax.tree.structure(s0.params)
-  assert not _trees.trees_equal(s1.params, s0.params)
+  assert jax.tree.structure(s1.student.params) == jax.tree.structure(s0.student.params)
+  assert not _trees.trees_equal(s1.student.params, s0.student.params)
 
 
 def test_erm_probe_heads_do_not_change_encoder_gradients():
@@ -184,4 +186,4 @@ def test_eight_devices_equal_one_device(tmp_path):
     optim = ml_collections.ConfigDict(dict(lr=3e-3, weight_decay=1e-4, b1=0.9, b2=0.999, eps=1e-8))
     model, batch, sp = tiny_model(), tiny_batch(batch_size=16), spec('mbcd')
     tx = step.make_optimizer(optim)
-  """, 'state.params', timeout=300)
+  """, 'state.student.params', timeout=300)

@@ -51,7 +51,7 @@ def test_given_trunk_outputs_reach_the_step_as_the_trunks_own():
   run = _smoke()
   state = run.init(jax.random.key(0))
   batch = next(iter(run.loaders['train'].epoch(0)))
-  feats = jax.jit(run.model.shared_trunk_features)(state.frozen, batch)
+  feats = jax.jit(run.model.shared_trunk_features)(state.student.frozen, batch)
   given = dataclasses.replace(run.model, given_trunks=run.model.modalities)
   steps = lambda model: train.jit_steps(run.config, model, run.spec, run.tx, run.mesh)
   plain_train, plain_eval = steps(run.model)
@@ -64,7 +64,8 @@ def test_given_trunk_outputs_reach_the_step_as_the_trunks_own():
   a, ma = plain_train(jax.tree.map(jnp.copy, state), batch, jax.random.key(1))
   b, mb = given_train(jax.tree.map(jnp.copy, state), cached, jax.random.key(1))
   assert float(ma['loss']) == pytest.approx(float(mb['loss']), rel=1e-5)
-  _trees.assert_trees_equal(b.params, a.params, exact=False, rtol=1e-4, atol=1e-6)
+  _trees.assert_trees_equal(b.student.params, a.student.params, exact=False, rtol=1e-4,
+                            atol=1e-6)
   # And the given outputs are used: zeros in their place change the loss.
   zeros = {**cached, **{m: np.zeros_like(cached[m]) for m in run.model.modalities}}
   _, mz = given_train(jax.tree.map(jnp.copy, state), zeros, jax.random.key(1))

@@ -180,17 +180,17 @@ def jax_view(state, modalities):
   """Our TrainState in ``torch_view``'s names."""
   out = {}
   for m in modalities:
-    for who, params, frozen, stats in (
-        ('student', state.params, state.frozen, state.batch_stats),
-        ('teacher', state.teacher, state.teacher_frozen, state.teacher_batch_stats)):
+    for who in ('student', 'teacher'):
+      w = step_lib.weights(state, who)
+      params, frozen, stats = w.params, w.frozen, w.batch_stats
       out.update(_flat(frozen['encoders'][m]['trunk'].get('params', {}),
                        f'{m} {who} trunk params'))
       out.update(_flat(params['encoders'][m]['stage'], f'{m} {who} layer4 params'))
       out.update(_flat(stats['encoders'][m]['trunk'], f'{m} {who} trunk BN stats'))
       out.update(_flat(stats['encoders'][m]['stage'], f'{m} {who} layer4 BN stats'))
-    out.update(_flat(state.params['uni_heads'][m], f'{m} uni head'))
-  out.update(_flat(state.params['fused_head'], 'fused head'))
-  out.update(_flat(state.teacher['fused_head'], 'teacher fused head'))
+    out.update(_flat(state.student.params['uni_heads'][m], f'{m} uni head'))
+  out.update(_flat(state.student.params['fused_head'], 'fused head'))
+  out.update(_flat(state.teacher.params['fused_head'], 'teacher fused head'))
   return out
 
 

@@ -363,5 +363,5 @@ def test_normalize_on_device_train_and_eval_steps_are_unchanged():
     ev = run.eval_step(state, sharding.shard_batch(next(run.loaders['val'].epoch(0)), run.mesh))
     state, metrics = run.train_step(state, sharding.shard_batch(batch, run.mesh),
                                     jax.random.key(1))
-    outs.append(jax.device_get((metrics, ev, state.params)))
+    outs.append(jax.device_get((metrics, ev, state.student.params)))
   _trees.assert_trees_equal(outs[1], outs[0])
