@@ -62,7 +62,7 @@ VARIANT_CHOICES = dict(
     feature_norm=('parameter_free', 'learnable', 'none'),   # models.MultiModalModel
     uni_head=('mlp', 'linear'),
     audio_tail_init=('pretrained', 'random'),                # models.load_pretrained
-    bn_mode=batchnorm.MODES,                                 # models.py, batchnorm.py
+    bn_mode=batchnorm.MODES,                                 # models.py, encoders/batchnorm.py
     param_init=('flax', 'torch'),                            # baselines/torch_init.py
 )
 

@@ -5,11 +5,12 @@ work shared wherever the math allows:
   0. the student's frozen trunks, once for both student passes below;
   1. uni-modal pass at theta (with DSU when on): features h_k, logits z_k, CE_k — and, from
      one VJP of the same forward pass, every modality's inner gradient grad_k CE_k;
-  2. theta'_k = theta_k - alpha grad_k CE_k                                (consistency.py)
-  3. fused pass at theta' with the AMD mask drawn from z_k's confidences   (amd.py)
-  4. teacher's fused prediction on unmasked inputs, inference mode, no gradient (distill.py)
+  2. theta'_k = theta_k - alpha grad_k CE_k                         (method/consistency.py)
+  3. fused pass at theta' with the AMD mask drawn from z_k's confidences   (method/amd.py)
+  4. teacher's fused prediction on unmasked inputs, inference mode, no gradient
+                                                                    (method/distill.py)
   5. L = CE_mm + sum_k CE_k + lambda L_dis; Adam step on theta, phi
-  6. EMA update of the teacher                                             (ema.py)
+  6. EMA update of the teacher                                      (method/ema.py)
 
 Forward passes per step, by BatchNorm mode (``config.model.bn_mode``, models.py), for the
 inner-step consistency modes (``grad_dot`` and ``off`` have no theta' pass):
