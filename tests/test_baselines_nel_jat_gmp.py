@@ -322,3 +322,135 @@ def test_trains_on_the_embedded_benchmark(name):
   assert int(state.step) == 3
   want = {'jat': 'jat/raw/dom_global', 'nel': 'nel/raw/unc'}[name]
   assert want in metrics
+
+
+# ------------------------------------------------------------ GMP as a plug-in
+def _np_project(g, h):
+  return g - (g @ h) / (h @ h + 1e-12) * h
+
+
+def _gmp_by_hand(g_cls, g_dom, r, s, k, p):
+  """The script's per-modality combination on flat numpy vectors (g_dom None: one source)."""
+  g_cls = k * g_cls
+  if g_dom is None:
+    return g_cls
+  g_dom = p * g_dom
+  if g_cls @ g_dom < 0:
+    if r >= s:
+      g_cls = _np_project(g_cls, g_dom)
+    else:
+      g_dom = _np_project(g_dom, g_cls)
+  return g_cls + g_dom
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+def _random_like(tree, key):
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.key(key), len(leaves))
+  return treedef.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+@pytest.mark.parametrize('sem_ratio', [2.0, 0.5])   # which side loses its component
+def test_gmp_transform_projects_only_on_conflict_and_only_on_theta_m(sem_ratio):
+  params = {'encoders': {m: {'stage': {'w': jnp.zeros((3, 2))}} for m in ('video', 'audio')},
+            'norms': {}, 'uni_heads': {m: {'b': jnp.zeros((4,))} for m in ('video', 'audio')},
+            'fused_head': {'w': jnp.zeros((5,))}, 'extra': {}}
+  fused = _random_like(params, 0)
+  cls = {m: _random_like(params, i + 1) for i, m in enumerate(('video', 'audio'))}
+  # video: the domain gradient mostly opposes the semantic one on theta_v (a conflict);
+  # audio: it agrees. Everything off theta_m is noise the transform must ignore.
+  dom = {'video': jax.tree.map(lambda a, b: -a + 0.3 * b, cls['video'], _random_like(params, 7)),
+         'audio': jax.tree.map(lambda a, b: a + 0.3 * b, cls['audio'], _random_like(params, 8))}
+  terms = {'ce_fused': fused, **{f'cls/{m}': g for m, g in cls.items()},
+           **{f'dom/{m}': g for m, g in dom.items()}}
+  coef = {'video': (sem_ratio, 1.0, 0.7, 0.9), 'audio': (0.8, 1.3, 1.0, 0.4)}
+  metrics = {f'{name}/{m}': jnp.asarray(c[i]) for m, c in coef.items()
+             for i, name in enumerate(('sem_ratio', 'dom_ratio', 'sem_coeff', 'dom_coeff'))}
+  out = gmp.transform_grads(terms, metrics, params, gmp.Hparams(num_sources=2))
+  assert jax.tree.structure(out) == jax.tree.structure(params)
+  np.testing.assert_array_equal(out['fused_head']['w'], fused['fused_head']['w'])
+  own = lambda t, m: _flat({'e': t['encoders'][m], 'u': t['uni_heads'][m]})
+  assert own(cls['video'], 'video') @ own(dom['video'], 'video') < 0     # the case is a conflict
+  assert own(cls['audio'], 'audio') @ own(dom['audio'], 'audio') > 0
+  for m in ('video', 'audio'):
+    want = own(fused, m) + _gmp_by_hand(own(cls[m], m), own(dom[m], m), *coef[m])
+    np.testing.assert_allclose(own(out, m), want, rtol=1e-5, atol=1e-6)
+  # the projection changed video's update (not merely the modulation)
+  plain = own(fused, 'video') + 0.7 * own(cls['video'], 'video') + 0.9 * own(dom['video'], 'video')
+  assert np.abs(own(out, 'video') - plain).max() > 1e-2
+
+
+@pytest.mark.parametrize('num_sources', [1, 2])
+def test_gmp_step_gradient_is_assembled_from_separate_grads(num_sources):
+  import functools  # pylint: disable=g-import-not-at-top
+  import test_plugins as tp  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_batch  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import step  # pylint: disable=g-import-not-at-top
+  mods = ('video', 'flow', 'audio')
+  model, sp = tp._model('gmp', mods), tp._spec('gmp', num_sources=num_sources)
+  batch = {**tiny_batch(batch_size=8), 'source': jnp.array([0, 1] * 4)}
+  tx = step.make_optimizer(tp.OPTIM)
+  state = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  feats, _ = model.trunk_features_train(state.frozen, batch, state.batch_stats)
+  ext_in = step.ExtensionInputs(state.extra_state, state.step, None, batch['source'])
+  args = (state.frozen, feats, batch['label'], None, jax.random.key(1))
+  kw = dict(batch_stats=state.batch_stats, extension_inputs=ext_in)
+  fn = functools.partial(step.loss_fn, model=model, spec=sp)
+  grads, (metrics, _, _) = jax.jit(step.per_term_grad(fn, sp.extension))(state.params, *args,
+                                                                          **kw)
+  # Each term's gradient from its own jax.grad of the step's loss function.
+  sep = lambda t: jax.jit(jax.grad(lambda p: fn(p, *args, **kw)[1][0][f'gmp/{t}']))(
+      state.params)
+  g_fused = sep('ce_fused')
+  assert ('gmp/dom/video' in metrics) == (num_sources > 1)
+  # the fused CE's gradient alone on the shared parts; nothing for the (absent) own params
+  assert state.params['extra'] == {} and grads['extra'] == {}
+  np.testing.assert_allclose(_flat(grads['fused_head']), _flat(g_fused['fused_head']),
+                             rtol=1e-6, atol=1e-7)
+  conflicts = 0
+  for m in mods:
+    own = lambda t: _flat({'e': t['encoders'][m], 'n': t['norms'].get(m, {}),
+                           'u': t['uni_heads'][m]})
+    c = [float(metrics[f'gmp/raw/{n}/{m}'])
+         for n in ('sem_ratio', 'dom_ratio', 'sem_coeff', 'dom_coeff')]
+    g_cls = own(sep(f'cls/{m}'))
+    g_dom = own(sep(f'dom/{m}')) if num_sources > 1 else None
+    conflicts += g_dom is not None and float(g_cls @ g_dom) < 0
+    want = own(g_fused) + _gmp_by_hand(g_cls, g_dom, *c)
+    np.testing.assert_allclose(own(grads), want, rtol=1e-5, atol=1e-6, err_msg=m)
+    if num_sources == 1:
+      assert c[1] == c[3] == 1.0   # no domain side
+  # this batch has a modality whose two gradients conflict: the projection is exercised
+  assert conflicts > 0 if num_sources > 1 else conflicts == 0
+  # the coefficients are the module's from the step's uni-modal logits: one of them slowed
+  assert min(float(metrics[f'gmp/raw/sem_coeff/{m}']) for m in mods) < 1.0
+
+
+def test_gmp_projectors_and_discriminator_stay_at_init():
+  import functools  # pylint: disable=g-import-not-at-top
+  import test_plugins as tp  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_batch  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import step  # pylint: disable=g-import-not-at-top
+  model, sp = tp._model('gmp'), tp._spec('gmp', num_sources=2)
+  batch = {**tiny_batch(batch_size=8), 'source': jnp.array([0, 1] * 4)}
+  tx = step.make_optimizer(tp.OPTIM)
+  state0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
+  state = state0
+  for _ in range(3):
+    state, metrics = f(state, batch, jax.random.key(1))
+  assert 'gmp/dom/audio' in metrics and state.params['extra'] == {}
+  for part in ('domain_proj', 'domain_disc'):
+    for a, b in zip(jax.tree.leaves(state0.extra_state[part]),
+                    jax.tree.leaves(state.extra_state[part])):
+      np.testing.assert_array_equal(a, b)
+  # its BN statistics do follow the training-mode passes, as the script's
+  moved = [float(jnp.abs(a - b).max()) for a, b in zip(
+      jax.tree.leaves(state0.extra_state['domain_disc_stats']),
+      jax.tree.leaves(state.extra_state['domain_disc_stats']))]
+  assert min(moved) > 0
+  assert float(jnp.abs(state.params['encoders']['video']['stage']['Conv_0']['kernel'] -
+                       state0.params['encoders']['video']['stage']['Conv_0']['kernel']).max()) > 0
