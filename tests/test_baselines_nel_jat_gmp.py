@@ -303,10 +303,10 @@ def test_nel_loaders_from_the_config():
     np.testing.assert_array_equal(value[:b], value[b:], err_msg=key)
 
 
-@pytest.mark.parametrize('name', ['jat', 'nel'])
+@pytest.mark.parametrize('name', ['jat', 'nel', 'gmp'])
 def test_trains_on_the_embedded_benchmark(name):
-  # configs/hac.py:smoke (the synthetic benchmark's tiny shapes), two sources: JAT gets its
-  # domain labels from the loaders, NEL its two views; a few steps of the jitted train step.
+  # configs/hac.py:smoke (the synthetic benchmark's tiny shapes), two sources: JAT and GMP get
+  # their domain labels from the loaders, NEL its two views; a few steps of the jitted step.
   from configs import hac  # pylint: disable=g-import-not-at-top
   from mbcd_jax import sharding, train  # pylint: disable=g-import-not-at-top
   c = hac.get_config('smoke')
@@ -320,7 +320,8 @@ def test_trains_on_the_embedded_benchmark(name):
                                     jax.random.key(1))
     assert np.isfinite(float(metrics['loss'])), (name, i)
   assert int(state.step) == 3
-  want = {'jat': 'jat/raw/dom_global', 'nel': 'nel/raw/unc'}[name]
+  want = {'jat': 'jat/raw/dom_global', 'nel': 'nel/raw/unc',
+          'gmp': f'gmp/raw/dom_coeff/{run.config.data.modalities[0]}'}[name]
   assert want in metrics
 
 
