@@ -1,4 +1,4 @@
-"""GMP: gradient modulation and projection per modality, its pieces.
+"""GMP: gradient modulation and projection per modality, its pieces and its plug-in.
 
 As the MMDG benchmark trains it (``Action recognition/train_GMP.py``, lihongzhao99/MMDG_Benchmark
 e98e837). Per present modality m with uni-modal logits ``u_m`` and (multi-source only) a
@@ -35,6 +35,8 @@ running statistics are updated by its training-mode passes (in the script's orde
 audio). The method has no trained parameters of its own. The domain labels are
 ``extensions.StepView.sources`` and the number of sources the ``num_sources`` hyper-parameter
 (filled in by ``methods.resolve``; one source: no domain terms, no projection, as the script).
+The step's ``loss`` metric is the sum of the weighted terms (the update is not its gradient);
+a step costs one forward pass and 1 + 2M backward passes (M modalities; 1 + M single-source).
 The pieces are checked against the authors' functions by
 ``benchmarks/baselines_harness_nel_jat_gmp.py``; the plug-in's gradient against one assembled
 from separate ``jax.grad`` calls by ``tests/test_baselines_nel_jat_gmp.py``.
