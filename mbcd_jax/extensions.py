@@ -21,6 +21,10 @@ Lifecycle, in the step's terms (``mbcd_jax/step.py``):
   teacher  ``teacher='sma'`` (or the spec's EMA): the teacher copies the whole student —
            ``params`` including ``extra``, BN statistics, ``extra_state`` — and is updated after
            every optimizer step by ``extension.teacher_update(teacher, student, step, hp)``.
+  gradient ``extension.grad_transform`` unset: the gradient of the summed loss (one backward
+           pass). Set (``classification='own'``, a method that reshapes per-term gradients,
+           GMP): one backward pass per term, and ``grad_transform(term_grads, metrics, params,
+           hp) -> grads`` makes the update's gradient (``step.per_term_grad``).
 """
 import dataclasses
 from typing import Any, Callable, Mapping, NamedTuple
@@ -102,6 +106,11 @@ class Extension:
       then ``[view 1 of the B clips; view 2 of the same B clips]``, 2B rows, labels repeated.
       Where the train transform is not random (the embedded synthetic benchmark) the two
       views are identical.
+    grad_transform: ``(term_grads, metrics, params, hparams) -> grads``, or None (the gradient
+      of the summed terms). ``term_grads``: term name -> the gradient of that weighted term
+      over every trained parameter (``params``' structure); ``metrics``: the method's own
+      metrics of the step (``terms``' second output, e.g. coefficients the transform reads).
+      Needs ``classification='own'`` (the terms are then the whole loss).
     frozen_bn_caution: why ``config.model.bn_mode='frozen'`` (set explicitly: the method's own
       variant may differ) is known to break the method (empty: nothing known); ``train.build``
       logs it as a warning for such a run.
@@ -118,6 +127,7 @@ class Extension:
   recipes: Callable | None = None
   views: int = 1
   frozen_bn_caution: str = ''
+  grad_transform: Callable | None = None
 
   def __post_init__(self):
     if self.classification not in CLASSIFICATION:
@@ -126,6 +136,9 @@ class Extension:
       raise ValueError(f'{self.name}: teacher must be one of {TEACHERS}')
     if not (isinstance(self.views, int) and self.views >= 1):
       raise ValueError(f'{self.name}: views must be an int >= 1, got {self.views!r}')
+    if self.grad_transform is not None and self.classification != 'own':
+      raise ValueError(f"{self.name}: grad_transform needs classification='own' (the terms "
+                       'must be the whole loss)')
     if self.teacher != 'none' and self.teacher_update is None:
       raise ValueError(f'{self.name}: teacher={self.teacher!r} needs a teacher_update')
 

@@ -31,6 +31,8 @@ group ``config.method.<name>`` (declared by the module's ``Hparams``):
                  entropy-weighted uni-modal CE                    baselines/jat.py
   nel            NEL: two views per clip, SupCon, mean-shift contrast, spectrum entropy
                                                                   baselines/nel.py
+  gmp            GMP: per-modality gradient modulation and (on a conflict with the domain
+                 term) projection                                 baselines/gmp.py
 
 They train without AMD, consistency or MBCD's distillation, on the model variant their
 extension names: features without LayerNorm, head dropout on video/flow, and the networks run
@@ -44,11 +46,11 @@ from mbcd_jax import MODALITIES
 from mbcd_jax.encoders import batchnorm
 from mbcd_jax.method import amd as amd_lib
 from mbcd_jax.method import consistency as consistency_lib
-from mbcd_jax.baselines import cmrf, jat, moosa, nel, rna, simmmdg
+from mbcd_jax.baselines import cmrf, gmp, jat, moosa, nel, rna, simmmdg
 from mbcd_jax.errors import ConfigError
 
 EXTENSIONS = {e.name: e for e in (rna.EXTENSION, simmmdg.EXTENSION, moosa.EXTENSION,
-                                  cmrf.EXTENSION, jat.EXTENSION, nel.EXTENSION)}
+                                  cmrf.EXTENSION, jat.EXTENSION, nel.EXTENSION, gmp.EXTENSION)}
 # The model variant of MBCD and its baselines (ERM, EMA, the ablations) where nothing sets it:
 # a bare model config (tests, benchmarks). ``config_lib.base_config`` declares the keys and
 # keeps a config's own defaults in ``config.model.defaults`` (the real-data ones: 'port' BN and

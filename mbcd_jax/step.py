@@ -308,6 +308,34 @@ def update_batch_stats(model: MultiModalModel, batch_stats: PyTree, trunk_moment
   return {'encoders': stats}
 
 
+def per_term_grad(fn, ext: extensions.Extension):
+  """``jax.grad(fn, has_aux=True)`` for a plug-in with an ``Extension.grad_transform``.
+
+  ``fn``: :func:`loss_fn` with its static arguments bound. The method's weighted terms are read
+  back from the metrics ``loss_fn`` records (``'<name>/<term>'``; they sum to the loss, the
+  extension's classification being 'own'); one forward pass, one VJP, one backward pass per
+  term (cotangent 1 on that term, 0 on the others), and ``ext.grad_transform`` turns the
+  per-term gradients into the update's. Returns ``(params, *args, **kwargs) -> (grads, aux)``.
+  """
+  prefix, raw = f'{ext.name}/', f'{ext.name}/raw/'
+
+  def terms_of(params, *args, **kwargs):
+    _, aux = fn(params, *args, **kwargs)
+    metrics = aux[0]
+    terms = {k[len(prefix):]: v for k, v in metrics.items()
+             if k.startswith(prefix) and not k.startswith(raw)}
+    return terms, aux
+
+  def grad_fn(params, *args, **kwargs):
+    terms, vjp, aux = jax.vjp(lambda p: terms_of(p, *args, **kwargs), params, has_aux=True)
+    term_grads = {t: vjp({k: jnp.ones_like(v) if k == t else jnp.zeros_like(v)
+                          for k, v in terms.items()})[0] for t in terms}
+    method_metrics = {k[len(raw):]: v for k, v in aux[0].items() if k.startswith(raw)}
+    return ext.grad_transform(term_grads, method_metrics, params, ext.hparams), aux
+
+  return grad_fn
+
+
 def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array, *,
                model: MultiModalModel, spec: MethodSpec,
                tx: optax.GradientTransformation) -> tuple[TrainState, dict]:
@@ -348,6 +376,8 @@ def train_step(state: TrainState, batch: Mapping[str, jax.Array], rng: jax.Array
                              batch.get(SOURCE_KEY))
 
   grad_fn = jax.grad(functools.partial(loss_fn, model=model, spec=spec), has_aux=True)
+  if spec.extension is not None and spec.extension.grad_transform is not None:
+    grad_fn = per_term_grad(functools.partial(loss_fn, model=model, spec=spec), spec.extension)
   grads, (metrics, passes, extra_state) = grad_fn(
       student.params, student.frozen, feats, batch['label'], p_teacher, rng,
       batch_stats=student.batch_stats, extension_inputs=ext_in)

@@ -11,6 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import _trees
 from mbcd_jax.baselines import gmp, jat, nel
 
 
@@ -303,10 +304,10 @@ def test_nel_loaders_from_the_config():
     np.testing.assert_array_equal(value[:b], value[b:], err_msg=key)
 
 
-@pytest.mark.parametrize('name', ['jat', 'nel'])
+@pytest.mark.parametrize('name', ['jat', 'nel', 'gmp'])
 def test_trains_on_the_embedded_benchmark(name):
-  # configs/hac.py:smoke (the synthetic benchmark's tiny shapes), two sources: JAT gets its
-  # domain labels from the loaders, NEL its two views; a few steps of the jitted train step.
+  # configs/hac.py:smoke (the synthetic benchmark's tiny shapes), two sources: JAT and GMP get
+  # their domain labels from the loaders, NEL its two views; a few steps of the jitted step.
   from configs import hac  # pylint: disable=g-import-not-at-top
   from mbcd_jax import sharding, train  # pylint: disable=g-import-not-at-top
   c = hac.get_config('smoke')
@@ -320,5 +321,137 @@ def test_trains_on_the_embedded_benchmark(name):
                                     jax.random.key(1))
     assert np.isfinite(float(metrics['loss'])), (name, i)
   assert int(state.step) == 3
-  want = {'jat': 'jat/raw/dom_global', 'nel': 'nel/raw/unc'}[name]
+  want = {'jat': 'jat/raw/dom_global', 'nel': 'nel/raw/unc',
+          'gmp': f'gmp/raw/dom_coeff/{run.config.data.modalities[0]}'}[name]
   assert want in metrics
+
+
+# ------------------------------------------------------------ GMP as a plug-in
+def _np_project(g, h):
+  return g - (g @ h) / (h @ h + 1e-12) * h
+
+
+def _gmp_by_hand(g_cls, g_dom, r, s, k, p):
+  """The script's per-modality combination on flat numpy vectors (g_dom None: one source)."""
+  g_cls = k * g_cls
+  if g_dom is None:
+    return g_cls
+  g_dom = p * g_dom
+  if g_cls @ g_dom < 0:
+    if r >= s:
+      g_cls = _np_project(g_cls, g_dom)
+    else:
+      g_dom = _np_project(g_dom, g_cls)
+  return g_cls + g_dom
+
+
+def _flat(tree):
+  return np.concatenate([np.ravel(np.asarray(x, np.float64)) for x in jax.tree.leaves(tree)])
+
+
+def _random_like(tree, key):
+  leaves, treedef = jax.tree.flatten(tree)
+  keys = jax.random.split(jax.random.key(key), len(leaves))
+  return treedef.unflatten([jax.random.normal(k, x.shape) for k, x in zip(keys, leaves)])
+
+
+@pytest.mark.parametrize('sem_ratio', [2.0, 0.5])   # which side loses its component
+def test_gmp_transform_projects_only_on_conflict_and_only_on_theta_m(sem_ratio):
+  params = {'encoders': {m: {'stage': {'w': jnp.zeros((3, 2))}} for m in ('video', 'audio')},
+            'norms': {}, 'uni_heads': {m: {'b': jnp.zeros((4,))} for m in ('video', 'audio')},
+            'fused_head': {'w': jnp.zeros((5,))}, 'extra': {}}
+  fused = _random_like(params, 0)
+  cls = {m: _random_like(params, i + 1) for i, m in enumerate(('video', 'audio'))}
+  # video: the domain gradient mostly opposes the semantic one on theta_v (a conflict);
+  # audio: it agrees. Everything off theta_m is noise the transform must ignore.
+  dom = {'video': jax.tree.map(lambda a, b: -a + 0.3 * b, cls['video'], _random_like(params, 7)),
+         'audio': jax.tree.map(lambda a, b: a + 0.3 * b, cls['audio'], _random_like(params, 8))}
+  terms = {'ce_fused': fused, **{f'cls/{m}': g for m, g in cls.items()},
+           **{f'dom/{m}': g for m, g in dom.items()}}
+  coef = {'video': (sem_ratio, 1.0, 0.7, 0.9), 'audio': (0.8, 1.3, 1.0, 0.4)}
+  metrics = {f'{name}/{m}': jnp.asarray(c[i]) for m, c in coef.items()
+             for i, name in enumerate(('sem_ratio', 'dom_ratio', 'sem_coeff', 'dom_coeff'))}
+  out = gmp.transform_grads(terms, metrics, params, gmp.Hparams(num_sources=2))
+  assert jax.tree.structure(out) == jax.tree.structure(params)
+  np.testing.assert_array_equal(out['fused_head']['w'], fused['fused_head']['w'])
+  own = lambda t, m: _flat({'e': t['encoders'][m], 'u': t['uni_heads'][m]})
+  assert own(cls['video'], 'video') @ own(dom['video'], 'video') < 0     # the case is a conflict
+  assert own(cls['audio'], 'audio') @ own(dom['audio'], 'audio') > 0
+  for m in ('video', 'audio'):
+    want = own(fused, m) + _gmp_by_hand(own(cls[m], m), own(dom[m], m), *coef[m])
+    np.testing.assert_allclose(own(out, m), want, rtol=1e-5, atol=1e-6)
+  # the projection changed video's update (not merely the modulation)
+  plain = own(fused, 'video') + 0.7 * own(cls['video'], 'video') + 0.9 * own(dom['video'], 'video')
+  assert np.abs(own(out, 'video') - plain).max() > 1e-2
+
+
+@pytest.mark.parametrize('num_sources', [1, 2])
+def test_gmp_step_gradient_is_assembled_from_separate_grads(num_sources):
+  import functools  # pylint: disable=g-import-not-at-top
+  import test_plugins as tp  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_batch  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import step  # pylint: disable=g-import-not-at-top
+  mods = ('video', 'flow', 'audio')
+  model, sp = tp._model('gmp', mods), tp._spec('gmp', num_sources=num_sources)
+  batch = {**tiny_batch(batch_size=8), 'source': jnp.array([0, 1] * 4)}
+  tx = step.make_optimizer(tp.OPTIM)
+  state = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  st = state.student
+  feats, _ = model.trunk_features_train(st.frozen, batch, st.batch_stats)
+  ext_in = step.ExtensionInputs(st.extra_state, state.step, None, batch['source'])
+  args = (st.frozen, feats, batch['label'], None, jax.random.key(1))
+  kw = dict(batch_stats=st.batch_stats, extension_inputs=ext_in)
+  fn = functools.partial(step.loss_fn, model=model, spec=sp)
+  grads, (metrics, _, _) = jax.jit(step.per_term_grad(fn, sp.extension))(st.params, *args,
+                                                                          **kw)
+  # Each term's gradient from its own jax.grad of the step's loss function.
+  sep = lambda t: jax.jit(jax.grad(lambda p: fn(p, *args, **kw)[1][0][f'gmp/{t}']))(
+      st.params)
+  g_fused = sep('ce_fused')
+  assert ('gmp/dom/video' in metrics) == (num_sources > 1)
+  # the fused CE's gradient alone on the shared parts; nothing for the (absent) own params
+  assert st.params['extra'] == {} and grads['extra'] == {}
+  np.testing.assert_allclose(_flat(grads['fused_head']), _flat(g_fused['fused_head']),
+                             rtol=1e-6, atol=1e-7)
+  conflicts = 0
+  for m in mods:
+    own = lambda t: _flat({'e': t['encoders'][m], 'n': t['norms'].get(m, {}),
+                           'u': t['uni_heads'][m]})
+    c = [float(metrics[f'gmp/raw/{n}/{m}'])
+         for n in ('sem_ratio', 'dom_ratio', 'sem_coeff', 'dom_coeff')]
+    g_cls = own(sep(f'cls/{m}'))
+    g_dom = own(sep(f'dom/{m}')) if num_sources > 1 else None
+    conflicts += g_dom is not None and float(g_cls @ g_dom) < 0
+    want = own(g_fused) + _gmp_by_hand(g_cls, g_dom, *c)
+    np.testing.assert_allclose(own(grads), want, rtol=1e-5, atol=1e-6, err_msg=m)
+    if num_sources == 1:
+      assert c[1] == c[3] == 1.0   # no domain side
+  # this batch has a modality whose two gradients conflict: the projection is exercised
+  assert conflicts > 0 if num_sources > 1 else conflicts == 0
+  # the coefficients are the module's from the step's uni-modal logits: one of them slowed
+  assert min(float(metrics[f'gmp/raw/sem_coeff/{m}']) for m in mods) < 1.0
+
+
+def test_gmp_projectors_and_discriminator_stay_at_init():
+  import functools  # pylint: disable=g-import-not-at-top
+  import test_plugins as tp  # pylint: disable=g-import-not-at-top
+  from conftest import tiny_batch  # pylint: disable=g-import-not-at-top
+  from mbcd_jax import step  # pylint: disable=g-import-not-at-top
+  model, sp = tp._model('gmp'), tp._spec('gmp', num_sources=2)
+  batch = {**tiny_batch(batch_size=8), 'source': jnp.array([0, 1] * 4)}
+  tx = step.make_optimizer(tp.OPTIM)
+  state0 = step.init_state(model, sp, tx, jax.random.key(0), batch)
+  f = jax.jit(functools.partial(step.train_step, model=model, spec=sp, tx=tx))
+  state = state0
+  for _ in range(3):
+    state, metrics = f(state, batch, jax.random.key(1))
+  s0, s1 = state0.student, state.student
+  assert 'gmp/dom/audio' in metrics and s1.params['extra'] == {}
+  for part in ('domain_proj', 'domain_disc'):
+    _trees.assert_trees_equal(s0.extra_state[part], s1.extra_state[part])
+  # its BN statistics do follow the training-mode passes, as the script's
+  moved = jax.tree.map(lambda a, b: float(jnp.abs(a - b).max()),
+                       s0.extra_state['domain_disc_stats'], s1.extra_state['domain_disc_stats'])
+  assert min(jax.tree.leaves(moved)) > 0
+  assert float(jnp.abs(s1.params['encoders']['video']['stage']['Conv_0']['kernel'] -
+                       s0.params['encoders']['video']['stage']['Conv_0']['kernel']).max()) > 0

@@ -255,6 +255,8 @@ def test_paper_grids_plan_modality_blocks(base, tmp_path):
   # the MMDG benchmark's other peers: on request only, before MBCD
   assert [x.label for x in experiments.variants('table1', ['mbcd', 'nel', 'jat', 'erm'])] == [
       'ERM', 'JAT', 'NEL', 'MBCD']
+  assert [x.label for x in experiments.variants('table2', ['gmp', 'mbcd', 'jat'])] == [
+      'JAT', 'GMP', 'MBCD']
   protocol, mods = experiments.PAPER_GRIDS['table1']
   runs = experiments.plan(str(tmp_path), base, protocol=protocol, variant_list=v,
                           modality_sets=mods, seeds=(0, 1), modalities_first=True)

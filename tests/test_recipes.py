@@ -28,7 +28,7 @@ def _config(dataset, method, modalities, target, sources=None, recipe='authors')
 
 
 def test_shared_changes_nothing():
-  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf', 'jat', 'nel'):
+  for method in ('erm', 'mbcd', 'rna', 'simmmdg', 'moosa', 'cmrf', 'jat', 'nel', 'gmp'):
     c = _config('epic', method, ('video', 'flow', 'audio'), 'D1', recipe='shared')
     ref = epic.get_config()
     assert c.train.epochs == 20 and c.optim.weight_decay == ref.optim.weight_decay == 1e-4
@@ -85,6 +85,17 @@ def test_jat_authors_recipe_is_the_scripts_defaults():
   c.method.jat.num_sources = 3
   with pytest.raises(ValueError, match='num_sources=3 disagrees with the run'):
     config_lib.validate(c)
+
+
+def test_gmp_authors_recipe_is_the_scripts_defaults():
+  # train_GMP.py: --nepochs 15 and the same 'adam' branch without weight decay as train_JAT.py
+  # (the docstring of mbcd_jax/baselines/gmp.py).
+  for dataset, target, sources in (('hac', 'human', None), ('hac', 'animal', ('cartoon',)),
+                                   ('epic', 'D2', None)):
+    c = _config(dataset, 'gmp', ('video', 'flow', 'audio'), target, sources)
+    assert (c.train.epochs, c.optim.weight_decay) == (15, 0.0)
+    hp = config_lib.validate(c).extension.hparams
+    assert hp.num_sources == len(c.data.sources) == (1 if sources else 2)
 
 
 def test_nel_authors_recipe_is_the_scripts_epochs():

@@ -1,4 +1,4 @@
-"""GMP: gradient modulation and projection per modality, its pieces.
+"""GMP: gradient modulation and projection per modality, its pieces and its plug-in.
 
 As the MMDG benchmark trains it (``Action recognition/train_GMP.py``, lihongzhao99/MMDG_Benchmark
 e98e837). Per present modality m with uni-modal logits ``u_m`` and (multi-source only) a
@@ -22,12 +22,24 @@ its uni-modal head) only:
   are in the optimizer but their ``.grad`` stays None): they stay at their random init.
 * Recipe: Adam lr 1e-4, no weight decay (the ``adam`` branch), 15 epochs, batch 16.
 
-Not a plug-in yet (no ``EXTENSION``): the projection needs per-modality parameter gradients of
-separate terms, which the step does not give a method (it differentiates the sum of the terms
-once). What it would reuse is in place: the domain labels (``extensions.StepView.sources``),
-the number of sources (a ``num_sources`` hyper-parameter, filled in by ``methods.resolve``) and
-JAT's second projectors and domain discriminator (``jat.init`` / ``jat.heads``). The pieces
-below are checked against the authors' functions by ``benchmarks/baselines_harness_nel_jat_gmp.py``.
+The plug-in (``EXTENSION``, ``--config.method.name=gmp``): its terms are the fused CE, per
+modality ``cls/<m>`` = 3.0 CE(u_m, y) and (multi-source) ``dom/<m>`` = 0.5 CE(q_m, d); the
+step takes each term's gradient separately (``Extension.grad_transform``, ``step.per_term_grad``)
+and :func:`transform_grads` assembles the update's gradient as above. ``theta_m`` is modality
+m's trained parameters of the model (``models.py``): ``params['encoders'][m]`` (with the
+benchmark's frozen trunks, the last stage; the audio tail), its learnable LayerNorm if any and
+``params['uni_heads'][m]``. JAT's second projectors and domain discriminator (:func:`init`,
+:func:`domain_logits`) are the method's non-trained state (``TrainState.extra_state``), not
+parameters: they stay at their random init as the authors', while the discriminator's BN
+running statistics are updated by its training-mode passes (in the script's order video, flow,
+audio). The method has no trained parameters of its own. The domain labels are
+``extensions.StepView.sources`` and the number of sources the ``num_sources`` hyper-parameter
+(filled in by ``methods.resolve``; one source: no domain terms, no projection, as the script).
+The step's ``loss`` metric is the sum of the weighted terms (the update is not its gradient);
+a step costs one forward pass and 1 + 2M backward passes (M modalities; 1 + M single-source).
+The pieces are checked against the authors' functions by
+``benchmarks/baselines_harness_nel_jat_gmp.py``; the plug-in's gradient against one assembled
+from separate ``jax.grad`` calls by ``tests/test_baselines_nel_jat_gmp.py``.
 """
 import dataclasses
 from typing import Mapping
@@ -35,6 +47,11 @@ from typing import Mapping
 import jax
 import jax.numpy as jnp
 
+from mbcd_jax import baselines
+from mbcd_jax import extensions
+from mbcd_jax.baselines import jat
+from mbcd_jax.baselines import simmmdg
+from mbcd_jax.errors import ConfigError
 from mbcd_jax.method import losses
 
 PyTree = object
@@ -48,6 +65,9 @@ class Hparams:
   domain_adv_loss_local: float = 0.5
   alpha_rev2: float = 0.3
   project_out_dim: int = 512
+  # The run's number of source domains S (the domain discriminator's max(S, 2) outputs; S = 1:
+  # no domain terms). None: len(config.data.sources), filled in by methods.resolve.
+  num_sources: int | None = None
 
 
 def mean_confidence(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -118,3 +138,118 @@ def coefficients(uni_logits: Mapping[str, jax.Array], labels: jax.Array,
     dom_k = {m: modulation(dom_r[m], hp.alpha_p) for m in uni_logits}
   return {m: tuple(jax.lax.stop_gradient(v) for v in (
       sem_r[m], dom_r[m], modulation(sem_r[m], hp.alpha_k), dom_k[m])) for m in uni_logits}
+
+
+# ---------------------------------------------------------------- the train step's plug-in
+GROUPS = ('encoders', 'norms', 'uni_heads')   # where modality m's own parameters live
+
+
+def multi_source(hp: Hparams) -> bool:
+  """Whether the domain terms are on (more than one source domain, as the script)."""
+  if hp.num_sources is None:
+    raise ValueError("gmp: Hparams.num_sources is None; methods.resolve sets it to the run's "
+                     'number of source domains')
+  return hp.num_sources > 1
+
+
+def init(rng: jax.Array, dims: Mapping[str, int], modalities, hp: Hparams = Hparams()
+         ) -> tuple[PyTree, PyTree]:
+  """``(params, state)``: no trained parameters (``{}``); ``state`` = the never-trained
+  ``{'domain_proj': {m: ...}, 'domain_disc': ..., 'domain_disc_stats': BN statistics}``
+  (multi-source; one source: ``{}``), JAT's modules and initialisers."""
+  ms = baselines.present(modalities, 'gmp')
+  if not multi_source(hp):
+    return {}, {}
+  return {}, jax.jit(lambda r: _init_state(r, {m: dims[m] for m in ms}, hp))(rng)
+
+
+def _init_state(rng, dims, hp):
+  keys = iter(jax.random.split(rng, len(dims) + 1))
+  p = hp.project_out_dim
+  proj = {m: jat.ProjectHead(p).init(next(keys), jnp.zeros((1, d)))['params']
+          for m, d in dims.items()}
+  v = jat.DomainDiscriminator(max(hp.num_sources, 2)).init(next(keys), jnp.zeros((2, p)))
+  return {'domain_proj': proj, 'domain_disc': v['params'], 'domain_disc_stats': v['batch_stats']}
+
+
+def domain_logits(state: PyTree, feats: Mapping[str, jax.Array], rng: jax.Array,
+                  modalities, hp: Hparams = Hparams()) -> tuple[dict, PyTree]:
+  """``q_m = D(P2_m(GRL_alpha_rev2(e_m)))`` per modality in training mode (the projectors'
+  dropout drawn from ``rng``), in the order of ``modalities``, which is the order the
+  discriminator's BN statistics are updated in. Returns ``({m: [B, S']}, new state)``."""
+  p, out = hp.project_out_dim, {}
+  disc = jat.DomainDiscriminator(max(hp.num_sources, 2))
+  stats = state['domain_disc_stats']
+  for i, m in enumerate(modalities):
+    keep = simmmdg.dropout_keep(jax.random.fold_in(rng, i), jat.DROPOUT,
+                                (feats[m].shape[0], p))
+    z = jat.ProjectHead(p).apply({'params': state['domain_proj'][m]},
+                                 jat.grad_reverse(feats[m], hp.alpha_rev2), keep)
+    out[m], stats = simmmdg.project(disc, state['domain_disc'], stats, z, train=True)
+  return out, {**state, 'domain_disc_stats': stats}
+
+
+def _terms_ext(view: extensions.StepView, hp: Hparams):
+  ms = baselines.present(view.modalities, 'gmp')
+  multi = multi_source(hp)
+  if multi and view.sources is None:
+    raise ConfigError(f'gmp: a multi-source run (num_sources={hp.num_sources}) needs each '
+                      "training example's source domain, and the batch carries no 'domain'")
+  y = view.labels
+  ce = losses.cross_entropy(view.fused_logits, y)
+  terms, raw = {'ce_fused': ce}, {'ce_fused': ce}
+  uni = {m: view.uni_logits[m] for m in ms}
+  for m in ms:
+    raw[f'cls/{m}'] = losses.cross_entropy(uni[m], y)
+    terms[f'cls/{m}'] = hp.cls_loss * raw[f'cls/{m}']
+  q, new_state = None, view.state
+  if multi:
+    q, new_state = domain_logits(view.state, view.feats, view.rng, ms, hp)
+    for m in ms:
+      raw[f'dom/{m}'] = losses.cross_entropy(q[m], view.sources)
+      terms[f'dom/{m}'] = hp.domain_adv_loss_local * raw[f'dom/{m}']
+  coeffs = coefficients(uni, y, q, view.sources if multi else None, hp)
+  for m, (r, s, k, p) in coeffs.items():
+    raw.update({f'sem_ratio/{m}': r, f'dom_ratio/{m}': s, f'sem_coeff/{m}': k,
+                f'dom_coeff/{m}': p})
+  return terms, raw, new_state
+
+
+def own(tree: PyTree, m: str) -> dict:
+  """Modality m's part of a ``params``-shaped tree: ``{group: tree[group][m]}`` over
+  ``GROUPS`` where present (``theta_m``)."""
+  return {g: tree[g][m] for g in GROUPS if m in tree.get(g, {})}
+
+
+def transform_grads(term_grads: Mapping[str, PyTree], metrics: Mapping[str, jax.Array],
+                    params: PyTree, hp: Hparams) -> PyTree:
+  """``Extension.grad_transform``: the fused CE's gradient over every trained parameter plus,
+  on each modality's ``theta_m``, :func:`combine` of its ``cls/<m>`` and ``dom/<m>`` gradients
+  with the step's coefficients (``metrics``, from :func:`coefficients`)."""
+  del params
+  ms = [k[len('cls/'):] for k in term_grads if k.startswith('cls/')]
+  out = {g: dict(v) if g in GROUPS else v for g, v in term_grads['ce_fused'].items()}
+  for m in ms:
+    g_dom = term_grads.get(f'dom/{m}')
+    mod = combine(own(term_grads[f'cls/{m}'], m), None if g_dom is None else own(g_dom, m),
+                  metrics[f'sem_ratio/{m}'], metrics[f'dom_ratio/{m}'],
+                  metrics[f'sem_coeff/{m}'], metrics[f'dom_coeff/{m}'])
+    for g, sub in mod.items():
+      out[g][m] = jax.tree.map(jnp.add, out[g][m], sub)
+  return out
+
+
+def authors_recipe(dataset: str, modalities, target: str) -> dict | None:
+  """``Extension.recipes``: the script's defaults, the same for every setting (15 epochs;
+  Adam without weight decay: its ``adam`` branch ignores ``--weight_decay``)."""
+  del modalities, target
+  return {'epochs': 15, 'weight_decay': 0.0} if dataset in ('epic', 'hac') else None
+
+
+# Its own classification loss (the fused CE and the uni-modal CEs, which train the uni-modal
+# heads and through them the encoders); JAT's model variant (the same scripts' networks).
+EXTENSION = extensions.Extension(
+    name='gmp', hparams=Hparams(), init=init, terms=_terms_ext, classification='own',
+    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
+           *baselines.SCRIPTS_NETWORKS),
+    recipes=authors_recipe, grad_transform=transform_grads)

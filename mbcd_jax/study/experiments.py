@@ -74,9 +74,10 @@ GRIDS = ('methods', 'table1', 'table2', 'table4', 'table5', 'leave_one_out', 'sw
 # Tables 1-2: the paper's methods (row label = the paper's name, run directory = the method's).
 PAPER_METHODS = [('ERM', 'erm'), ('RNA-Net', 'rna'), ('SimMMDG', 'simmmdg'), ('MOOSA', 'moosa'),
                  ('CMRF', 'cmrf'), ('MBCD', 'mbcd')]
-# The MMDG benchmark's other peers (its train_JAT.py, train_NEL.py; not rows of the paper's tables, so
-# without paper numbers): rows of 'table1' / 'table2' when --methods names them, before MBCD.
-BENCHMARK_PEERS = [('JAT', 'jat'), ('NEL', 'nel')]
+# The MMDG benchmark's other peers (its train_JAT.py, train_NEL.py, train_GMP.py; not rows of
+# the paper's tables, so without paper numbers): rows of 'table1' / 'table2' when --methods
+# names them, before MBCD.
+BENCHMARK_PEERS = [('JAT', 'jat'), ('NEL', 'nel'), ('GMP', 'gmp')]
 # grid -> (protocol, modality sets in the paper's block order).
 PAPER_GRIDS = {
     'table1': ('multi_source', (('video', 'audio'), ('video', 'flow'), ('flow', 'audio'),
