@@ -5,8 +5,9 @@ Imported by ``device_check.py`` and ``pipeline_throughput.py`` (and through ``de
 ``roofline.py`` and ``whole_run.py``); it imports only the library, so that neither script
 imports the other.
 """
-from mbcd_jax import batchnorm, methods, models
+from mbcd_jax import methods, models
 from mbcd_jax import step as step_lib
+from mbcd_jax.encoders import batchnorm
 
 NUM_CLASSES = 7
 MODALITIES = ('video', 'flow', 'audio')

@@ -299,7 +299,7 @@ def main(argv=None):
 
   # 1. tree
   t = time.time()
-  from data import fixtures  # pylint: disable=g-import-not-at-top
+  from tests.data import fixtures  # pylint: disable=g-import-not-at-top  (the tests' data trees)
   if not os.path.exists(paths['/data/EPIC']):
     fixtures.make_epic(paths['/data/EPIC'] + '.tmp', counts=COUNTS,
                        clip_frames=CI_CLIP_FRAMES if args.ci else CLIP_FRAMES)

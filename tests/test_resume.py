@@ -135,7 +135,7 @@ def test_rerun_finished_changed_config_and_restart(tmp_path, reference):
   assert r.returncode == 2 and 'Traceback' not in r.stderr
   line = _runs.last_line(r.stderr)
   assert line.startswith(f'mbcd_jax: error: {workdir}/checkpoints/{TOTAL}/state is from a '
-                         'different model: params/'), line
+                         'different model: student/params/'), line
   assert '(16,' in line and '(32,' in line
   assert _runs.rows(workdir) == _runs.rows(reference)   # the refusals wrote nothing
 

@@ -192,7 +192,7 @@ def test_worker_processes_give_the_same_batches_and_no_leak(store_dir, tmp_path)
   watched)."""
   prefix = f'mbcdtest{os.getpid()}'
   (tmp_path / 'sitecustomize.py').write_text(_SHM_PREFIX_SITE.format(prefix=prefix))
-  pythonpath = os.pathsep.join([str(tmp_path), ROOT])
+  pythonpath = os.pathsep.join([str(tmp_path), ROOT, os.path.join(ROOT, 'tests')])
   r = subprocess.run([sys.executable, '-c', _WORKERS_SCRIPT, store_dir], cwd=ROOT,
                      capture_output=True, text=True, timeout=300,
                      env=dict(os.environ, PYTHONPATH=pythonpath, JAX_PLATFORMS='cpu'))
