@@ -6,8 +6,7 @@ import sys
 
 import pytest
 
-SCRIPT = os.path.join(os.path.dirname(__file__), '..', 'docs', 'study', 'paper_regime',
-                      'paired.py')
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HEADER = ('variant,modalities,setting,target,seed,rule,epoch,epochs,val,fused,student_fused,'
           'pretrained,machine,video,flow,audio\n')
 
@@ -21,7 +20,8 @@ def _write(path, rows):
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, SCRIPT, *args], capture_output=True, text=True)
+  return subprocess.run([sys.executable, '-m', 'docs.study.paper_regime.paired', *args],
+                        capture_output=True, text=True, cwd=ROOT)
 
 
 def _rows(variant, fused, seed=0):

@@ -234,10 +234,10 @@ def test_reselect_ties_refuses_a_run_without_both_rules():
 
 
 def test_committed_study_tables_use_the_tie_rule():
-  # docs/study/reselect.py rewrote every committed table; a table added since by pre-rule runs
+  # docs/study/reselect.py (python -m docs.study.reselect) rewrote every committed table; a table added since by pre-rule runs
   # would show up here.
   import subprocess, sys  # pylint: disable=g-import-not-at-top,multiple-imports
-  res = subprocess.run([sys.executable, 'docs/study/reselect.py', '--check'],
+  res = subprocess.run([sys.executable, '-m', 'docs.study.reselect', '--check'],
                        capture_output=True, text=True, cwd=os.path.dirname(
                            os.path.dirname(os.path.abspath(__file__))))
   assert res.returncode == 0, res.stdout + res.stderr

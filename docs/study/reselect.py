@@ -1,6 +1,6 @@
 """Re-selects every committed study table's best-validation rows by the authors' tie rule.
 
-  python docs/study/reselect.py [--check] [--report=docs/study/reselection.md]
+  python -m docs.study.reselect [--check] [--report=docs/study/reselection.md]
 
 Until ``train.select_best`` (the later epoch on ties, the ``>=`` of every author's script), runs
 kept the *first* epoch among equal validation accuracies. The run directories are gone; each
@@ -24,8 +24,7 @@ import math
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..'))
-from mbcd_jax.study import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.study import tables
 
 OLD_TITLE = 'model selected by best source-domain validation accuracy'
 FIRST_TABLE = '**Fused accuracy, '
@@ -125,7 +124,7 @@ def process(runs_csv: str, write: bool) -> dict:
 
 def report(reps) -> str:
   lines = ['# Best-validation rows re-selected by the later-epoch-on-ties rule', '',
-           'Written by `python docs/study/reselect.py` (see its docstring). Runs made before the '
+           'Written by `python -m docs.study.reselect` (see its docstring). Runs made before the '
            'tie rule kept the first epoch among equal validation accuracies; each table\'s '
            '`*_runs.csv` keeps a run\'s best-validation and last epoch, not its history, so a '
            'row is re-selected exactly when the last epoch ties the best (it becomes the '

@@ -1,6 +1,6 @@
 """Paired comparison of two table rows over (seed, target) pairs, from runners' ``*_runs.csv``.
 
-  python docs/study/paper_regime/paired.py 'mbcd ema_beta=0.99' 'mbcd ema_beta=0.999' \
+  python -m docs.study.paper_regime.paired 'mbcd ema_beta=0.99' 'mbcd ema_beta=0.999' \
       docs/study/paper_regime/v2/machine_b/sweep_beta_seed0_runs.csv \
       docs/study/paper_regime/v2/machine_b/w0_beta_seed1_runs.csv
 
@@ -20,10 +20,8 @@ import argparse
 import csv
 import os
 import statistics
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), '..', '..', '..'))
-from mbcd_jax.study import tables  # pylint: disable=g-import-not-at-top,wrong-import-position
+from mbcd_jax.study import tables
 
 
 def load(paths, aliases, seeds=None):
