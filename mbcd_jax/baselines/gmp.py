@@ -239,17 +239,9 @@ def transform_grads(term_grads: Mapping[str, PyTree], metrics: Mapping[str, jax.
   return out
 
 
-def authors_recipe(dataset: str, modalities, target: str) -> dict | None:
-  """``Extension.recipes``: the script's defaults, the same for every setting (15 epochs;
-  Adam without weight decay: its ``adam`` branch ignores ``--weight_decay``)."""
-  del modalities, target
-  return {'epochs': 15, 'weight_decay': 0.0} if dataset in ('epic', 'hac') else None
-
-
 # Its own classification loss (the fused CE and the uni-modal CEs, which train the uni-modal
-# heads and through them the encoders); JAT's model variant (the same scripts' networks).
+# heads and through them the encoders). The same scripts' networks and recipe as JAT's (15
+# epochs; Adam without weight decay: the ``adam`` branch ignores ``--weight_decay``).
 EXTENSION = extensions.Extension(
     name='gmp', hparams=Hparams(), init=init, terms=_terms_ext, classification='own',
-    model=(('feature_norm', 'none'), ('feature_dropout', 0.5), ('uni_head', 'linear'),
-           *baselines.SCRIPTS_NETWORKS),
-    recipes=authors_recipe, grad_transform=transform_grads)
+    model=jat.EXTENSION.model, recipes=jat.authors_recipe, grad_transform=transform_grads)
