@@ -95,3 +95,38 @@ def test_fresh_worlds_section_from_hand_made_rows(tmp_path):
   assert 'MBCD student − ERM, best validation: 3 of 3' in text
   assert 'H2 ρ = -1.00 (p 0.167)' in text and 'H3 ρ = +1.00 (p 0.167)' in text
   assert 'H1 ρ = -' in text
+
+
+def test_fresh_answer_and_figure_from_hand_made_rows(tmp_path):
+  # Three worlds; the student gains 3, 2, 1 as ERM rises 60, 70, 80; the teacher equals ERM.
+  rows, stats_rows = [], []
+  for w in (101, 102, 103):
+    for t in ('human', 'animal', 'cartoon'):
+      erm = 60.0 + 10 * (w - 101)
+      for rule in ('best_val', 'last'):
+        rows.append(dict(world=w, **_row('erm', t, 0, erm, erm, rule)))
+        rows.append(dict(world=w, **_row('mbcd', t, 0, erm, erm + 104 - w, rule)))
+    stats_rows.append({'world': w, 'holds': 'True', 'dominant': 'video',
+                       'agreement/video': 0.5, 'agreement/flow': 0.5 + 0.1 * (104 - w),
+                       'agreement/audio': 0.5 + 0.1 * (104 - w)})
+  _write(str(tmp_path), 'docs/results/worlds_runs.csv', rows)
+  _write(str(tmp_path), results_page.STATS, stats_rows)
+  loaded = results_page.load(str(tmp_path))
+  text = results_page.fresh_answer(loaded, str(tmp_path))
+  # 9 wins of 9 pairs: sign-test p 0.004 -> ahead; mean 2.0, sem std([3,3,3,2,2,2,1,1,1])/3.
+  sem = np.std([3, 3, 3, 2, 2, 2, 1, 1, 1], ddof=1) / 3
+  assert f'MBCD student − ERM is ahead (+2.0 ± {sem:.1f} points per pair, 9 wins of 9' in text
+  assert 'positive on 3 of 3 worlds' in text
+  assert 'MBCD teacher − ERM is level (+0.0 ± 0.0 points per pair, 0 wins of 9' in text
+  # H1 over 9 pairs: rho -1, permutation p far below 0.05; H3 over 3 worlds: exact p 1/6.
+  assert 'H1, its gain falls as ERM\'s own target accuracy rises) is supported (ρ = -1.00' in text
+  assert 'is not supported (ρ = +1.00, p 0.167)' in text
+  h = results_page.hypotheses(loaded, str(tmp_path), 'last')
+  assert h['H1'][2] == 9 and h['H1'][1] < 0.01 and h['H2'][2] == 3
+  path = tmp_path / 'worlds.png'
+  results_page.worlds_figure(loaded, str(tmp_path), str(path))
+  assert path.stat().st_size > 10_000
+  # No fresh runs: no paragraph, no figure.
+  assert results_page.fresh_answer([], str(tmp_path)) is None
+  results_page.worlds_figure([], str(tmp_path), str(tmp_path / 'none.png'))
+  assert not (tmp_path / 'none.png').exists()

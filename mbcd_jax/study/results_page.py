@@ -25,6 +25,7 @@ from mbcd_jax.study import paper_numbers, tables
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the clone
 MB = 'docs/study/paper_regime/v2/machine_b'
 PAGE, FIGURE = 'docs/results.md', 'docs/results/main.png'
+WORLDS_FIGURE = 'docs/results/worlds.png'
 # (group, file): world 0 (the default world every choice was made on), the unseen worlds 3-6
 # (drawn after the settings were fixed; docs/study/paper_regime/history.md), and the worlds
 # study's fresh worlds (docs/results/worlds_plan.md).
@@ -284,6 +285,71 @@ def erm_accuracy(rows, group: str, rule: str) -> dict:
           if r['group'] == group and r['rule'] == rule and r['variant'] == 'erm'}
 
 
+def _p3(p: float) -> str:
+  return 'p < 0.001' if p < 0.001 else f'p {p:.3f}'
+
+
+def hypotheses(rows, root: str, rule: str) -> dict:
+  """The plan's H1-H3 for MBCD student − ERM: {'H1': (rho, p, pairs), 'H2': (rho, p, worlds),
+  'H3': (rho, p, worlds)}, each present once it has 3 points. H1/H2 predict rho < 0, H3 rho > 0;
+  p is the one-sided permutation p in the predicted direction."""
+  st = world_stats(root)
+  d = diffs(rows, COMPARISONS[0], 'fresh', rule)
+  erm_r = erm_accuracy(rows, 'fresh', rule)
+  out = {}
+  pairs = [(erm_r[e[:3]], e[-1]) for e in d if e[:3] in erm_r]
+  if len(pairs) >= 3:
+    x, y = zip(*pairs)
+    out['H1'] = (spearman(x, y), permutation_p(x, y, -1), len(pairs))
+  wl = sorted({e[0] for e in d}, key=int)
+  if len(wl) >= 3:
+    g = [np.mean([e[-1] for e in d if e[0] == w]) for w in wl]
+    a = [np.mean([v for k, v in erm_r.items() if k[0] == w]) for w in wl]
+    out['H2'] = (spearman(a, g), permutation_p(a, g, -1), len(wl))
+    ws = [w for w in wl if w in st]
+    if len(ws) >= 3:
+      gd = [g[wl.index(w)] for w in ws]
+      dd = [deficit(st[w]) for w in ws]
+      out['H3'] = (spearman(dd, gd), permutation_p(dd, gd, +1), len(ws))
+  return out
+
+
+def fresh_answer(rows, root: str) -> str | None:
+  """The worlds study's answer in one paragraph (best-validation rule, the paper's; the
+  hypotheses at the plan's primary rule, the last epoch). A hypothesis is *supported* when its
+  one-sided p < 0.05, else *not supported*; fixed here, before any number."""
+  comps = [c for c in COMPARISONS[:4] if diffs(rows, c, 'fresh', 'best_val')]
+  if not comps:
+    return None
+  st = world_stats(root)
+  checked = len(st)
+  parts = []
+  for c in comps:
+    s = stats(diffs(rows, c, 'fresh', 'best_val'))
+    k, n, (lo, hi) = share_positive(rows, c, 'fresh', 'best_val')
+    parts.append(f'{c.label} is {s["verdict"]} ({s["mean"]:+.1f} ± {s["sem"]:.1f} points per '
+                 f'pair, {s["wins"]} wins of {s["n"]} pairs; positive on {k} of {n} worlds, '
+                 f'95% interval {100 * lo:.0f}–{100 * hi:.0f}%)')
+  worlds = len({e[0] for e in diffs(rows, comps[0], 'fresh', 'best_val')})
+  text = (f'On {worlds} fresh worlds drawn by the plan\'s rule ({checked} checked, the ones that '
+          'fail the benchmark\'s principle not run), at the paper\'s length and with its model '
+          'selection: ' + '; '.join(parts) + '.')
+  h = hypotheses(rows, root, 'last')
+  if 'H1' in h:
+    rho, p, n = h['H1']
+    text += (f' The student\'s gain depends on the world: the plan\'s headroom hypothesis (H1, '
+             f'its gain falls as ERM\'s own target accuracy rises) is '
+             f'{"supported" if p < 0.05 else "not supported"} (ρ = {rho:+.2f}, {_p3(p)}, {n} '
+             'pairs)')
+    if 'H3' in h:
+      rho3, p3, _ = h['H3']
+      text += (f'; the premise hypothesis (H3, the gain rises with the dominant modality\'s '
+               f'transfer deficit measured before training) is '
+               f'{"supported" if p3 < 0.05 else "not supported"} (ρ = {rho3:+.2f}, {_p3(p3)})')
+    text += '.'
+  return text
+
+
 def fresh_section(rows, root: str) -> list[str]:
   """The worlds study: per-world table, shares of worlds, and the plan's hypotheses."""
   if not any(r['group'] == 'fresh' for r in rows):
@@ -305,13 +371,11 @@ def fresh_section(rows, root: str) -> list[str]:
   out += ['| ' + ' | '.join(head) + ' |', '|---:|' + '---:|' * (len(head) - 1)]
   erm = erm_accuracy(rows, 'fresh', 'best_val')
   worlds = sorted({r['world'] for r in rows if r['group'] == 'fresh'}, key=int)
-  per_world = {}
   for w in worlds:
     accs = [v for k, v in erm.items() if k[0] == w]
     cells = []
     for c in comps:
       d = [e[-1] for e in diffs(rows, c, 'fresh', 'best_val') if e[0] == w]
-      per_world[(c.label, w)] = float(np.mean(d)) if d else math.nan
       cells.append(f'{np.mean(d):+.1f} ({len(d)})' if d else '–')
     dfc = f'{deficit(st[w]):.3f}' if w in st else '–'
     out.append('| ' + ' | '.join([w, f'{np.mean(accs):.1f}', *cells, dfc]) + ' |')
@@ -327,25 +391,14 @@ def fresh_section(rows, root: str) -> list[str]:
   out += ['', 'The plan\'s hypotheses (Spearman ρ, one-sided permutation p; H1 over (world, '
           'target) pairs, H2–H3 over worlds; MBCD student − ERM):', '']
   for rule, name in (('last', 'last epoch'), ('best_val', 'best validation')):
-    d = diffs(rows, COMPARISONS[0], 'fresh', rule)
-    erm_r = erm_accuracy(rows, 'fresh', rule)
-    pairs = [(erm_r[e[:3]], e[-1]) for e in d if e[:3] in erm_r]
-    res = []
-    if len(pairs) >= 3:
-      x, y = zip(*pairs)
-      res.append(f'H1 ρ = {spearman(x, y):+.2f} (p {permutation_p(x, y, -1):.3f}, '
-                 f'{len(pairs)} pairs)')
-    wl = [w for w in worlds if any(e[0] == w for e in d)]
-    if len(wl) >= 3:
-      g = [np.mean([e[-1] for e in d if e[0] == w]) for w in wl]
-      a = [np.mean([v for k, v in erm_r.items() if k[0] == w]) for w in wl]
-      res.append(f'H2 ρ = {spearman(a, g):+.2f} (p {permutation_p(a, g, -1):.3f})')
-      ws = [w for w in wl if w in st]
-      if len(ws) >= 3:
-        gd = [g[wl.index(w)] for w in ws]
-        dd = [deficit(st[w]) for w in ws]
-        res.append(f'H3 ρ = {spearman(dd, gd):+.2f} (p {permutation_p(dd, gd, +1):.3f})')
+    h = hypotheses(rows, root, rule)
+    res = [f'H1 ρ = {h["H1"][0]:+.2f} ({_p3(h["H1"][1])}, {h["H1"][2]} pairs)'] if 'H1' in h else []
+    res += [f'{k} ρ = {h[k][0]:+.2f} ({_p3(h[k][1])})' for k in ('H2', 'H3') if k in h]
     out.append(f'- {name}: ' + ('; '.join(res) if res else 'too few worlds yet'))
+  out += ['', f'![per-world differences](results/{os.path.basename(WORLDS_FIGURE)})', '',
+          'Left: each fresh world\'s mean difference over its targets, worlds ordered by ERM\'s '
+          'target accuracy; right: every (world, target) pair against ERM\'s accuracy on that '
+          'target (H1). Best-validation rule.', '']
   return out + ['']
 
 
@@ -355,6 +408,8 @@ def page(rows, root: str = ROOT) -> str:
       '<!-- Generated by `python -m mbcd_jax.study.results_page` from the committed CSVs; do not edit. '
       '-->', '',
       f'**Answer.** {answer(rows)}', '',
+      *([f'**Across fresh worlds.** {fa} Details: [fresh worlds](#fresh-worlds-the-worlds-study).',
+         ''] if (fa := fresh_answer(rows, root)) else []),
       'Each cell: mean paired difference in top-1 accuracy (points) ± its standard error '
       '(wins / pairs, two-sided sign-test p); pairs share world, target and training seed. '
       'Verdict: *ahead* / *behind* where the sign test gives p < 0.05, else *level*. The '
@@ -417,6 +472,53 @@ def figure(rows, path: str):
   plt.close(fig)
 
 
+def worlds_figure(rows, root: str, path: str):
+  """Per-world mean differences (left) and every (world, target) pair against ERM's target
+  accuracy (right, H1); best-validation rule."""
+  comps = [c for c in COMPARISONS[:4] if diffs(rows, c, 'fresh', 'best_val')]
+  if not comps:
+    return
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  erm = erm_accuracy(rows, 'fresh', 'best_val')
+  worlds = sorted({e[0] for e in diffs(rows, comps[0], 'fresh', 'best_val')},
+                  key=lambda w: np.mean([v for k, v in erm.items() if k[0] == w]))
+  fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={'width_ratios': [3, 2]})
+  colours = ('tab:red', 'tab:blue', 'tab:grey', 'tab:purple')
+  for i, (c, col) in enumerate(zip(comps, colours)):
+    d = diffs(rows, c, 'fresh', 'best_val')
+    xs, ys = [], []
+    for j, w in enumerate(worlds):
+      v = [e[-1] for e in d if e[0] == w]
+      if v:
+        xs.append(j + (i - (len(comps) - 1) / 2) * 0.18)
+        ys.append(np.mean(v))
+    left.bar(xs, ys, width=0.18, color=col, label=c.label)
+    if i < 2:
+      right.scatter([erm[e[:3]] for e in d if e[:3] in erm],
+                    [e[-1] for e in d if e[:3] in erm], s=14, alpha=0.7, color=col,
+                    label=c.label)
+  left.axhline(0, color='black', lw=0.8)
+  left.set_xticks(range(len(worlds)),
+                  [f'{w}\n{np.mean([v for k, v in erm.items() if k[0] == w]):.0f}'
+                   for w in worlds], fontsize=7)
+  left.set_xlabel("world (ERM's mean target accuracy)", fontsize=8)
+  left.set_ylabel('mean difference over targets (points)')
+  left.legend(fontsize=7)
+  right.axhline(0, color='black', lw=0.8)
+  right.set_xlabel("ERM's target accuracy (%)", fontsize=8)
+  right.set_ylabel('difference (points)')
+  h = hypotheses(rows, root, 'best_val')
+  if 'H1' in h:
+    right.set_title(f'H1: student − ERM, Spearman ρ = {h["H1"][0]:+.2f}', fontsize=9)
+  right.legend(fontsize=7)
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
 def main(argv=None):
   p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   p.add_argument('--check', action='store_true', help='exit 1 if the page is out of date')
@@ -435,7 +537,8 @@ def main(argv=None):
   with open(path, 'w') as f:
     f.write(text)
   figure(rows, os.path.join(a.root, FIGURE))
-  print(f'wrote {path} and {os.path.join(a.root, FIGURE)}')
+  worlds_figure(rows, a.root, os.path.join(a.root, WORLDS_FIGURE))
+  print(f'wrote {path}, {os.path.join(a.root, FIGURE)} and {os.path.join(a.root, WORLDS_FIGURE)}')
 
 
 if __name__ == '__main__':
