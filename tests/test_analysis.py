@@ -1,5 +1,6 @@
 """Analyses: flatness and noise robustness on functions with known answers, and every analysis
 end to end on the tiny smoke config."""
+import dataclasses
 import json
 import os
 import sys
@@ -269,3 +270,18 @@ def test_reliability_suites_on_the_studys_runs(study, tmp_path):
       ('erm', 'student', 'A,C→H', 0)}
   for ext in ('csv', 'md', 'png'):
     assert os.path.getsize(tmp_path / f'misd.{ext}') > 0
+  # Each run's rows are kept beside it and reused while their inputs are unchanged.
+  logs = []
+  again = suites.run('misd', root, str(tmp_path), ['erm'], opts=opts, who='student',
+                     log=logs.append)
+  assert again == out and 'kept from' in logs[0]
+  logs.clear()
+  other = suites.run('misd', root, str(tmp_path), ['erm'], opts=dataclasses.replace(
+      opts, scores=('msp',)), who='student', log=logs.append)
+  assert 'kept from' not in logs[0] and [x['condition'] for x in other] == ['msp']
+  logs.clear()
+  fresh = suites.run('misd', root, str(tmp_path), ['erm'], opts=opts, who='student',
+                     log=logs.append, recompute=True)
+  assert 'kept from' not in logs[0]
+  strip = lambda rows: [{k: v for k, v in x.items() if k != 'wall_s'} for x in rows]
+  assert strip(fresh) == strip(out)

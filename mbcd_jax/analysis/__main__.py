@@ -52,6 +52,8 @@ _SEVERITIES = flags.DEFINE_list('severities', ['1', '2', '3', '4', '5'], 'corrup
 _SCORES = flags.DEFINE_list('scores', list(suites.reliability.SCORES), 'misd / ood scores.')
 _LIMIT = flags.DEFINE_integer('limit', None, 'Suites: at most this many eval batches per '
                               'condition (a quick look).')
+_RECOMPUTE = flags.DEFINE_bool('recompute', False, "Suites: evaluate every run again instead "
+                                "of reusing the rows kept beside it (suites.py).")
 USAGE = (*MODEL_ANALYSES, 'curves', 'all', *(s for s in suites.SUITES if s != 'missing'))
 
 
@@ -62,7 +64,7 @@ def run_suite(what: str, out: str):
                         limit=_LIMIT.value)
   methods = [m for m in _METHODS.value.split(',') if m] if _METHODS.present else None
   suites.run(what, _WORKDIR.value, out, methods, _CHECKPOINT.value,
-             None if _WHO.value == 'evaluated' else _WHO.value, opts)
+             None if _WHO.value == 'evaluated' else _WHO.value, opts, recompute=_RECOMPUTE.value)
 
 
 def main(argv):

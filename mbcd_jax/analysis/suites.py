@@ -19,9 +19,17 @@ domain's test set; any method, EPIC, HAC or the embedded benchmark. What each su
 Writes ``<suite>.csv`` (one row per method, target, seed, suite and condition, with the suite's
 wall time on that run), ``<suite>.md`` (mean ± std over seeds per target; paired differences
 against a baseline method with the runner's sign test, ``tables.paired``) and ``<suite>.png``.
+
+Each run's rows are kept beside it (``<run_dir>/suites/<suite>-<key>.json``, written
+atomically) and reused while nothing they depend on changed: the key hashes the run's
+``summary.json``, the suite, checkpoint rule, ``who``, the options (with the noise recording's
+bytes) and the source of the modules that compute the rows. Adding runs to a study, or running
+the suites while it trains, evaluates only the new runs; ``recompute=True`` (``--recompute``)
+evaluates every run again.
 """
 import csv
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -161,10 +169,40 @@ def evaluate_run(suite: str, run_dir: str, meta: dict, opts: Options, which: str
   return [dict(keys, **r, wall_s=round(wall, 2)) for r in rows]
 
 
+CACHE_DIR = 'suites'
+
+
+def cache_key(suite: str, run_dir: str, which: str, who: str | None, opts: Options) -> str:
+  """What a run's suite rows depend on, hashed (16 hex digits)."""
+  h = hashlib.sha256()
+  with open(os.path.join(run_dir, 'summary.json'), 'rb') as f:
+    h.update(f.read())
+  h.update(json.dumps([suite, which, who, dataclasses.asdict(opts)], sort_keys=True,
+                      default=str).encode())
+  if opts.noise_wav:
+    with open(opts.noise_wav, 'rb') as f:
+      h.update(f.read())
+  for module in (common, corruption, missing, ood, reliability):
+    with open(module.__file__, 'rb') as f:
+      h.update(f.read())
+  with open(__file__, 'rb') as f:
+    h.update(f.read())
+  return h.hexdigest()[:16]
+
+
+def _write_json(obj, path: str):
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = f'{path}.tmp{os.getpid()}'
+  with open(tmp, 'w') as f:
+    json.dump(obj, f)
+  os.replace(tmp, path)
+
+
 def run(suite: str, workdir: str, out_dir: str, methods: Sequence[str] | None = None,
         which: str = 'last', who: str | None = None, opts: Options = Options(),
-        log: Callable[[str], None] = print) -> list[dict]:
-  """Evaluates ``suite`` on every finished run; writes its CSV, markdown and plot."""
+        log: Callable[[str], None] = print, recompute: bool = False) -> list[dict]:
+  """Evaluates ``suite`` on every finished run (reusing each run's kept rows unless
+  ``recompute``); writes its CSV, markdown and plot."""
   if suite not in SUITES:
     raise ValueError(f'suite must be one of {SUITES}, got {suite!r}')
   runs = find_runs(workdir, methods)
@@ -172,9 +210,16 @@ def run(suite: str, workdir: str, out_dir: str, methods: Sequence[str] | None = 
     raise FileNotFoundError(f'{workdir}: no finished runs'
                             + (f' of {",".join(methods)}' if methods else ''))
   rows = []
-  for run_dir, meta in runs:
-    r = evaluate_run(suite, run_dir, meta, opts, which, who)
-    log(f'{suite}: {run_dir} ({r[0]["wall_s"]:.1f} s)')
+  for i, (run_dir, meta) in enumerate(runs):
+    path = os.path.join(run_dir, CACHE_DIR, f'{suite}-{cache_key(suite, run_dir, which, who, opts)}.json')
+    if os.path.exists(path) and not recompute:
+      with open(path) as f:
+        r = json.load(f)
+      log(f'{suite} [{i + 1}/{len(runs)}]: {run_dir} (kept from {path})')
+    else:
+      r = evaluate_run(suite, run_dir, meta, opts, which, who)
+      _write_json(r, path)
+      log(f'{suite} [{i + 1}/{len(runs)}]: {run_dir} ({r[0]["wall_s"]:.1f} s)')
     rows += r
   os.makedirs(out_dir, exist_ok=True)
   write_csv(rows, os.path.join(out_dir, f'{suite}.csv'))
