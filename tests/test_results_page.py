@@ -72,7 +72,9 @@ def test_spearman_and_its_exact_permutation_p_match_scipy():
   assert np.isnan(results_page.spearman([1, 1, 1], [1, 2, 3]))
 
 
-def test_fresh_worlds_section_from_hand_made_rows(tmp_path):
+def _three_worlds():
+  """Worlds 101-103: ERM reaches 60, 70, 80 on every target; MBCD's student gains 3, 2, 1 and
+  its teacher equals ERM; the dominant modality's deficit 0.3, 0.2, 0.1."""
   rows, stats_rows = [], []
   for w in (101, 102, 103):
     for t in ('human', 'animal', 'cartoon'):
@@ -83,6 +85,11 @@ def test_fresh_worlds_section_from_hand_made_rows(tmp_path):
     stats_rows.append({'world': w, 'holds': 'True', 'dominant': 'video',
                        'agreement/video': 0.5, 'agreement/flow': 0.5 + 0.1 * (104 - w),
                        'agreement/audio': 0.5 + 0.1 * (104 - w)})
+  return rows, stats_rows
+
+
+def test_fresh_worlds_section_from_hand_made_rows(tmp_path):
+  rows, stats_rows = _three_worlds()
   stats_rows.append({'world': 100, 'holds': 'False', 'dominant': 'video', 'agreement/video': 0,
                      'agreement/flow': 0, 'agreement/audio': 0})
   _write(str(tmp_path), 'docs/results/worlds_runs.csv', rows)
@@ -98,17 +105,7 @@ def test_fresh_worlds_section_from_hand_made_rows(tmp_path):
 
 
 def test_fresh_answer_and_figure_from_hand_made_rows(tmp_path):
-  # Three worlds; the student gains 3, 2, 1 as ERM rises 60, 70, 80; the teacher equals ERM.
-  rows, stats_rows = [], []
-  for w in (101, 102, 103):
-    for t in ('human', 'animal', 'cartoon'):
-      erm = 60.0 + 10 * (w - 101)
-      for rule in ('best_val', 'last'):
-        rows.append(dict(world=w, **_row('erm', t, 0, erm, erm, rule)))
-        rows.append(dict(world=w, **_row('mbcd', t, 0, erm, erm + 104 - w, rule)))
-    stats_rows.append({'world': w, 'holds': 'True', 'dominant': 'video',
-                       'agreement/video': 0.5, 'agreement/flow': 0.5 + 0.1 * (104 - w),
-                       'agreement/audio': 0.5 + 0.1 * (104 - w)})
+  rows, stats_rows = _three_worlds()
   _write(str(tmp_path), 'docs/results/worlds_runs.csv', rows)
   _write(str(tmp_path), results_page.STATS, stats_rows)
   loaded = results_page.load(str(tmp_path))
