@@ -123,6 +123,12 @@ def test_fresh_answer_and_figure_from_hand_made_rows(tmp_path):
   path = tmp_path / 'worlds.png'
   results_page.worlds_figure(loaded, str(tmp_path), str(path))
   assert path.stat().st_size > 10_000
+  # The worlds' statistics beside the gain (3, 2, 1): the deficit 0.3, 0.2, 0.1 -> rho +1;
+  # Statistics these rows lack (ERM's validation, separability) have no rho.
+  ex = '\n'.join(results_page.explore(loaded, str(tmp_path)))
+  assert '| 101 | +3.0 |' in ex and '| 0.300 |' in ex
+  rho_row = ex.split('| ρ | | ')[1].split(' | ')
+  assert rho_row[3] == '+1.00' and rho_row[1] == '– (constant)'
   # No fresh runs: no paragraph, no figure.
   assert results_page.fresh_answer([], str(tmp_path)) is None
   results_page.worlds_figure([], str(tmp_path), str(tmp_path / 'none.png'))

@@ -99,7 +99,8 @@ def load(root: str = ROOT) -> list[dict]:
         rows[key], origin[key] = {'group': group, 'world': world, 'variant': variant,
                                   'setting': r['setting'], 'target': r['target'],
                                   'seed': r['seed'], 'rule': r['rule'], 'values': val,
-                                  'fused': val[0], 'student_fused': val[1]}, rel
+                                  'fused': val[0], 'student_fused': val[1],
+                                  'val': float(r['val']) if r.get('val') else math.nan}, rel
   return list(rows.values())
 
 
@@ -399,6 +400,56 @@ def fresh_section(rows, root: str) -> list[str]:
           'Left: each fresh world\'s mean difference over its targets, worlds ordered by ERM\'s '
           'target accuracy; right: every (world, target) pair against ERM\'s accuracy on that '
           'target (H1). Best-validation rule.', '']
+  return out + explore(rows, root) + ['']
+
+
+def _stat(st: dict, name: str, reduce, dominant_only: bool = False) -> float:
+  mods = [st['dominant']] if dominant_only else [k.split('/')[1] for k in st
+                                                  if k.startswith(f'{name}/')]
+  v = [float(st[f'{name}/{m}']) for m in mods if st.get(f'{name}/{m}', '') != '']
+  return reduce(v) if v else math.nan
+
+
+# The worlds' own statistics beside the gain (exploratory, no claim): (label, f(world, stats
+# row, ERM rows of that world)).
+EXPLORE = (
+    ("ERM source val.", lambda st, erm: float(np.mean([r['val'] for r in erm]))),
+    ('dominant separability', lambda st, erm: _stat(st, 'separability', np.mean, True)),
+    ('dominant agreement', lambda st, erm: _stat(st, 'agreement', np.mean, True)),
+    ('deficit', lambda st, erm: deficit(st)),
+    ('smallest span margin', lambda st, erm: _stat(st, 'span_margin', min)),
+    ('largest shift', lambda st, erm: _stat(st, 'shift', max)),
+)
+
+
+def explore(rows, root: str) -> list[str]:
+  """The worlds' statistics (``world_check``'s and ERM's source validation) with each one's
+  Spearman ρ against the world's mean student − ERM difference; exploratory, as the plan says."""
+  st = world_stats(root)
+  d = diffs(rows, COMPARISONS[0], 'fresh', 'best_val')
+  worlds = [w for w in sorted({e[0] for e in d}, key=int) if w in st]
+  if len(worlds) < 3:
+    return []
+  gain = [float(np.mean([e[-1] for e in d if e[0] == w])) for w in worlds]
+  erm = {w: [r for r in rows if r['group'] == 'fresh' and r['rule'] == 'best_val'
+             and r['variant'] == 'erm' and r['world'] == w] for w in worlds}
+  table = {label: [f(st[w], erm[w]) for w in worlds] for label, f in EXPLORE}
+  head = ['world', 'MBCD student − ERM'] + [label for label, _ in EXPLORE]
+  out = ['### The worlds\' own statistics (exploratory)', '',
+         'Per world: ERM\'s source validation accuracy (best-validation epoch, mean over '
+         'targets) and `world_check`\'s statistics of the data (the dominant modality\'s '
+         'within-domain separability and cross-domain agreement, its deficit, the smallest style '
+         'span margin and the largest shift over modalities). Last row: Spearman ρ with the '
+         'student\'s gain over these worlds — exploratory, no claim (the plan\'s hypotheses are '
+         'above).', '',
+         '| ' + ' | '.join(head) + ' |', '|---:|' + '---:|' * (len(head) - 1)]
+  for i, w in enumerate(worlds):
+    out.append(f'| {w} | {gain[i]:+.1f} | '
+               + ' | '.join(f'{table[label][i]:.3f}' if label != 'ERM source val.'
+                            else f'{table[label][i]:.1f}' for label, _ in EXPLORE) + ' |')
+  rhos = [spearman(v, gain) for v in table.values()]
+  out.append('| ρ | | ' + ' | '.join('– (constant)' if math.isnan(r) else f'{r:+.2f}'
+                                     for r in rhos) + ' |')
   return out + ['']
 
 
