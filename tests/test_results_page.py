@@ -128,7 +128,7 @@ def test_fresh_answer_and_figure_from_hand_made_rows(tmp_path):
   ex = '\n'.join(results_page.explore(loaded, str(tmp_path)))
   assert '| 101 | +3.0 |' in ex and '| 0.300 |' in ex
   rho_row = ex.split('| ρ | | ')[1].split(' | ')
-  assert rho_row[3] == '+1.00' and rho_row[1] == '– (constant)'
+  assert rho_row[3] == '+1.00' and rho_row[0] == rho_row[1] == rho_row[2] == '–'
   # No fresh runs: no paragraph, no figure.
   assert results_page.fresh_answer([], str(tmp_path)) is None
   results_page.worlds_figure([], str(tmp_path), str(tmp_path / 'none.png'))

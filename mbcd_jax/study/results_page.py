@@ -447,9 +447,9 @@ def explore(rows, root: str) -> list[str]:
     out.append(f'| {w} | {gain[i]:+.1f} | '
                + ' | '.join(f'{table[label][i]:.3f}' if label != 'ERM source val.'
                             else f'{table[label][i]:.1f}' for label, _ in EXPLORE) + ' |')
-  rhos = [spearman(v, gain) for v in table.values()]
-  out.append('| ρ | | ' + ' | '.join('– (constant)' if math.isnan(r) else f'{r:+.2f}'
-                                     for r in rhos) + ' |')
+  # No rho for a statistic that is constant or missing on some world.
+  rhos = [math.nan if np.isnan(v).any() else spearman(v, gain) for v in table.values()]
+  out.append('| ρ | | ' + ' | '.join('–' if math.isnan(r) else f'{r:+.2f}' for r in rhos) + ' |')
   return out + ['']
 
 
