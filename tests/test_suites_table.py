@@ -87,6 +87,7 @@ def test_the_plans_hypotheses_by_its_majority_rule(tmp_path):
   text = suites_answer.page(str(tmp_path))
   assert '5 of 9 pairs — holds' in text
   assert 'audio 4 of 9 (does not hold), video 9 of 9 (holds) — does not hold' in text
+  assert 'erm 9, mbcd 9, simmmdg 0, cmrf 0. **The study is not complete**' in text
   assert suites_answer._verdict(4, 7) == 'undecided (only 7 of 9 pairs)'
   assert suites_answer._verdict(1, 6) == 'does not hold'   # 4 more cannot reach 5
 

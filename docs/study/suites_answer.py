@@ -56,6 +56,18 @@ def h2(suites) -> dict[str, tuple[int, int]]:
   return out
 
 
+def coverage(suites) -> list[str]:
+  """Runs per plan method in every suite's CSV, and whether the study is complete."""
+  per = {m: min(len({(r['setting'], r['seed']) for r in rows if r['variant'] == m})
+                for rows in suites.values()) for m in PLAN_METHODS}
+  done = all(n == 9 for n in per.values()) and len(suites) == len(suites_table.SUITES)
+  return [f'Runs in all {len(suites)} suites, of the 9 the plan asks each method for: '
+          + ', '.join(f'{m} {n}' for m, n in per.items()) + '.'
+          + ('' if done else ' **The study is not complete**: the tables below are interim for '
+             'the methods short of 9; the hypotheses, which compare MBCD with ERM, are decided '
+             'once both have 9.')]
+
+
 def _verdict(k: int, n: int) -> str:
   if n < 9 and MAJORITY - k <= 9 - n and k < MAJORITY:
     return f'undecided (only {n} of 9 pairs)'
@@ -72,6 +84,7 @@ def page(root: str) -> str:
            'multi-source V+F+A, three targets × seeds 0–2, the evaluated model (MBCD: its EMA '
            'teacher), end-of-training checkpoint. Per suite: `misd.md`, `ood.md`, `missing.md`, '
            '`corruption.md` (and their CSVs, plots) in this folder.', '',
+           *coverage(suites), '',
            '## The plan\'s hypotheses (MBCD − ERM, paired by target and seed)', '']
   if 'misd' in suites:
     k, n = h1(suites)
