@@ -410,8 +410,8 @@ def _stat(st: dict, name: str, reduce, dominant_only: bool = False) -> float:
   return reduce(v) if v else math.nan
 
 
-# The worlds' own statistics beside the gain (exploratory, no claim): (label, f(world, stats
-# row, ERM rows of that world)).
+# The worlds' own statistics beside the gain (exploratory, no claim): (label, f(the world's
+# worlds_stats.csv row, its ERM rows)).
 EXPLORE = (
     ("ERM source val.", lambda st, erm: float(np.mean([r['val'] for r in erm]))),
     ('dominant separability', lambda st, erm: _stat(st, 'separability', np.mean, True)),
