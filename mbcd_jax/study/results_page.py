@@ -393,7 +393,8 @@ def fresh_section(rows, root: str) -> list[str]:
           'target) pairs, H2–H3 over worlds; MBCD student − ERM):', '']
   for rule, name in (('last', 'last epoch'), ('best_val', 'best validation')):
     h = hypotheses(rows, root, rule)
-    res = [f'H1 ρ = {h["H1"][0]:+.2f} ({_p3(h["H1"][1])}, {h["H1"][2]} pairs)'] if 'H1' in h else []
+    res = ([f'H1 ρ = {h["H1"][0]:+.2f} ({_p3(h["H1"][1])}, {h["H1"][2]} pairs)']
+           if 'H1' in h else [])
     res += [f'{k} ρ = {h[k][0]:+.2f} ({_p3(h[k][1])})' for k in ('H2', 'H3') if k in h]
     out.append(f'- {name}: ' + ('; '.join(res) if res else 'too few worlds yet'))
   out += ['', f'![per-world differences](results/{os.path.basename(WORLDS_FIGURE)})', '',

@@ -92,7 +92,8 @@ def _cell(values, diffs=None, lower=False) -> str:
   text = f'{m:.1f} ± {s:.1f}'
   if diffs:
     d = np.array(diffs)
-    wins, losses = int(((d < 0) if lower else (d > 0)).sum()), int(((d > 0) if lower else (d < 0)).sum())
+    better = -d if lower else d
+    wins, losses = int((better > 0).sum()), int((better < 0).sum())
     p = tables.sign_test_p(wins, losses)
     text += f' ({d.mean():+.1f}, {wins}/{len(d)}, p {p:.2f})'
   return text
@@ -133,8 +134,8 @@ def wall_times(suites: dict[str, list[dict]]) -> list[str]:
     per = {_key(r): float(r['wall_s']) for r in rows if r.get('wall_s')}
     if per:
       v = np.array(list(per.values()))
-      out.append(f'- {s}: median {np.median(v):.1f} s per run (range {v.min():.1f}–{v.max():.1f}, '
-                 f'{len(v)} runs)')
+      out.append(f'- {s}: median {np.median(v):.1f} s per run '
+                 f'(range {v.min():.1f}–{v.max():.1f}, {len(v)} runs)')
   return out
 
 
