@@ -342,7 +342,7 @@ def fresh_answer(rows, root: str) -> str | None:
     text += (f' The student\'s gain depends on the world: the plan\'s headroom hypothesis (H1, '
              f'its gain falls as ERM\'s own target accuracy rises) is '
              f'{"supported" if p < 0.05 else "not supported"} (ρ = {rho:+.2f}, {_p3(p)}, {n} '
-             'pairs)')
+             'pairs, at the plan\'s primary rule, the last epoch)')
     if 'H3' in h:
       rho3, p3, _ = h['H3']
       text += (f'; the premise hypothesis (H3, the gain rises with the dominant modality\'s '
