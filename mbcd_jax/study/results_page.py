@@ -213,9 +213,10 @@ def bullets(rows) -> list[str]:
     for c, s in zip(COMPARISONS[:2], sh):
       if s:
         k, n, (lo, hi) = s
-        out.append(f'- Fresh worlds so far ({c.label}, best validation): positive on {k} of {n} '
-                   f'(95% interval {100 * lo:.0f}–{100 * hi:.0f}%); the study is under way '
-                   '([plan](results/worlds_plan.md)).')
+        out.append(f'- Fresh worlds ({c.label}, best validation): positive on {k} of {n} worlds '
+                   f'(95% interval {100 * lo:.0f}–{100 * hi:.0f}%; drawn and run by the '
+                   '[plan](results/worlds_plan.md), which adds worlds in order while time '
+                   'allows).')
   else:
     out.append('- The fresh-worlds study (seeds 100+, drawn by a rule fixed before its runs: '
                '[plan](results/worlds_plan.md)) has no finished world yet.')
