@@ -537,11 +537,13 @@ def worlds_figure(rows, root: str, path: str):
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   erm = erm_accuracy(rows, 'fresh', 'best_val')
   worlds = sorted({e[0] for e in diffs(rows, comps[0], 'fresh', 'best_val')},
-                  key=lambda w: np.mean([v for k, v in erm.items() if k[0] == w]))
+                  key=lambda w: (np.mean([v for k, v in erm.items() if k[0] == w]), w))
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={'width_ratios': [3, 2]})
   colours = ('tab:red', 'tab:blue', 'tab:grey', 'tab:purple')
   for i, (c, col) in enumerate(zip(comps, colours)):
-    d = diffs(rows, c, 'fresh', 'best_val')
+    # Sorted: the pairs' order decides how translucent points overlap, so the file is the
+    # same from every process (the rows arrive in hash order).
+    d = sorted(diffs(rows, c, 'fresh', 'best_val'))
     xs, ys = [], []
     for j, w in enumerate(worlds):
       v = [e[-1] for e in d if e[0] == w]
