@@ -92,6 +92,24 @@ def test_the_plans_hypotheses_by_its_majority_rule(tmp_path):
   assert suites_answer._verdict(1, 6) == 'does not hold'   # 4 more cannot reach 5
 
 
+def test_the_best_validation_checkpoint_is_beside_it_and_decides_nothing(tmp_path):
+  d = tmp_path / suites_answer.DIR
+  _suites(str(d), RUNS)
+  assert '## The best-validation checkpoint' not in suites_answer.page(str(tmp_path))
+  # At the best checkpoint MBCD's AURC is worse in both pairs: the counts change, the verdict
+  # (from the end-of-training rows) does not.
+  best = dict(RUNS)
+  best[('mbcd', 0)] = (84.0, 60.0, 75.0, {'video': 80.0, 'audio': 72.0}, [76.0, 70.0])
+  best[('mbcd', 1)] = (88.0, 55.0, 85.0, {'video': 80.0, 'audio': 84.0}, [82.0, 82.0])
+  _suites(str(d / suites_answer.BEST), best)
+  text = suites_answer.page(str(tmp_path))
+  head, beside = text.split('## The best-validation checkpoint, beside it')
+  assert '1 of 2 pairs' in head
+  assert 'AURC no worse in 0 of 2 pairs' in beside
+  assert 'drop smaller audio 1 of 2, video 2 of 2' in beside
+  assert '| V+F+A | mbcd | 2 | 86.0 ± 2.8 (+1.0, 1/2, p 1.00) | 57.5 ± 3.5 (+12.5, 0/2' in beside
+
+
 def test_the_committed_answer_is_what_its_csvs_give():
   root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
   if not os.path.exists(os.path.join(root, suites_answer.DIR, 'README.md')):

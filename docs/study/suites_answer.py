@@ -10,8 +10,9 @@ checkpoint:
   H2  missing: with one modality zeroed at the fused head, MBCD's accuracy drop from its own
       clean accuracy smaller than ERM's in at least 5 of 9 pairs, for each of the modalities.
 The rule is applied here as written; the page also carries the cross-suite tables
-(``mbcd_jax.study.suites_table``) of the plan's four methods and, where present, of every
-method at seed 0 (``every_method/``).
+(``mbcd_jax.study.suites_table``) of the plan's four methods and, where present, the same runs
+at the best-validation checkpoint (``best_val/``, the plan's "reported beside it": counts only,
+no verdict) and every method at seed 0 (``every_method/``).
 """
 import argparse
 import collections
@@ -22,6 +23,7 @@ from mbcd_jax.study import suites_table
 
 DIR = 'docs/study/suites'
 EVERY = 'every_method'
+BEST = 'best_val'
 PLAN_METHODS = ('erm', 'mbcd', 'simmmdg', 'cmrf')
 MAJORITY = 5
 
@@ -102,6 +104,21 @@ def page(root: str) -> str:
   lines += ['- OOD and corruptions: no prediction was made.', '',
             '## Every suite at a glance: the plan\'s four methods, seeds 0–2', '',
             suites_table.markdown(d, 'erm', None, list(PLAN_METHODS))]
+  best = os.path.join(d, BEST)
+  if os.path.isdir(best):
+    bs = suites_table.read(best)
+    counts = []
+    if 'misd' in bs:
+      counts.append('AURC no worse in {} of {} pairs'.format(*h1(bs)))
+    if 'missing' in bs:
+      counts.append('drop smaller ' + ', '.join(f'{m} {k} of {n}' for m, (k, n) in h2(bs).items()))
+    lines += ['## The best-validation checkpoint, beside it', '',
+              'The same runs at the checkpoint the authors\' rule selects (best source '
+              'validation, the later epoch on ties; `--checkpoint=best`, in '
+              f'`{BEST}/`), as the plan reports it: beside the end-of-training one, deciding '
+              'nothing. '
+              + (f'MBCD − ERM at this checkpoint: {"; ".join(counts)}.' if counts else ''), '',
+              suites_table.markdown(best, 'erm', None, list(PLAN_METHODS))]
   every = os.path.join(d, EVERY)
   if os.path.isdir(every):
     lines += ['## Every method, seed 0 (an addition to the plan)', '',
