@@ -62,6 +62,8 @@ def test_per_run_columns_and_paired_cells(tmp_path):
   assert mbcd[7] == '7.0 ± 1.4 (-8.0, 2/2, p 0.50)'
   assert suites_table.wall_times(suites_table.read(str(tmp_path)))[0] == (
       '- misd: median 2.0 s per run (range 2.0–2.0, 4 runs)')
+  # A small p is printed as a bound, never as 'p 0.00'.
+  assert suites_table._cell([1.0] * 9, [1.0] * 9) == '1.0 ± 0.0 (+1.0, 9/9, p < 0.01)'
   # --seeds narrows the runs.
   assert suites_table.table(suites_table.read(str(tmp_path)), seeds={1})[2].startswith(
       '| V+F+A | erm | 1 | 90.0 ± 0.0 |')

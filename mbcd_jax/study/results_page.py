@@ -20,7 +20,7 @@ import sys
 
 import numpy as np
 
-from mbcd_jax.study import paper_numbers, tables
+from mbcd_jax.study import paper_numbers, suites_table, tables
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))   # the clone
 MB = 'docs/study/paper_regime/v2/machine_b'
@@ -456,6 +456,33 @@ def explore(rows, root: str) -> list[str]:
   return out + ['']
 
 
+SUITES_DIR = 'docs/study/suites'
+SUITES_METHODS = ('erm', 'mbcd', 'simmmdg', 'cmrf')
+
+
+def reliability_section(root: str) -> list[str]:
+  """The MMDG benchmark's four suites on world 0 (the suites study's end-of-training tables),
+  one row per method; empty where the study has no tables."""
+  d = os.path.join(root, SUITES_DIR)
+  if not os.path.exists(os.path.join(d, 'misd.csv')):
+    return []
+  suites = suites_table.read(d)
+  runs = suites_table.per_run(suites)
+  short = [m for m in SUITES_METHODS if 0 < len({k for k in runs if k[0] == m}) < 9]
+  return ['## Reliability (the MMDG benchmark\'s four suites)', '',
+          'World 0, the paper\'s length, three targets × seeds 0–2, each method\'s evaluated model '
+          '(MBCD: its EMA teacher) at the end of training: misclassification detection (AURC of '
+          'the max softmax, ×1000, lower is better), OOD detection (AUROC on classes no world '
+          'uses), one modality zeroed at the fused head (accuracy and its drop from the clean '
+          'one), and the corruptions\' mean accuracy. Each cell: mean ± std over runs; beside a '
+          'method, its mean paired difference from ERM, wins / pairs and the sign-test p. '
+          + (f'Interim for {", ".join(short)} (fewer than the plan\'s 9 runs). ' if short else '')
+          + 'The plan, its hypotheses and the best-validation checkpoint: '
+          '[study/suites/README.md](study/suites/README.md); the suites: '
+          '[reliability.md](reliability.md).', '',
+          *suites_table.table(suites, 'erm', None, list(SUITES_METHODS)), '']
+
+
 def page(rows, root: str = ROOT) -> str:
   lines = [
       '# Results on the embedded benchmark', '',
@@ -475,6 +502,7 @@ def page(rows, root: str = ROOT) -> str:
       '', *table(rows, 'best_val'), '',
       '## Last-epoch model', '', *table(rows, 'last'), '',
       *fresh_section(rows, root),
+      *reliability_section(root),
       '## In short', '', *bullets(rows),
       '- Until the tie rule was adopted the best-validation rule kept the *first* of equal '
       'validation accuracies; the committed tables were re-selected from their runs '

@@ -95,7 +95,7 @@ def _cell(values, diffs=None, lower=False) -> str:
     better = -d if lower else d
     wins, losses = int((better > 0).sum()), int((better < 0).sum())
     p = tables.sign_test_p(wins, losses)
-    text += f' ({d.mean():+.1f}, {wins}/{len(d)}, p {p:.2f})'
+    text += f' ({d.mean():+.1f}, {wins}/{len(d)}, ' + ('p < 0.01)' if p < 0.01 else f'p {p:.2f})')
   return text
 
 
