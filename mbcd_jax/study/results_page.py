@@ -514,6 +514,8 @@ def page(rows, root: str = ROOT) -> str:
       '## Where the numbers come from', '',
       *[f'- {GROUPS[g]}: ' + ', '.join(f'`{s}`' for gg, s in SOURCES if gg == g)
         for g in GROUPS],
+      *(['- reliability: `docs/study/suites/{misd,ood,missing,corruption}.csv`']
+        if reliability_section(root) else []),
       '- How the benchmark is built and why: [benchmark.md](benchmark.md); the study behind '
       'these runs, by question: [study/paper_regime/README.md](study/paper_regime/README.md); '
       'every earlier study: [study/README.md](study/README.md).', '']
