@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from mbcd_jax.study import results_page
+from mbcd_jax.study import results_page, suites_table
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -137,7 +137,7 @@ def test_fresh_answer_and_figure_from_hand_made_rows(tmp_path):
 
 def test_reliability_section_from_the_suites_csvs(tmp_path):
   assert results_page.reliability_section(str(tmp_path)) == []
-  rel = results_page.SUITES_DIR
+  rel = suites_table.STUDY_DIR
   keys = dict(modalities='V+F+A', setting='A,C→H', target='human', rule='last', who='student')
   runs = {('erm', 0): (80.0, 50.0), ('erm', 1): (90.0, 40.0), ('mbcd', 0): (84.0, 30.0)}
   rows = {s: [] for s in ('misd', 'ood', 'missing', 'corruption')}

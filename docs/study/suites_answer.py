@@ -21,10 +21,10 @@ import sys
 
 from mbcd_jax.study import suites_table
 
-DIR = 'docs/study/suites'
+DIR = suites_table.STUDY_DIR
 EVERY = 'every_method'
 BEST = 'best_val'
-PLAN_METHODS = ('erm', 'mbcd', 'simmmdg', 'cmrf')
+PLAN_METHODS = suites_table.STUDY_METHODS
 MAJORITY = 5
 
 

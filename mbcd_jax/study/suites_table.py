@@ -36,6 +36,9 @@ COLUMNS = (('acc', 'accuracy', False), ('aurc', 'AURC ↓ (×1000)', True),
            ('ood_auroc', 'OOD AUROC', False), ('missing', 'one modality missing', False),
            ('drop', 'drop ↓', True), ('corrupted', 'corrupted', False))
 SUITES = ('misd', 'ood', 'missing', 'corruption')
+# The suites study (docs/study/suites_plan.md): where its tables are committed and its methods.
+STUDY_DIR = 'docs/study/suites'
+STUDY_METHODS = ('erm', 'mbcd', 'simmmdg', 'cmrf')
 
 
 def read(suites_dir: str) -> dict[str, list[dict]]:
