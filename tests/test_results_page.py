@@ -155,3 +155,12 @@ def test_reliability_section_from_the_suites_csvs(tmp_path):
   assert 'Interim for erm, mbcd' in text
   assert '| V+F+A | erm | 2 | 85.0 ± 7.1 | 45.0 ± 7.1 |' in text
   assert '| V+F+A | mbcd | 1 | 84.0 ± 0.0 (+4.0, 1/1, p 1.00) | 30.0 ± 0.0 (-20.0, 1/1, p 1.00) |' in text
+  assert 'Every method, seed' not in text
+  # Every method at seed 0: a row per method from the sub-folder, seed 1 left out.
+  rows['misd'].append(dict(keys, variant='nel', seed=0, suite='misd', condition='msp', acc=70.0,
+                           aurc=35.0))
+  _write(str(tmp_path), f'{rel}/{suites_table.EVERY_METHOD_DIR}/misd.csv', rows['misd'])
+  text = '\n'.join(results_page.reliability_section(str(tmp_path)))
+  every = text.split('Every method, seed 0 only')[1]
+  assert '| V+F+A | erm | 1 | 80.0 ± 0.0 | 50.0 ± 0.0 |' in every
+  assert '| V+F+A | nel | 1 | 70.0 ± 0.0 (-10.0, 0/1, p 1.00) | 35.0 ± 0.0 (-15.0, 1/1, p 1.00) |' in every

@@ -117,3 +117,21 @@ def test_the_committed_answer_is_what_its_csvs_give():
   if not os.path.exists(os.path.join(root, suites_answer.DIR, 'README.md')):
     pytest.skip('no committed suites answer yet')
   suites_answer.main(['--check', f'--root={root}'])
+
+
+def test_every_method_at_seed_0_only(tmp_path):
+  d = tmp_path / suites_answer.DIR
+  _suites(str(d), RUNS)
+  every = dict(RUNS)
+  every[('nel', 0)] = (70.0, 20.0, 60.0, {'video': 50.0, 'audio': 60.0}, [60.0, 50.0])
+  _suites(str(d / suites_answer.EVERY), every)
+  # A seed-1 wall time that would move the median if seeds were ignored.
+  rows = list(csv.DictReader(open(d / suites_answer.EVERY / 'misd.csv')))
+  for r in rows:
+    r['wall_s'] = 100.0 if r['seed'] == '1' else r['wall_s']
+  _write(str(d / suites_answer.EVERY / 'misd.csv'), rows)
+  text = suites_answer.page(str(tmp_path)).split('## Every method, seed 0')[1]
+  # One run per method (seed 1 left out); NEL paired with ERM's seed-0 run: AURC 30 lower.
+  assert '| V+F+A | erm | 1 | 80.0 ± 0.0 | 50.0 ± 0.0 |' in text
+  assert '| V+F+A | nel | 1 | 70.0 ± 0.0 (-10.0, 0/1, p 1.00) | 20.0 ± 0.0 (-30.0, 1/1, p 1.00) |' in text
+  assert '- misd: median 2.0 s per run (range 2.0–2.0, 3 runs)' in text

@@ -22,7 +22,7 @@ import sys
 from mbcd_jax.study import suites_table
 
 DIR = suites_table.STUDY_DIR
-EVERY = 'every_method'
+EVERY = suites_table.EVERY_METHOD_DIR
 BEST = 'best_val'
 PLAN_METHODS = suites_table.STUDY_METHODS
 MAJORITY = 5
@@ -125,7 +125,7 @@ def page(root: str) -> str:
               'The benchmark\'s other methods (RNA-Net, MOOSA, JAT, NEL, GMP) trained on the same '
               'world at the same length, seed 0 only, beside the four above at seed 0 '
               f'(`{EVERY}/`).', '',
-              suites_table.markdown(every, 'erm', {0}, None)]
+              suites_table.markdown(every, 'erm', suites_table.EVERY_METHOD_SEEDS, None)]
   return '\n'.join(lines)
 
 

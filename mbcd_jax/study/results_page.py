@@ -476,7 +476,21 @@ def reliability_section(root: str) -> list[str]:
           + 'The plan, its hypotheses and the best-validation checkpoint: '
           '[study/suites/README.md](study/suites/README.md); the suites: '
           '[reliability.md](reliability.md).', '',
-          *suites_table.table(suites, 'erm', None, list(suites_table.STUDY_METHODS)), '']
+          *suites_table.table(suites, 'erm', None, list(suites_table.STUDY_METHODS)), '',
+          *every_method_section(d)]
+
+
+def every_method_section(study_dir: str) -> list[str]:
+  """Every method with suite tables at seed 0 (the plan's addendum), one row each with its
+  run count; empty where that folder has no tables."""
+  d = os.path.join(study_dir, suites_table.EVERY_METHOD_DIR)
+  if not os.path.exists(os.path.join(d, 'misd.csv')):
+    return []
+  seeds = suites_table.EVERY_METHOD_SEEDS
+  rows = suites_table.table(suites_table.read(d), 'erm', seeds, None)
+  return ['Every method, seed ' + ', '.join(map(str, sorted(seeds))) + ' only (an addition to '
+          'the plan; one seed describes, it does not test): the same world, length and suites, '
+          '`runs` = targets with a finished run.', '', *rows, '']
 
 
 def page(rows, root: str = ROOT) -> str:
@@ -511,7 +525,10 @@ def page(rows, root: str = ROOT) -> str:
       '## Where the numbers come from', '',
       *[f'- {GROUPS[g]}: ' + ', '.join(f'`{s}`' for gg, s in SOURCES if gg == g)
         for g in GROUPS],
-      *(['- reliability: `docs/study/suites/{misd,ood,missing,corruption}.csv`']
+      *([f'- reliability: `{suites_table.STUDY_DIR}/{{misd,ood,missing,corruption}}.csv`'
+         + (f' and `{suites_table.STUDY_DIR}/{suites_table.EVERY_METHOD_DIR}/`'
+            if os.path.isdir(os.path.join(root, suites_table.STUDY_DIR,
+                                          suites_table.EVERY_METHOD_DIR)) else '')]
         if reliability else []),
       '- How the benchmark is built and why: [benchmark.md](benchmark.md); the study behind '
       'these runs, by question: [study/paper_regime/README.md](study/paper_regime/README.md); '

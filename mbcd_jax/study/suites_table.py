@@ -39,6 +39,9 @@ SUITES = ('misd', 'ood', 'missing', 'corruption')
 # The suites study (docs/study/suites_plan.md): where its tables are committed and its methods.
 STUDY_DIR = 'docs/study/suites'
 STUDY_METHODS = ('erm', 'mbcd', 'simmmdg', 'cmrf')
+# Its addition: every method at seed 0 (the plan's addendum), in this sub-folder of STUDY_DIR.
+EVERY_METHOD_DIR = 'every_method'
+EVERY_METHOD_SEEDS = frozenset({0})
 
 
 def read(suites_dir: str) -> dict[str, list[dict]]:
@@ -130,11 +133,13 @@ def table(suites: dict[str, list[dict]], baseline: str = 'erm', seeds=None,
   return out
 
 
-def wall_times(suites: dict[str, list[dict]]) -> list[str]:
-  """One line per suite: the median and range of its wall time per run (model load excluded)."""
+def wall_times(suites: dict[str, list[dict]], seeds=None) -> list[str]:
+  """One line per suite: the median and range of its wall time per run (model load excluded),
+  over the runs of ``seeds`` (all if None)."""
   out = []
   for s, rows in suites.items():
-    per = {_key(r): float(r['wall_s']) for r in rows if r.get('wall_s')}
+    per = {_key(r): float(r['wall_s']) for r in rows
+           if r.get('wall_s') and (seeds is None or int(r['seed']) in seeds)}
     if per:
       v = np.array(list(per.values()))
       out.append(f'- {s}: median {np.median(v):.1f} s per run '
@@ -149,7 +154,7 @@ def markdown(suites_dir: str, baseline: str = 'erm', seeds=None, methods=None) -
       f'{baseline} (same setting and seed), wins / pairs and the two-sided sign-test p. Columns: '
       '`mbcd_jax/study/suites_table.py`.', '',
       *table(suites, baseline, seeds, methods), '',
-      'Wall time of each suite per run:', '', *wall_times(suites), ''])
+      'Wall time of each suite per run:', '', *wall_times(suites, seeds), ''])
 
 
 def main(argv=None):
