@@ -135,3 +135,8 @@ def test_every_method_at_seed_0_only(tmp_path):
   assert '| V+F+A | erm | 1 | 80.0 ± 0.0 | 50.0 ± 0.0 |' in text
   assert '| V+F+A | nel | 1 | 70.0 ± 0.0 (-10.0, 0/1, p 1.00) | 20.0 ± 0.0 (-30.0, 1/1, p 1.00) |' in text
   assert '- misd: median 2.0 s per run (range 2.0–2.0, 3 runs)' in text
+  # The runner's accuracy table is linked only once it is there.
+  assert suites_answer.TABLE1 not in text
+  (d / suites_answer.EVERY / suites_answer.TABLE1).write_text('# Results\n')
+  text = suites_answer.page(str(tmp_path)).split('## Every method, seed 0')[1]
+  assert f'({suites_answer.EVERY}/{suites_answer.TABLE1})' in text

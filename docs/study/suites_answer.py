@@ -24,6 +24,9 @@ from mbcd_jax.study import suites_table
 DIR = suites_table.STUDY_DIR
 EVERY = suites_table.EVERY_METHOD_DIR
 BEST = 'best_val'
+# The runner's accuracy tables over the same runs (python -m mbcd_jax.experiments ...
+# --seeds=0 --tables_only --table=table1_seed0, copied here).
+TABLE1 = 'table1_seed0.md'
 PLAN_METHODS = suites_table.STUDY_METHODS
 MAJORITY = 5
 
@@ -124,7 +127,10 @@ def page(root: str) -> str:
     lines += ['## Every method, seed 0 (an addition to the plan)', '',
               'The benchmark\'s other methods (RNA-Net, MOOSA, JAT, NEL, GMP) trained on the same '
               'world at the same length, seed 0 only, beside the four above at seed 0 '
-              f'(`{EVERY}/`).', '',
+              f'(`{EVERY}/`).'
+              + (f' Per-target accuracy of every method at both checkpoint rules, in the '
+                 f'runner\'s Table 1 shape: [{EVERY}/{TABLE1}]({EVERY}/{TABLE1}).'
+                 if os.path.exists(os.path.join(every, TABLE1)) else ''), '',
               suites_table.markdown(every, 'erm', suites_table.EVERY_METHOD_SEEDS, None)]
   return '\n'.join(lines)
 
