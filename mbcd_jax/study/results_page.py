@@ -460,7 +460,7 @@ def reliability_section(root: str) -> list[str]:
   """The MMDG benchmark's four suites on world 0 (the suites study's end-of-training tables),
   one row per method; empty where the study has no tables."""
   d = os.path.join(root, suites_table.STUDY_DIR)
-  if not os.path.exists(os.path.join(d, 'misd.csv')):
+  if not suites_table.has_tables(d):
     return []
   suites = suites_table.read(d)
   runs = suites_table.per_run(suites)
@@ -484,7 +484,7 @@ def every_method_section(study_dir: str) -> list[str]:
   """Every method with suite tables at seed 0 (the plan's addendum), one row each with its
   run count; empty where that folder has no tables."""
   d = os.path.join(study_dir, suites_table.EVERY_METHOD_DIR)
-  if not os.path.exists(os.path.join(d, 'misd.csv')):
+  if not suites_table.has_tables(d):
     return []
   seeds = suites_table.EVERY_METHOD_SEEDS
   rows = suites_table.table(suites_table.read(d), 'erm', seeds, None)
@@ -527,8 +527,8 @@ def page(rows, root: str = ROOT) -> str:
         for g in GROUPS],
       *([f'- reliability: `{suites_table.STUDY_DIR}/{{misd,ood,missing,corruption}}.csv`'
          + (f' and `{suites_table.STUDY_DIR}/{suites_table.EVERY_METHOD_DIR}/`'
-            if os.path.isdir(os.path.join(root, suites_table.STUDY_DIR,
-                                          suites_table.EVERY_METHOD_DIR)) else '')]
+            if suites_table.has_tables(os.path.join(root, suites_table.STUDY_DIR,
+                                                    suites_table.EVERY_METHOD_DIR)) else '')]
         if reliability else []),
       '- How the benchmark is built and why: [benchmark.md](benchmark.md); the study behind '
       'these runs, by question: [study/paper_regime/README.md](study/paper_regime/README.md); '

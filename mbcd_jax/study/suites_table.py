@@ -44,6 +44,11 @@ EVERY_METHOD_DIR = 'every_method'
 EVERY_METHOD_SEEDS = frozenset({0})
 
 
+def has_tables(suites_dir: str) -> bool:
+  """Whether the suites wrote their tables into ``suites_dir`` (misd's CSV, the first suite)."""
+  return os.path.exists(os.path.join(suites_dir, f'{SUITES[0]}.csv'))
+
+
 def read(suites_dir: str) -> dict[str, list[dict]]:
   """{suite: rows} of every suite CSV present in ``suites_dir``."""
   out = {}
